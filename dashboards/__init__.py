@@ -1,0 +1,1 @@
+"""rich terminal views over the tracer's live statistics."""

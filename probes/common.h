@@ -1,0 +1,105 @@
+/* Maps and helpers shared by every probe file. Only tracepoint arguments and
+ * user memory are read: no kernel struct is dereferenced, so mismatched kernel
+ * headers cannot break the probes. */
+#include <linux/signal.h>   /* sigset_t: bcc spells out epoll_pwait's tracepoint arguments */
+#include "events.h"
+
+#ifndef RINGBUF_PAGES
+#define RINGBUF_PAGES 4096          /* 16 MiB ring buffer */
+#endif
+#ifndef LOOP_MIN_NS
+#define LOOP_MIN_NS 1000000ULL      /* main-thread busy spans shorter than this only feed counters */
+#endif
+#define BPF_RB_NO_WAKEUP_FLAG 1     /* user space polls on a timer: one wake-up per batch, not per record */
+
+struct fd_key {
+    __u32 tgid;
+    __s32 fd;
+};
+
+struct peer_key {                   /* the client's address as accept() returns it */
+    __u16 port;
+    __u16 family;
+    __u8 addr[16];
+};
+
+struct sock_info {
+    __u64 established_ts;           /* handshake done: start of the accept-queue wait */
+    __u64 arrival_ts;               /* first request bytes not yet read by Redis */
+};
+
+struct inflight {                   /* a syscall between its enter and exit, per thread */
+    __u64 ts;
+    __u64 buf;                      /* user buffer, iovec array or sockaddr */
+    __u64 count;
+    __s32 fd;
+    __u16 kind;
+    __u16 flags;
+};
+
+struct rt_record {
+    struct rt_event ev;
+    __u8 data[CAPTURE_MAX * 2];     /* twice the capture: lets the verifier bound writev offsets */
+};
+
+BPF_HASH(targets, __u32, __u32, 64);                       /* traced tgids */
+BPF_HASH(listen_ports, __u16, __u32, 64);                  /* their listening ports (softirq probes) */
+BPF_HASH(fd_kinds, struct fd_key, __u8, 65536);           /* enum rt_fd_kind per fd */
+BPF_HASH(fd_socks, struct fd_key, __u64, 65536);          /* accepted fd -> socket address (a key only) */
+BPF_TABLE("lru_hash", __u64, struct sock_info, socks, 65536);
+BPF_TABLE("lru_hash", struct peer_key, __u64, peers, 65536);
+BPF_HASH(inflight, __u32, struct inflight, 16384);
+BPF_HASH(last_wake, __u32, __u64, 256);                    /* main thread (tid == tgid) -> epoll return */
+BPF_PERCPU_ARRAY(scratch, struct rt_record, 1);
+BPF_PERCPU_ARRAY(counters, __u64, CNT_MAX);
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+
+static __always_inline void count_add(int idx, __u64 v)
+{
+    __u64 *c = counters.lookup(&idx);
+    if (c)
+        *c += v;
+}
+
+static __always_inline int is_target(__u32 tgid)
+{
+    return targets.lookup(&tgid) != NULL;
+}
+
+static __always_inline __u8 fd_kind(__u32 tgid, __s32 fd)
+{
+    struct fd_key k = {.tgid = tgid, .fd = fd};
+    __u8 *kind = fd_kinds.lookup(&k);
+    return kind ? *kind : FD_UNKNOWN;
+}
+
+static __always_inline struct rt_record *new_record(__u16 kind, __u64 id, __s32 fd)
+{
+    int zero = 0;
+    struct rt_record *r = scratch.lookup(&zero);
+    if (!r)
+        return NULL;
+    __builtin_memset(&r->ev, 0, sizeof(r->ev));
+    r->ev.kind = kind;
+    r->ev.tgid = id >> 32;
+    r->ev.tid = (__u32)id;
+    r->ev.fd = fd;
+    return r;
+}
+
+static __always_inline void emit(struct rt_record *r)
+{
+    __u32 n = r->ev.cap_len;
+    if (n > CAPTURE_MAX)
+        n = CAPTURE_MAX;
+    if (events.ringbuf_output(r, sizeof(struct rt_event) + n, BPF_RB_NO_WAKEUP_FLAG) != 0)
+        count_add(CNT_LOST, 1);
+}
+
+static __always_inline void enter_syscall(__u16 kind, __s32 fd, __u64 buf, __u64 count, __u16 flags)
+{
+    __u32 tid = (__u32)bpf_get_current_pid_tgid();
+    struct inflight in = {.ts = bpf_ktime_get_ns(), .buf = buf, .count = count, .fd = fd,
+                          .kind = kind, .flags = flags};
+    inflight.update(&tid, &in);
+}

@@ -1,0 +1,63 @@
+/* The one definition of what the probes send to user space.
+ * tracer/events.py mirrors it; tests/test_event_layout.py checks they agree.
+ * Every record is a struct rt_event followed by cap_len bytes copied from the
+ * syscall's user buffer (only READ and WRITE carry bytes). */
+#ifndef RT_EVENTS_H
+#define RT_EVENTS_H
+
+#ifndef CAPTURE_MAX
+#define CAPTURE_MAX 4096            /* bytes of a read/write copied; power of two */
+#endif
+
+enum rt_kind {
+    RT_ACCEPT = 1,   /* fd = new fd; peer_*; aux_ts = handshake done (0 unknown) */
+    RT_READ = 2,     /* fd, ret = bytes; aux_ts = first unread arrival; aux_ts2 = thread's last epoll wake */
+    RT_WRITE = 3,    /* write or writev; fd, ret = bytes */
+    RT_CLOSE = 4,    /* fd of a tracked socket or file */
+    RT_FSYNC = 5,    /* fsync/fdatasync; fd */
+    RT_LOOP = 6,     /* main thread busy span: aux_ts = epoll wake, ts_enter = next epoll entry, ret = ready fds */
+    RT_EXEC = 7,     /* uprobe on call(): ts_enter..ts_exit is one command's execution */
+};
+
+enum rt_fd_kind {
+    FD_UNKNOWN = 0,  /* not classified yet: records go up so user space can classify it */
+    FD_CLIENT = 1,   /* accepted TCP connection */
+    FD_AOF = 2,      /* the append-only file */
+    FD_IGNORE = 3,   /* anything else: no records */
+};
+
+enum rt_flags {
+    RTF_WRITEV = 1,      /* the write was a writev */
+    RTF_FDATASYNC = 2,   /* the fsync was an fdatasync */
+    RTF_UNKNOWN_FD = 4,  /* fd was not classified when the record was made */
+    RTF_ACCEPT4 = 8,
+    RTF_EPOLL_PWAIT = 16,
+};
+
+struct rt_event {
+    __u64 ts_enter;      /* CLOCK_MONOTONIC ns */
+    __u64 ts_exit;
+    __u64 aux_ts;
+    __u64 aux_ts2;
+    __s64 ret;
+    __u32 tgid;
+    __u32 tid;
+    __s32 fd;
+    __u16 kind;
+    __u16 flags;
+    __u32 cap_len;
+    __u16 peer_port;     /* host byte order */
+    __u16 family;        /* AF_INET / AF_INET6, 0 when unknown */
+    __u8 peer_addr[16];  /* IPv4 in the first 4 bytes */
+};
+
+/* Counters user space reads from the `counters` per-CPU array. */
+enum rt_counter {
+    CNT_LOST = 0,          /* records the ring buffer had no room for */
+    CNT_LOOP_BUSY_NS = 1,  /* main thread time between epoll wake and next epoll entry */
+    CNT_LOOP_IDLE_NS = 2,  /* main thread time inside epoll_wait */
+    CNT_LOOPS = 3,
+    CNT_MAX = 4,
+};
+
+#endif

@@ -1,0 +1,53 @@
+/* fsync/fdatasync by any thread of the target (main thread with
+ * appendfsync always, the bio thread with everysec). */
+
+static __always_inline int fsync_enter(int fd, __u16 flags)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    if (!is_target(id >> 32))
+        return 0;
+    enter_syscall(RT_FSYNC, fd, 0, 0, flags);
+    return 0;
+}
+
+static __always_inline int fsync_exit(long ret)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tid = (__u32)id;
+    struct inflight *in = inflight.lookup(&tid);
+    if (!in)
+        return 0;
+    struct inflight call = *in;
+    inflight.delete(&tid);
+    if (call.kind != RT_FSYNC)
+        return 0;
+    struct rt_record *r = new_record(RT_FSYNC, id, call.fd);
+    if (!r)
+        return 0;
+    r->ev.ts_enter = call.ts;
+    r->ev.ts_exit = bpf_ktime_get_ns();
+    r->ev.ret = ret;
+    r->ev.flags = call.flags;
+    emit(r);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_fsync)
+{
+    return fsync_enter(args->fd, 0);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_fsync)
+{
+    return fsync_exit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_fdatasync)
+{
+    return fsync_enter(args->fd, RTF_FDATASYNC);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_fdatasync)
+{
+    return fsync_exit(args->ret);
+}

@@ -1,0 +1,65 @@
+/* The main thread's event loop: each epoll return starts a busy span that
+ * ends at the next epoll entry. Long spans are stalls; all spans feed counters. */
+
+static __always_inline int loop_enter(void)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32, tid = (__u32)id;
+    if (tid != tgid || !is_target(tgid))
+        return 0;
+    __u64 now = bpf_ktime_get_ns();
+    struct inflight in = {.ts = now, .kind = RT_LOOP};
+    __u64 *wake = last_wake.lookup(&tgid);
+    if (wake && *wake) {
+        __u64 busy = now - *wake;
+        count_add(CNT_LOOP_BUSY_NS, busy);
+        count_add(CNT_LOOPS, 1);
+        if (busy >= LOOP_MIN_NS) {
+            struct rt_record *r = new_record(RT_LOOP, id, -1);
+            if (r) {
+                r->ev.aux_ts = *wake;
+                r->ev.ts_enter = now;
+                r->ev.ts_exit = now;
+                emit(r);
+            }
+        }
+    }
+    inflight.update(&tid, &in);
+    return 0;
+}
+
+static __always_inline int loop_exit(long ret)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32, tid = (__u32)id;
+    if (tid != tgid)
+        return 0;
+    struct inflight *in = inflight.lookup(&tid);
+    if (!in || in->kind != RT_LOOP)
+        return 0;
+    __u64 now = bpf_ktime_get_ns();
+    count_add(CNT_LOOP_IDLE_NS, now - in->ts);
+    inflight.delete(&tid);
+    last_wake.update(&tgid, &now);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_epoll_wait)
+{
+    return loop_enter();
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_epoll_wait)
+{
+    return loop_exit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_epoll_pwait)
+{
+    return loop_enter();
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_epoll_pwait)
+{
+    return loop_exit(args->ret);
+}

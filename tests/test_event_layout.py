@@ -1,0 +1,86 @@
+"""probes/events.h is the one definition of the record layout: tracer/events.py must agree."""
+import re
+import struct
+from pathlib import Path
+
+from tracer import events
+
+HEADER = (Path(__file__).resolve().parent.parent / "probes" / "events.h").read_text()
+C_TYPES = {"__u64": "Q", "__s64": "q", "__u32": "I", "__s32": "i", "__u16": "H", "__u8": "B"}
+
+
+def c_struct_fields(name: str):
+    body = re.search(r"struct %s \{(.*?)\};" % name, HEADER, re.S).group(1)
+    fields = []
+    for line in body.splitlines():
+        line = line.split("/*")[0].strip()
+        m = re.match(r"(\w+)\s+(\w+)(?:\[(\d+)\])?;", line)
+        if m:
+            ctype, fname, count = m.groups()
+            code = C_TYPES[ctype]
+            fields.append((f"{count}s" if count and code == "B" else code, fname))
+    return fields
+
+
+def c_enum(name: str) -> dict:
+    body = re.search(r"enum %s \{(.*?)\};" % name, HEADER, re.S).group(1)
+    return {k: int(v) for k, v in re.findall(r"(\w+)\s*=\s*(\d+)", body)}
+
+
+def test_fields_names_types_and_order_match():
+    assert c_struct_fields("rt_event") == list(events.FIELDS)
+
+
+def test_offsets_and_size_match_c_natural_alignment():
+    # C lays fields at their natural alignment; the Python struct is packed ("<"): equal only if
+    # the header has no padding, which this asserts field by field.
+    offset = 0
+    for code, name in events.FIELDS:
+        size = struct.calcsize("<" + code)
+        align = 1 if code.endswith("s") else size
+        assert offset % align == 0, f"{name} would be padded in C"
+        offset += size
+    assert offset == events.HEADER_SIZE == 80
+    # the byte offsets bpf_session.drain() reads without decoding
+    names = [n for _, n in events.FIELDS]
+    offsets = {n: struct.calcsize("<" + "".join(c for c, _ in events.FIELDS[:names.index(n)])) for n in names}
+    assert (offsets["tgid"], offsets["fd"], offsets["kind"], offsets["flags"]) == (40, 48, 52, 54)
+
+
+def test_enums_match():
+    kinds = c_enum("rt_kind")
+    assert kinds == {"RT_ACCEPT": events.ACCEPT, "RT_READ": events.READ, "RT_WRITE": events.WRITE,
+                     "RT_CLOSE": events.CLOSE, "RT_FSYNC": events.FSYNC, "RT_LOOP": events.LOOP,
+                     "RT_EXEC": events.EXEC}
+    assert events.FDINFO not in kinds.values()
+    assert c_enum("rt_fd_kind") == {"FD_UNKNOWN": events.FD_UNKNOWN, "FD_CLIENT": events.FD_CLIENT,
+                                    "FD_AOF": events.FD_AOF, "FD_IGNORE": events.FD_IGNORE}
+    assert c_enum("rt_flags") == {"RTF_WRITEV": events.RTF_WRITEV, "RTF_FDATASYNC": events.RTF_FDATASYNC,
+                                  "RTF_UNKNOWN_FD": events.RTF_UNKNOWN_FD, "RTF_ACCEPT4": events.RTF_ACCEPT4,
+                                  "RTF_EPOLL_PWAIT": events.RTF_EPOLL_PWAIT}
+    assert c_enum("rt_counter") == {"CNT_LOST": events.CNT_LOST, "CNT_LOOP_BUSY_NS": events.CNT_LOOP_BUSY_NS,
+                                    "CNT_LOOP_IDLE_NS": events.CNT_LOOP_IDLE_NS, "CNT_LOOPS": events.CNT_LOOPS,
+                                    "CNT_MAX": events.CNT_MAX}
+
+
+def test_encode_decode_round_trip():
+    fam, addr = events.peer_bytes("127.0.0.1")
+    ev = events.Event(ts_enter=1, ts_exit=2, aux_ts=3, aux_ts2=4, ret=-5, tgid=6, tid=7, fd=8,
+                      kind=events.READ, flags=events.RTF_WRITEV, peer_port=6379, family=fam,
+                      peer_addr=addr, payload=b"*1\r\n$4\r\nPING\r\n")
+    back = events.decode(events.encode(ev))
+    for _, name in events.FIELDS:
+        if name != "cap_len":
+            assert getattr(back, name) == getattr(ev, name), name
+    assert back.cap_len == len(ev.payload) and back.payload == ev.payload
+    assert back.peer == "127.0.0.1:6379"
+
+
+def test_short_records_are_rejected_cleanly():
+    import pytest
+
+    with pytest.raises(ValueError):
+        events.decode(b"\0" * 10)
+    raw = bytearray(events.encode(events.Event(kind=events.READ, payload=b"abc")))
+    with pytest.raises(ValueError):
+        events.decode(bytes(raw[:-1]))

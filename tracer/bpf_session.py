@@ -1,0 +1,169 @@
+"""Load the probes from probes/ with bcc, attach them to target processes, and drain their records.
+
+The ring buffer is drained on a timer (the probes never wake us per record): `drain()` returns
+the raw records gathered since the last call, with FDINFO records inserted for fds classified
+on the way, ready for the recorder and the stitcher alike.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from importlib import resources
+
+from tracer import events
+from tracer.errors import BPFUnavailable, TracerError
+from tracer.fdinfo import FdClassifier
+from tracer.privileges import require_tracing_privileges
+from tracer.target import Target
+
+# One concern per file; each is compiled in only when asked for, because every enabled
+# syscall tracepoint puts the whole host on the slower syscall path.
+PROBE_FILES = {
+    "conn": "conn.c",    # accept/accept4, close, handshake, request arrival
+    "io": "io.c",        # read, write, writev of client sockets and the AOF
+    "loop": "loop.c",    # epoll_wait/epoll_pwait of the main thread
+    "fsync": "fsync.c",  # fsync/fdatasync
+    "exec": "exec.c",    # uprobes on call()
+}
+DEFAULT_PROBES = ("conn", "io", "loop", "fsync")
+EXEC_SYMBOL = "call"
+
+
+def probe_source(names) -> tuple[str, str]:
+    """(BPF C text, include dir) for the chosen probe files."""
+    root = resources.files("tracer.probes")
+    # common.h is pasted, not #included: bcc rewrites map calls (m.lookup()) only in the main text.
+    parts = [root.joinpath("common.h").read_text()]
+    for name in names:
+        parts.append(root.joinpath(PROBE_FILES[name]).read_text())
+    return "\n".join(parts), str(root)
+
+
+class ProbeSession:
+    def __init__(self, targets: list[Target], probes=DEFAULT_PROBES, exec_probes: bool = False,
+                 capture_max: int = 4096, loop_min_us: int = 1000, ringbuf_pages: int = 4096):
+        if capture_max & (capture_max - 1) or not 64 <= capture_max <= 16384:
+            raise TracerError(f"--capture-bytes {capture_max} is not a power of two between 64 and 16384")
+        self.targets = targets
+        self.probes = tuple(probes) + (("exec",) if exec_probes and "exec" not in probes else ())
+        self.capture_max = capture_max
+        self.loop_min_us = loop_min_us
+        self.ringbuf_pages = ringbuf_pages
+        self.classifier = FdClassifier()
+        self.bpf = None
+        self._pending: list[bytes] = []
+        self._classified: set[tuple[int, int]] = set()  # fds whose kernel kind we set from user space
+        self.exec_attached = False
+        self.records = 0
+
+    # -- set-up ---------------------------------------------------------------
+    def attach(self) -> None:
+        require_tracing_privileges()
+        try:
+            from bcc import BPF
+        except ImportError as err:
+            raise BPFUnavailable(f"bcc is not importable ({err})",
+                                 "install python3-bpfcc: run scripts/bootstrap") from None
+        text, include = probe_source([p for p in self.probes])
+        cflags = [f"-I{include}", f"-DCAPTURE_MAX={self.capture_max}",
+                  f"-DLOOP_MIN_NS={self.loop_min_us * 1000}ULL", f"-DRINGBUF_PAGES={self.ringbuf_pages}",
+                  "-Wno-unused-function"]
+        try:
+            self.bpf = BPF(text=text, cflags=cflags)
+        except Exception as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise BPFUnavailable(f"could not load the BPF probes: {first}",
+                                 "run `redis-tracer doctor` to see what is missing") from None
+        self._fill_maps()
+        if "exec" in self.probes:
+            self._attach_exec()
+        self.bpf["events"].open_ring_buffer(self._on_record)
+
+    def _fill_maps(self) -> None:
+        targets = self.bpf["targets"]
+        ports = self.bpf["listen_ports"]
+        fd_kinds = self.bpf["fd_kinds"]
+        for t in self.targets:
+            targets[ctypes.c_uint32(t.pid)] = ctypes.c_uint32(t.pid)
+            for port in t.listen_ports:
+                ports[ctypes.c_uint16(port)] = ctypes.c_uint32(t.pid)
+            for fd, kind, info in self.classifier.scan(t.pid):
+                fd_kinds[fd_kinds.Key(t.pid, fd)] = ctypes.c_uint8(kind)
+                self._classified.add((t.pid, fd))
+                if info is not None:
+                    info.ts_enter = info.ts_exit = time.monotonic_ns()
+                    self._pending.append(events.encode(info))
+
+    def _attach_exec(self) -> None:
+        for t in self.targets:
+            path = t.exe or f"/proc/{t.pid}/exe"
+            try:
+                self.bpf.attach_uprobe(name=path, sym=EXEC_SYMBOL, fn_name="exec_start", pid=t.pid)
+                self.bpf.attach_uretprobe(name=path, sym=EXEC_SYMBOL, fn_name="exec_end", pid=t.pid)
+            except Exception as err:
+                raise TracerError(f"cannot attach uprobes to {EXEC_SYMBOL}() in {path}: {err}",
+                                  "drop --exec-probes, or use a redis-server binary with symbols") from None
+        self.exec_attached = True
+
+    def describe(self) -> str:
+        pids = ",".join(str(t.pid) for t in self.targets)
+        mode = "syscalls+uprobes" if self.exec_attached else "syscalls"
+        return f"pid {pids} probes {'+'.join(self.probes)} mode {mode} capture {self.capture_max}B"
+
+    # -- draining ---------------------------------------------------------------
+    def _on_record(self, _ctx, data, size) -> None:
+        self._pending.append(ctypes.string_at(data, size))
+
+    def drain(self) -> list[bytes]:
+        """Every record the probes produced since the last call, in ring-buffer order."""
+        self.bpf.ring_buffer_consume()
+        batch, self._pending = self._pending, []
+        if not batch:
+            return batch
+        out = []
+        fd_kinds = self.bpf["fd_kinds"]
+        unknown = events.RTF_UNKNOWN_FD
+        for raw in batch:
+            # flags sits at byte 54 of the header; check it without decoding the whole record.
+            if raw[54] & unknown and len(raw) >= events.HEADER_SIZE:
+                tgid = int.from_bytes(raw[40:44], "little")
+                fd = int.from_bytes(raw[48:52], "little", signed=True)
+                key = fd_kinds.Key(tgid, fd)
+                if (tgid, fd) not in self._classified and key in fd_kinds:
+                    # accept() marked this fd number after the record was made: the record is
+                    # from an earlier, short-lived file with the same number (e.g. /proc/self/stat).
+                    continue
+                kind, info = self.classifier.classify(tgid, fd)
+                fd_kinds[key] = ctypes.c_uint8(kind)
+                self._classified.add((tgid, fd))
+                if info is not None:
+                    info.ts_enter = info.ts_exit = int.from_bytes(raw[0:8], "little")
+                    out.append(events.encode(info))
+                if kind == events.FD_IGNORE:
+                    continue
+            elif raw[52] == events.CLOSE:
+                tgid = int.from_bytes(raw[40:44], "little")
+                fd = int.from_bytes(raw[48:52], "little", signed=True)
+                self.classifier.forget(tgid, fd)
+                self._classified.discard((tgid, fd))
+            out.append(raw)
+        self.records += len(out)
+        return out
+
+    def counters(self) -> dict:
+        table = self.bpf["counters"]
+        names = {events.CNT_LOST: "lost", events.CNT_LOOP_BUSY_NS: "busy_ns",
+                 events.CNT_LOOP_IDLE_NS: "idle_ns", events.CNT_LOOPS: "loops"}
+        out = {}
+        for idx, name in names.items():
+            out[name] = sum(int(v) for v in table[ctypes.c_int(idx)])
+        return out
+
+    def targets_alive(self) -> bool:
+        return all(os.path.exists(f"/proc/{t.pid}") for t in self.targets)
+
+    def close(self) -> None:
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None

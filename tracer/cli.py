@@ -1,0 +1,56 @@
+"""Command-line entry point: dispatches to tracer.commands.<name>."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from tracer import __version__
+from tracer.errors import TracerError
+
+# Order is the order `--help` lists them. A module that is not there yet is simply not offered.
+COMMANDS = ["demo", "live", "trace", "diagnose", "record", "replay", "report", "export", "count", "doctor"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="redis-tracer",
+        description="Trace every Redis request from the kernel: where its time went and who delayed it.",
+    )
+    parser.add_argument("--version", action="version", version=f"redis-tracer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"tracer.commands.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"tracer.commands.{name}":
+                continue
+            raise
+        sub_parser = module.add_parser(sub)
+        sub_parser.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except TracerError as err:
+        print(f"redis-tracer: {err.line()}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `redis-tracer trace --json | head` closes the pipe: not an error worth a traceback.
+        try:
+            sys.stdout = None  # type: ignore[assignment]
+        finally:
+            return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

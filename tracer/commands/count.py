@@ -1,0 +1,44 @@
+"""`redis-tracer count`: the smallest end-to-end probe check: syscalls seen per kind."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from tracer import events, runner
+
+
+def add_parser(sub):
+    p = sub.add_parser("count", help="count traced syscalls per kind (a probe smoke test)")
+    runner.add_target_args(p)
+    p.add_argument("--json", action="store_true")
+    return p
+
+
+def run(args) -> int:
+    runner.check_duration(args)
+    target = runner.resolve_target(args)
+    counts: Counter = Counter()
+
+    def consume(records):
+        for raw in records:
+            ev = events.decode(raw)
+            name = events.KIND_NAMES.get(ev.kind, str(ev.kind))
+            if ev.kind == events.ACCEPT:
+                name = "accept4" if ev.flags & events.RTF_ACCEPT4 else "accept"
+            elif ev.kind == events.WRITE and ev.flags & events.RTF_WRITEV:
+                name = "writev"
+            counts[name] += 1
+
+    session = runner.attach(args, target)
+    try:
+        runner.drain_loop(session, consume, args.duration, args.poll_ms)
+        lost = session.counters()["lost"]
+    finally:
+        session.close()
+    if args.json:
+        print(json.dumps({"pid": target.pid, "counts": dict(counts), "lost": lost}))
+    else:
+        for name, n in sorted(counts.items()):
+            print(f"{name:<10} {n}")
+        print(f"{'lost':<10} {lost}")
+    return 0

@@ -1,0 +1,124 @@
+"""The probe record layout (mirror of probes/events.h) and its decoding.
+
+A record is a fixed 80-byte header followed by `cap_len` payload bytes. Records
+travel as raw bytes from the ring buffer to the trace file and back; they are
+decoded into an Event only where they are consumed.
+"""
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+# Field order, C type and name exactly as in struct rt_event; tests compare with the header.
+FIELDS = (
+    ("Q", "ts_enter"),
+    ("Q", "ts_exit"),
+    ("Q", "aux_ts"),
+    ("Q", "aux_ts2"),
+    ("q", "ret"),
+    ("I", "tgid"),
+    ("I", "tid"),
+    ("i", "fd"),
+    ("H", "kind"),
+    ("H", "flags"),
+    ("I", "cap_len"),
+    ("H", "peer_port"),
+    ("H", "family"),
+    ("16s", "peer_addr"),
+)
+HEADER = struct.Struct("<" + "".join(code for code, _ in FIELDS))
+HEADER_SIZE = HEADER.size  # 80
+
+# enum rt_kind
+ACCEPT, READ, WRITE, CLOSE, FSYNC, LOOP, EXEC = 1, 2, 3, 4, 5, 6, 7
+FDINFO = 100  # made in user space: an fd classified after the fact (ret = fd kind, payload = path)
+KIND_NAMES = {ACCEPT: "accept", READ: "read", WRITE: "write", CLOSE: "close", FSYNC: "fsync",
+              LOOP: "loop", EXEC: "exec", FDINFO: "fdinfo"}
+
+# enum rt_fd_kind
+FD_UNKNOWN, FD_CLIENT, FD_AOF, FD_IGNORE = 0, 1, 2, 3
+
+# enum rt_flags
+RTF_WRITEV, RTF_FDATASYNC, RTF_UNKNOWN_FD, RTF_ACCEPT4, RTF_EPOLL_PWAIT = 1, 2, 4, 8, 16
+
+# enum rt_counter
+CNT_LOST, CNT_LOOP_BUSY_NS, CNT_LOOP_IDLE_NS, CNT_LOOPS, CNT_MAX = 0, 1, 2, 3, 4
+
+AF_INET, AF_INET6 = 2, 10
+
+
+class Event:
+    """One decoded record. Plain attributes: built once per record in the hot loop."""
+
+    __slots__ = tuple(name for _, name in FIELDS) + ("payload",)
+
+    def __init__(self, ts_enter=0, ts_exit=0, aux_ts=0, aux_ts2=0, ret=0, tgid=0, tid=0, fd=-1,
+                 kind=0, flags=0, cap_len=0, peer_port=0, family=0, peer_addr=b"\0" * 16, payload=b""):
+        self.ts_enter = ts_enter
+        self.ts_exit = ts_exit
+        self.aux_ts = aux_ts
+        self.aux_ts2 = aux_ts2
+        self.ret = ret
+        self.tgid = tgid
+        self.tid = tid
+        self.fd = fd
+        self.kind = kind
+        self.flags = flags
+        self.cap_len = cap_len
+        self.peer_port = peer_port
+        self.family = family
+        self.peer_addr = peer_addr
+        self.payload = payload
+
+    @property
+    def peer(self) -> str | None:
+        return format_peer(self.family, self.peer_addr, self.peer_port)
+
+    def __repr__(self) -> str:
+        kind = KIND_NAMES.get(self.kind, self.kind)
+        return (f"Event({kind} tid={self.tid} fd={self.fd} ret={self.ret} "
+                f"t={self.ts_enter}..{self.ts_exit} cap={self.cap_len})")
+
+
+_unpack_header = HEADER.unpack_from
+
+
+def decode(record: bytes | memoryview) -> Event:
+    """Decode one raw record; raises ValueError when it is shorter than it says."""
+    if len(record) < HEADER_SIZE:
+        raise ValueError(f"record of {len(record)} bytes is shorter than the {HEADER_SIZE}-byte header")
+    fields = _unpack_header(record)
+    ev = Event(*fields)
+    cap = ev.cap_len
+    if cap:
+        if HEADER_SIZE + cap > len(record):
+            raise ValueError(f"record says {cap} payload bytes but holds {len(record) - HEADER_SIZE}")
+        ev.payload = bytes(record[HEADER_SIZE:HEADER_SIZE + cap])
+    return ev
+
+
+def encode(ev: Event) -> bytes:
+    """The raw record for an Event (used for events made in user space and in tests)."""
+    payload = ev.payload or b""
+    return HEADER.pack(ev.ts_enter, ev.ts_exit, ev.aux_ts, ev.aux_ts2, ev.ret, ev.tgid, ev.tid, ev.fd,
+                       ev.kind, ev.flags, len(payload), ev.peer_port, ev.family,
+                       (ev.peer_addr or b"").ljust(16, b"\0")[:16]) + payload
+
+
+def format_peer(family: int, addr: bytes, port: int) -> str | None:
+    if family == AF_INET:
+        return f"{ipaddress.IPv4Address(addr[:4])}:{port}"
+    if family == AF_INET6:
+        ip6 = ipaddress.IPv6Address(addr[:16])
+        if ip6.ipv4_mapped:
+            return f"{ip6.ipv4_mapped}:{port}"
+        return f"[{ip6}]:{port}"
+    return None
+
+
+def peer_bytes(host: str) -> tuple[int, bytes]:
+    """(family, 16-byte address) for an IP string, as the probe stores it."""
+    ip = ipaddress.ip_address(host)
+    if ip.version == 4:
+        return AF_INET, ip.packed.ljust(16, b"\0")
+    return AF_INET6, ip.packed

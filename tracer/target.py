@@ -1,0 +1,167 @@
+"""Find the redis-server to trace: by pid, by listening port (read from /proc), or the only one running."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from tracer.errors import TracerError
+
+TCP_LISTEN = "0A"
+
+
+@dataclass
+class Target:
+    pid: int
+    exe: str
+    listen_ports: list[int]
+    port: int | None = None  # the port the user named, or the first TCP listening port
+    comm: str = ""
+    info: dict = field(default_factory=dict)  # redis_version, io_threads, appendonly, appendfsync...
+
+    def describe(self) -> str:
+        port = f" port {self.port}" if self.port else ""
+        return f"pid {self.pid}{port} ({self.comm or os.path.basename(self.exe)})"
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def listening_inodes(proc: str = "/proc") -> dict[int, int]:
+    """inode -> port of every TCP socket in LISTEN state (IPv4 and IPv6)."""
+    result: dict[int, int] = {}
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = _read(f"{proc}/net/{name}").splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if len(cols) < 10 or cols[3] != TCP_LISTEN:
+                continue
+            port = int(cols[1].rsplit(":", 1)[1], 16)
+            result[int(cols[9])] = port
+    return result
+
+
+def socket_inodes(pid: int, proc: str = "/proc") -> dict[int, int]:
+    """inode -> fd of every socket the process holds."""
+    result: dict[int, int] = {}
+    fd_dir = f"{proc}/{pid}/fd"
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return result
+    for name in names:
+        try:
+            link = os.readlink(f"{fd_dir}/{name}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            result[int(link[8:-1])] = int(name)
+    return result
+
+
+def process_comm(pid: int, proc: str = "/proc") -> str:
+    try:
+        return _read(f"{proc}/{pid}/comm").strip()
+    except OSError:
+        return ""
+
+
+def process_exe(pid: int, proc: str = "/proc") -> str:
+    try:
+        return os.readlink(f"{proc}/{pid}/exe")
+    except OSError:
+        return ""
+
+
+def is_redis(pid: int, proc: str = "/proc") -> bool:
+    comm = process_comm(pid, proc)
+    return comm.startswith("redis-server") or os.path.basename(process_exe(pid, proc)).startswith("redis-server")
+
+
+def listen_ports_of(pid: int, proc: str = "/proc") -> list[int]:
+    listening = listening_inodes(proc)
+    return sorted({listening[ino] for ino in socket_inodes(pid, proc) if ino in listening})
+
+
+def redis_pids(proc: str = "/proc") -> list[int]:
+    pids = []
+    for name in os.listdir(proc):
+        if name.isdigit() and is_redis(int(name), proc):
+            pids.append(int(name))
+    return sorted(pids)
+
+
+def pid_listening_on(port: int, proc: str = "/proc") -> int | None:
+    """The process holding the TCP socket listening on `port`, found through socket inodes."""
+    inodes = {ino for ino, p in listening_inodes(proc).items() if p == port}
+    if not inodes:
+        return None
+    for name in os.listdir(proc):
+        if not name.isdigit():
+            continue
+        if inodes & socket_inodes(int(name), proc).keys():
+            return int(name)
+    return None
+
+
+def find_target(pid: int | None = None, port: int | None = None, proc: str = "/proc") -> Target:
+    """Resolve --pid/--port/nothing to one redis-server, or raise a TracerError saying why not."""
+    if pid is not None:
+        if not os.path.isdir(f"{proc}/{pid}"):
+            raise TracerError(f"no process with pid {pid}", "check the pid with `pgrep -a redis-server`")
+        if not is_redis(pid, proc):
+            raise TracerError(f"pid {pid} is {process_comm(pid, proc) or 'unknown'}, not redis-server",
+                              "pass the pid of a redis-server")
+        ports = listen_ports_of(pid, proc)
+        if port is not None and port not in ports:
+            raise TracerError(f"redis-server pid {pid} does not listen on port {port}",
+                              f"it listens on {ports or 'no TCP port'}")
+    elif port is not None:
+        pid = pid_listening_on(port, proc)
+        if pid is None:
+            raise TracerError(f"nothing listens on TCP port {port}", "start Redis or pass the right --port")
+        if not is_redis(pid, proc):
+            raise TracerError(f"port {port} belongs to pid {pid} ({process_comm(pid, proc)}), not redis-server",
+                              "pass the port of a redis-server")
+        ports = listen_ports_of(pid, proc)
+    else:
+        pids = redis_pids(proc)
+        if not pids:
+            raise TracerError("no redis-server is running", "start one, or pass --pid/--port")
+        if len(pids) > 1:
+            listing = ", ".join(f"pid {p} port {listen_ports_of(p, proc) or '-'}" for p in pids)
+            raise TracerError(f"{len(pids)} redis-server processes are running ({listing})",
+                              "choose one with --pid or --port")
+        pid = pids[0]
+        ports = listen_ports_of(pid, proc)
+    return Target(pid=pid, exe=process_exe(pid, proc), listen_ports=ports,
+                  port=port if port is not None else (ports[0] if ports else None),
+                  comm=process_comm(pid, proc))
+
+
+def query_redis_info(target: Target, host: str = "127.0.0.1", timeout: float = 2.0) -> dict:
+    """Version and the config that shapes the request path; empty values when Redis will not say."""
+    info = {"redis_version": "", "io_threads": None, "io_threads_do_reads": None,
+            "appendonly": None, "appendfsync": None, "dir": None, "appenddirname": None}
+    if not target.port:
+        return info
+    try:
+        import redis
+
+        client = redis.Redis(host=host, port=target.port, socket_timeout=timeout, socket_connect_timeout=timeout)
+        server = client.info("server")
+        info["redis_version"] = str(server.get("redis_version", ""))
+        for name in ("io-threads", "io-threads-do-reads", "appendonly", "appendfsync", "dir", "appenddirname"):
+            try:
+                value = client.config_get(name).get(name)
+            except Exception:  # CONFIG may be renamed or forbidden by ACL
+                value = None
+            info[name.replace("-", "_")] = value
+        client.close()
+    except Exception as err:  # the tracer still works without INFO (auth, protected mode...)
+        info["error"] = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return info
