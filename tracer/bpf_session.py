@@ -160,6 +160,13 @@ class ProbeSession:
             out[name] = sum(int(v) for v in table[ctypes.c_int(idx)])
         return out
 
+    def counters_record(self) -> bytes:
+        """The kernel counters as a COUNTERS record, to be fed and recorded with the stream."""
+        c = self.counters()
+        return events.encode(events.Event(kind=events.COUNTERS, ts_enter=time.monotonic_ns(),
+                                          ts_exit=time.monotonic_ns(), ret=c["lost"], aux_ts=c["busy_ns"],
+                                          aux_ts2=c["idle_ns"], tgid=self.targets[0].pid))
+
     def targets_alive(self) -> bool:
         return all(os.path.exists(f"/proc/{t.pid}") for t in self.targets)
 

@@ -10,6 +10,9 @@ from tracer.errors import TracerError
 from tracer.target import Target, find_target, query_redis_info
 
 
+COUNTERS_S = 1.0  # kernel counters (lost records, loop busy/idle) join the stream this often
+
+
 def add_target_args(parser, duration_default=None) -> None:
     parser.add_argument("--pid", type=int, help="pid of the redis-server to trace")
     parser.add_argument("--port", type=int, help="TCP port the redis-server listens on (found via /proc)")
@@ -64,12 +67,16 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
     stop = StopFlag()
     deadline = time.monotonic() + duration if duration else None
     next_tick = time.monotonic() + tick_s
+    next_counters = time.monotonic() + COUNTERS_S
     interval = max(1, poll_ms) / 1000.0
     reason = "stopped"
     try:
         while True:
             consume(session.drain())
             now = time.monotonic()
+            if now >= next_counters:
+                consume([session.counters_record()])
+                next_counters = now + COUNTERS_S
             if tick is not None and now >= next_tick:
                 tick()
                 next_tick = now + tick_s
@@ -86,6 +93,7 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
             time.sleep(interval)
         time.sleep(0.01)
         consume(session.drain())  # what the probes wrote while we were deciding to stop
+        consume([session.counters_record()])
     finally:
         stop.restore()
     return reason

@@ -1,0 +1,39 @@
+"""`redis-tracer export FILE --format chrome -o OUT.json`: open a trace in Perfetto or chrome://tracing."""
+from __future__ import annotations
+
+import os
+import sys
+
+from tracer.errors import TracerError
+
+
+def add_parser(sub):
+    p = sub.add_parser("export", help="convert a trace file to Chrome Trace Event JSON (Perfetto)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--format", choices=["chrome"], default="chrome")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.json")
+    p.add_argument("--stall-ms", type=float, default=None)
+    return p
+
+
+def run(args) -> int:
+    from tracer import offline
+    from tracer.export_chrome import ChromeTraceWriter
+
+    tmp = args.output + ".part"
+    try:
+        out = open(tmp, "w")
+    except OSError as err:
+        raise TracerError(f"cannot write {args.output}: {err.strerror}") from None
+    with out:
+        writer = ChromeTraceWriter(out)
+        header, pipeline = offline.analyse(args.file, args.stall_ms, on_request=writer.request,
+                                           on_sync=writer.sync)
+        first = pipeline.analyzer.first_ts  # the origin of the report's start_s
+        pid = offline.first_target(header).get("pid") or 0
+        for stall in pipeline.report(offline.first_target(header))["stalls"]:
+            writer.stall(pid, stall, first)
+        writer.close()
+    os.replace(tmp, args.output)
+    print(f"exported: {writer.count} trace events -> {args.output}", file=sys.stderr)
+    return 0

@@ -1,0 +1,327 @@
+"""Turn probe events into per-request timelines.
+
+Events arrive in ring-buffer order (syscall exit order). Per connection, the request bytes
+go through an incremental RESP parser; each decoded command becomes a Request that waits
+for its reply, paired FIFO from the reply stream (RESP3 pushes, pub/sub messages and MONITOR
+lines are not replies). Execution time comes from uprobes on call() when attached; otherwise
+it is inferred from the gap between the read and the main thread's next syscall.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+from tracer import events
+from tracer.model import BusySpan, Connection, FileSync, Request
+from tracer.resp import ReplyParser, RequestParser
+
+MAX_PENDING_PER_CONN = 10_000  # replies never seen (client not reading): oldest are evicted, counted
+SUBSCRIBE_COMMANDS = {"SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"}
+UNSUBSCRIBE_HEADS = {"unsubscribe", "punsubscribe", "sunsubscribe", "subscribe", "psubscribe", "ssubscribe"}
+PUSH_HEADS = {"message", "pmessage", "smessage"}
+
+
+class ConnState:
+    __slots__ = ("conn", "req", "rep", "pending", "frame_arrival", "frame_read_start", "frame_wake",
+                 "reply_partial_start", "absorb_replies", "subscribed", "monitor")
+
+    def __init__(self, conn: Connection, show_values: bool):
+        self.conn = conn
+        self.req = RequestParser(show_values=show_values)
+        self.rep = ReplyParser(show_values=show_values)
+        self.pending: deque[Request] = deque()
+        self.frame_arrival = 0        # timestamps of the read where a still-partial request frame began
+        self.frame_read_start = 0
+        self.frame_wake = 0
+        self.reply_partial_start = 0  # write that began a reply not yet complete
+        self.absorb_replies = 0       # extra confirmations of a multi-channel SUBSCRIBE
+        self.subscribed = False
+        self.monitor = False
+
+
+class Stats:
+    __slots__ = ("requests", "unanswered", "unpaired_replies", "pushes", "evicted", "undecodable",
+                 "desyncs", "accepted", "closed", "events", "stale_events")
+
+    def __init__(self):
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def as_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def _noop(_item) -> None:
+    return None
+
+
+class Stitcher:
+    def __init__(self, on_request=_noop, on_busy=_noop, on_sync=_noop, on_conn=_noop, on_accept=_noop,
+                 on_counters=_noop,
+                 show_values: bool = False, mask_payloads: bool = False, uprobe_exec: bool = False):
+        self.on_request = on_request
+        self.on_busy = on_busy
+        self.on_sync = on_sync
+        self.on_conn = on_conn      # called when a connection closes
+        self.on_accept = on_accept  # called when a connection is accepted (or found at attach)
+        self.on_counters = on_counters  # (lost, busy_ns, idle_ns) from a COUNTERS record
+        self.show_values = show_values
+        self.mask_payloads = mask_payloads  # collect redaction spans per record (for the recorder)
+        self.conns: dict[tuple[int, int], ConnState] = {}
+        self.aof_fds: set[tuple[int, int]] = set()
+        self.exec_waiting: dict[int, list] = {}      # tgid -> requests read, execution end not seen
+        self.exec_queue: dict[int, deque] = {}       # tgid -> requests awaiting a uprobe EXEC record
+        self.uprobe_exec = uprobe_exec   # EXEC records will come: do not infer execution
+        self.stats = Stats()
+        self.next_conn_id = 1
+        self.first_ts = 0
+        self.last_ts = 0
+        self.last_spans: list = []  # redaction spans of the last READ/WRITE fed (mask_payloads)
+        self._dispatch = {
+            events.READ: self._on_read, events.WRITE: self._on_write, events.ACCEPT: self._on_accept,
+            events.CLOSE: self._on_close, events.FSYNC: self._on_fsync, events.LOOP: self._on_loop,
+            events.EXEC: self._on_exec, events.FDINFO: self._on_fdinfo, events.COUNTERS: self._on_counters,
+        }
+
+    # -- entry points -------------------------------------------------------------
+    def feed_raw(self, records) -> None:
+        decode = events.decode
+        feed = self.feed
+        for raw in records:
+            feed(decode(raw))
+
+    def feed(self, ev: events.Event) -> None:
+        self.stats.events += 1
+        ts = ev.ts_exit or ev.ts_enter
+        if ts:
+            if not self.first_ts:
+                self.first_ts = ev.ts_enter or ts
+            if ts > self.last_ts:
+                self.last_ts = ts
+        handler = self._dispatch.get(ev.kind)
+        if handler is not None:
+            if ev.tid == ev.tgid and ev.kind < events.FDINFO and ev.kind != events.EXEC:
+                self._main_thread_event(ev)
+            handler(ev)
+
+    def finish(self) -> None:
+        """End of trace: requests still waiting for a reply are reported as unanswered."""
+        for state in list(self.conns.values()):
+            self._flush_pending(state)
+        for tgid in list(self.exec_waiting):
+            self._close_exec(tgid, 0)
+
+    # -- connections -----------------------------------------------------------------
+    def _new_conn(self, ev: events.Event, client: str | None) -> ConnState:
+        key = (ev.tgid, ev.fd)
+        old = self.conns.get(key)
+        if old is not None:
+            self._end_conn(old, ev.ts_enter, closed_by=None)
+        conn = Connection(ev.tgid, self.next_conn_id, ev.fd, client)
+        self.next_conn_id += 1
+        state = ConnState(conn, self.show_values)
+        self.conns[key] = state
+        return state
+
+    def _conn_for(self, ev: events.Event) -> ConnState:
+        state = self.conns.get((ev.tgid, ev.fd))
+        if state is None:  # a connection older than the trace that the fd scan did not report
+            state = self._new_conn(ev, None)
+        return state
+
+    def _on_accept(self, ev):
+        state = self._new_conn(ev, ev.peer)
+        state.conn.accept_ts = ev.ts_exit
+        state.conn.established_ts = ev.aux_ts
+        self.stats.accepted += 1
+        self.on_accept(state.conn)
+
+    def _on_fdinfo(self, ev):
+        key = (ev.tgid, ev.fd)
+        if ev.ret == events.FD_AOF:
+            self.aof_fds.add(key)
+        elif ev.ret == events.FD_CLIENT:
+            self.aof_fds.discard(key)
+            self._new_conn(ev, ev.peer or (ev.payload.decode(errors="replace") if ev.payload == b"unix" else None))
+
+    def _on_close(self, ev):
+        key = (ev.tgid, ev.fd)
+        self.aof_fds.discard(key)
+        state = self.conns.pop(key, None)
+        if state is not None:
+            self._end_conn(state, ev.ts_enter, closed_by=state.conn.closed_by or "server")
+
+    def _end_conn(self, state: ConnState, ts: int, closed_by):
+        self._flush_pending(state)
+        state.conn.close_ts = ts
+        state.conn.closed_by = closed_by
+        self.stats.closed += 1
+        self.on_conn(state.conn)
+
+    def _flush_pending(self, state: ConnState):
+        while state.pending:
+            req = state.pending.popleft()
+            self.stats.unanswered += 1
+            self._emit(req)
+
+    # -- the request path ------------------------------------------------------------------
+    def _on_read(self, ev):
+        key = (ev.tgid, ev.fd)
+        if key in self.aof_fds:
+            return
+        state = self._conn_for(ev)
+        if ev.ret == 0:
+            state.conn.closed_by = "client"
+            return
+        if state.rep.desynced and not state.pending:
+            state.rep.resync()
+        if not state.req.pending:
+            state.frame_arrival = ev.aux_ts
+            state.frame_read_start = ev.ts_enter
+            state.frame_wake = ev.aux_ts2
+        commands, spans = state.req.feed(ev.payload, ev.ret)
+        if self.mask_payloads:
+            self.last_spans = spans
+        if not commands:
+            return
+        conn = state.conn
+        batch = len(commands)
+        new = []
+        for i, cmd in enumerate(commands):
+            req = Request()
+            req.tgid = ev.tgid
+            req.conn_id = conn.conn_id
+            req.fd = ev.fd
+            req.client = conn.client
+            req.thread = ev.tid
+            req.command = cmd.name if cmd.sub is None else f"{cmd.name} {cmd.sub}"
+            req.key = cmd.key
+            req.argc = cmd.argc
+            req.request_bytes = cmd.size
+            req.decode_ok = cmd.complete
+            if i == 0:
+                req.arrival_ts = state.frame_arrival or ev.aux_ts
+                req.read_start_ts = state.frame_read_start or ev.ts_enter
+                req.wake_ts = state.frame_wake or ev.aux_ts2
+            else:  # the rest of a pipelined batch arrived with this read
+                req.arrival_ts = ev.aux_ts or state.frame_arrival
+                req.read_start_ts = ev.ts_enter
+                req.wake_ts = ev.aux_ts2
+            req.read_end_ts = ev.ts_exit
+            req.batch = batch
+            if cmd.name == "?":
+                self.stats.undecodable += 1
+            self._queue_request(state, req, cmd)
+            new.append(req)
+        # a frame left partial by this read began here
+        state.frame_arrival = ev.aux_ts if state.req.pending else 0
+        state.frame_read_start = ev.ts_enter if state.req.pending else 0
+        state.frame_wake = ev.aux_ts2 if state.req.pending else 0
+        if self.uprobe_exec:
+            self.exec_queue.setdefault(ev.tgid, deque()).extend(new)
+        else:
+            self.exec_waiting.setdefault(ev.tgid, []).append((ev.ts_exit, ev.tid == ev.tgid, new))
+
+    def _queue_request(self, state: ConnState, req: Request, cmd) -> None:
+        if cmd.name in SUBSCRIBE_COMMANDS:
+            state.subscribed = True
+        elif cmd.name == "MONITOR":
+            state.monitor = True
+        if len(state.pending) >= MAX_PENDING_PER_CONN:
+            old = state.pending.popleft()
+            self.stats.evicted += 1
+            self._emit(old)
+        state.pending.append(req)
+
+    def _on_write(self, ev):
+        key = (ev.tgid, ev.fd)
+        if key in self.aof_fds:
+            self.on_sync(FileSync(ev.tgid, ev.tid, ev.fd, "aof-write", ev.ts_enter, ev.ts_exit, ev.ret))
+            return
+        state = self._conn_for(ev)
+        replies, spans = state.rep.feed(ev.payload, ev.ret)
+        if self.mask_payloads:
+            self.last_spans = spans
+        start = state.reply_partial_start or ev.ts_enter
+        for reply in replies:
+            self._pair(state, reply, start, ev)
+            start = ev.ts_enter
+        state.reply_partial_start = (state.reply_partial_start or ev.ts_enter) if state.rep.pending else 0
+
+    def _pair(self, state: ConnState, reply, start_ts: int, ev) -> None:
+        if reply.type == "push" or (state.subscribed and reply.head in PUSH_HEADS) or \
+                (state.monitor and not state.pending):
+            self.stats.pushes += 1
+            return
+        if state.absorb_replies and reply.head in UNSUBSCRIBE_HEADS:
+            state.absorb_replies -= 1
+            return
+        if not state.pending:
+            if state.subscribed and reply.head in UNSUBSCRIBE_HEADS:
+                return  # UNSUBSCRIBE without arguments confirms every channel
+            self.stats.unpaired_replies += 1
+            return
+        req = state.pending.popleft()
+        if req.command in SUBSCRIBE_COMMANDS or req.command in ("UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE"):
+            state.absorb_replies += max(0, req.argc - 2)
+        req.reply_bytes = reply.size
+        req.reply_type = reply.type
+        req.reply_error = reply.error
+        req.reply_start_ts = start_ts
+        req.reply_end_ts = ev.ts_exit
+        req.reply_thread = ev.tid
+        self._close_exec_for(req, start_ts)
+        state.conn.requests += 1
+        self._emit(req)
+
+    def _emit(self, req: Request) -> None:
+        self.stats.requests += 1
+        self.on_request(req)
+
+    # -- execution ---------------------------------------------------------------------------
+    def _main_thread_event(self, ev) -> None:
+        """The main thread made a syscall: the commands it read before have finished executing."""
+        waiting = self.exec_waiting.get(ev.tgid)
+        if waiting:
+            # a read whose wake-up is newer than the batch means the loop slept in between: unknown end
+            slept = ev.kind == events.READ and ev.aux_ts2 and ev.aux_ts2 > waiting[-1][0]
+            self._close_exec(ev.tgid, 0 if slept else ev.ts_enter)
+
+    def _close_exec(self, tgid: int, end_ts: int) -> None:
+        for read_end, on_main, batch in self.exec_waiting.pop(tgid, ()):
+            if not on_main or not end_ts or end_ts < read_end:
+                continue  # read by an IO thread: execution happened later on the main thread
+            step = (end_ts - read_end) / len(batch)
+            for i, req in enumerate(batch):
+                if not req.exec_end_ts:
+                    req.exec_start_ts = int(read_end + i * step)
+                    req.exec_end_ts = int(read_end + (i + 1) * step)
+
+    def _close_exec_for(self, req: Request, reply_start: int) -> None:
+        """A reply is being written before the main thread showed another syscall (an IO thread
+        wrote it): execution ended before the reply began."""
+        if req.exec_end_ts or self.uprobe_exec:
+            return
+        waiting = self.exec_waiting.get(req.tgid)
+        if waiting and req.thread == req.tgid:
+            self._close_exec(req.tgid, reply_start)
+
+    def _on_exec(self, ev) -> None:
+        self.uprobe_exec = True
+        queue = self.exec_queue.get(ev.tgid)
+        if not queue:
+            return  # a command we did not see read (before the trace, or from a replica stream)
+        req = queue.popleft()
+        req.exec_start_ts = ev.ts_enter
+        req.exec_end_ts = ev.ts_exit
+        req.exec_source = "uprobe"
+
+    # -- other threads and the loop ----------------------------------------------------------
+    def _on_fsync(self, ev) -> None:
+        op = "fdatasync" if ev.flags & events.RTF_FDATASYNC else "fsync"
+        self.on_sync(FileSync(ev.tgid, ev.tid, ev.fd, op, ev.ts_enter, ev.ts_exit))
+
+    def _on_counters(self, ev) -> None:
+        self.on_counters(ev.ret, ev.aux_ts, ev.aux_ts2)
+
+    def _on_loop(self, ev) -> None:
+        self.on_busy(BusySpan(ev.tgid, ev.aux_ts, ev.ts_enter))
