@@ -17,23 +17,31 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from tracer import offline
-    from tracer.export_chrome import ChromeTraceWriter
-
     tmp = args.output + ".part"
     try:
         out = open(tmp, "w")
     except OSError as err:
         raise TracerError(f"cannot write {args.output}: {err.strerror}") from None
-    with out:
-        writer = ChromeTraceWriter(out)
-        header, pipeline = offline.analyse(args.file, args.stall_ms, on_request=writer.request,
-                                           on_sync=writer.sync)
-        first = pipeline.analyzer.first_ts  # the origin of the report's start_s
-        pid = offline.first_target(header).get("pid") or 0
-        for stall in pipeline.report(offline.first_target(header))["stalls"]:
-            writer.stall(pid, stall, first)
-        writer.close()
+    try:
+        with out:
+            count = _write(args, out)
+    except BaseException:
+        os.unlink(tmp)  # no half-written export left behind
+        raise
     os.replace(tmp, args.output)
-    print(f"exported: {writer.count} trace events -> {args.output}", file=sys.stderr)
+    print(f"exported: {count} trace events -> {args.output}", file=sys.stderr)
     return 0
+
+
+def _write(args, out) -> int:
+    from tracer import offline
+    from tracer.export_chrome import ChromeTraceWriter
+
+    writer = ChromeTraceWriter(out)
+    header, pipeline = offline.analyse(args.file, args.stall_ms, on_request=writer.request, on_sync=writer.sync)
+    first = pipeline.analyzer.first_ts  # the origin of the report's start_s
+    pid = offline.first_target(header).get("pid") or 0
+    for stall in pipeline.report(offline.first_target(header))["stalls"]:
+        writer.stall(pid, stall, first)
+    writer.close()
+    return writer.count

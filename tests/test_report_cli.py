@@ -1,0 +1,73 @@
+"""report/export on bad trace files: one clear line and a non-zero exit, or a partial result + warning."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from eventstream import Stream, bulk, cmd
+from tracer_proc import REPO
+
+from tracer.recording import TraceWriter
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "tracer", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+def write_trace(path, n_requests=3000, block_size=4096):
+    s = Stream()
+    s.accept(7, 40000)
+    for i in range(n_requests):
+        s.read(7, cmd("GET", f"k{i}"))
+        s.write(7, bulk(b"v"))
+    header = {"targets": [{"pid": s.pid, "port": 6379, "redis_version": "7.0.15"}], "stall_ms": 50}
+    with TraceWriter(path, header, block_size=block_size) as w:
+        w.write_many(s.raw())
+    return n_requests
+
+
+def test_report_of_synthetic_trace(tmp_path):
+    path = tmp_path / "ok.rtrace"
+    n = write_trace(path)
+    proc = cli("report", str(path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["requests"] == n and report["commands"]["GET"]["count"] == n
+    assert proc.stdout.count("\n") == 1  # exactly one JSON object
+
+
+def test_truncated_trace_gives_partial_result_and_warning(tmp_path):
+    path = tmp_path / "cut.rtrace"
+    n = write_trace(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    proc = cli("report", str(path), "--json")
+    assert proc.returncode == 0
+    report = json.loads(proc.stdout)
+    assert 0 < report["commands"]["GET"]["count"] < n
+    assert "warning" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_files_fail_with_one_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\x00\x01 this is not a trace" * 50)
+    wrong = tmp_path / "wrong-version"
+    good = tmp_path / "good"
+    write_trace(good, 10)
+    raw = bytearray(good.read_bytes())
+    raw[7] = 9  # format generation byte
+    wrong.write_bytes(bytes(raw))
+    missing = tmp_path / "missing"
+    for path in (empty, garbage, wrong, missing):
+        for command in (["report", str(path)], ["report", str(path), "--json"],
+                        ["export", str(path), "-o", str(tmp_path / "x.json")]):
+            proc = cli(*command)
+            assert proc.returncode != 0, (command, proc.stdout)
+            assert "Traceback" not in proc.stderr
+            lines = [line for line in proc.stderr.splitlines() if line.strip()]
+            assert len(lines) == 1 and lines[0].startswith("redis-tracer:"), proc.stderr
+            assert proc.stdout == ""
