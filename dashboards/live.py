@@ -1,0 +1,727 @@
+"""The live dashboard: one rich renderable built from an Analyzer snapshot and a header dict.
+
+    dash = Dashboard()
+    live.update(dash.render(snapshot, header), refresh=True)
+
+The renderable lays itself out when rich renders it, from the width and height it is given
+(the terminal, or Console(width=..., height=...)): panels get row budgets so the frame fits the
+screen, columns are dropped as the screen narrows (sparkline, p99.9, client), and the middle
+strip folds into one panel below 100 columns. Nothing here reads the clock or the tracer:
+the same snapshot always renders the same frame.
+
+Header keys (all optional): title, pid, port, redis_version, io_threads, aof, probe_mode,
+elapsed_s, rps, lost_events, stall_ms, note. elapsed_s/rps/lost_events fall back to the snapshot.
+"""
+from __future__ import annotations
+
+import math
+
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+PHASES = ("socket_queue", "wait", "exec", "reply_write")
+PHASE_LABELS = {"socket_queue": "socket queue", "wait": "wait", "exec": "exec", "reply_write": "reply write"}
+PHASE_SHORT = {"socket_queue": "queue", "wait": "wait", "exec": "exec", "reply_write": "reply"}
+PHASE_STYLES = {"socket_queue": "dodger_blue1", "wait": "gold3", "exec": "green3", "reply_write": "orchid"}
+SPARK_CHARS = "▁▂▃▄▅▆▇█"
+BAR_CHAR = "█"
+BIG_KEY_MIN_BYTES = 1024  # smaller replies are not worth calling a key big
+MIDDLE_LINES = 6          # the request path / AOF / connections / keys strip
+MIDDLE_COMPACT_LINES = 5  # the same folded into one panel (narrow or short screens)
+
+BORDER = "grey42"
+TITLE = "bold"
+DIM = "grey58"
+HEAD = "bold grey70"
+SPARK = "cadet_blue"
+
+
+# -- formatting (shared with dashboards.plain) -----------------------------------------------------
+def fmt_us(us) -> str:
+    """Latency in µs -> '85µs', '1.24ms', '312ms', '1.52s'; '-' when unknown."""
+    if us is None:
+        return "-"
+    try:
+        us = float(us)
+    except (TypeError, ValueError):
+        return "-"
+    if math.isnan(us):
+        return "-"
+    if us < 1000:
+        return f"{us:.0f}µs"
+    ms = us / 1000
+    if ms < 10:
+        return f"{ms:.2f}ms"
+    if ms < 1000:
+        return f"{ms:.0f}ms" if ms >= 100 else f"{ms:.1f}ms"
+    return f"{ms / 1000:.2f}s"
+
+
+def fmt_ms(ms) -> str:
+    return "-" if ms is None else fmt_us(float(ms) * 1000)
+
+
+def fmt_count(n) -> str:
+    if n is None:
+        return "-"
+    n = float(n)
+    if abs(n) < 1_000_000:
+        return f"{n:,.0f}"
+    if abs(n) < 1_000_000_000:
+        return f"{n / 1e6:.1f}M"
+    return f"{n / 1e9:.1f}G"
+
+
+def fmt_rate(r) -> str:
+    if r is None:
+        return "-"
+    r = float(r)
+    if r == 0:
+        return "0"
+    if r < 10:
+        return f"{r:.1f}"
+    return fmt_count(r)
+
+
+def fmt_bytes(n) -> str:
+    if n is None:
+        return "-"
+    n = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" or n >= 100 else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n:.1f}GB"
+
+
+def fmt_pct(share) -> str:
+    if share is None:
+        return "-"
+    pct = float(share) * 100
+    if pct and pct < 1:
+        return "<1%"
+    return f"{pct:.0f}%"
+
+
+def as_share(value) -> float | None:
+    """Accept a share as 0..1 or as a percentage 0..100 (whatever the analyzer gives)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value / 100 if value > 1.0 else value
+
+
+def victims_count(stall: dict) -> int:
+    v = stall.get("victims")
+    if isinstance(v, (list, tuple)):
+        return len(v)
+    try:
+        return int(v or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def stall_culprit(stall: dict) -> str:
+    cmd = stall.get("command") or "?"
+    key = stall.get("key")
+    return f"{cmd} {key}" if key else cmd
+
+
+def first_advice(stall: dict) -> str:
+    """The stall's advice as one line (the analyzer gives a list, most specific first)."""
+    advice = stall.get("advice")
+    if isinstance(advice, (list, tuple)):
+        advice = next((a for a in advice if a), "")
+    return str(advice or "")
+
+
+def sparkline(values, width: int | None = None) -> str:
+    """Histogram counts -> '▁▃█▅ ' (zero bins are blank, any non-zero bin shows at least ▁)."""
+    values = [max(0, int(v or 0)) for v in (values or [])]
+    if width is not None and len(values) > width:
+        # merge neighbouring bins so the line fits
+        step = len(values) / width
+        merged = []
+        for i in range(width):
+            merged.append(sum(values[int(i * step):int((i + 1) * step)]))
+        values = merged
+    top = max(values, default=0)
+    if top <= 0:
+        return " " * len(values)
+    out = []
+    for v in values:
+        if v <= 0:
+            out.append(" ")
+        else:
+            out.append(SPARK_CHARS[min(7, max(0, math.ceil(v / top * 8) - 1))])
+    return "".join(out)
+
+
+def stretched_sparkline(values, room: int) -> str:
+    """A sparkline that uses up to `room` cells: each bin drawn twice when there is room, or bins merged."""
+    values = list(values or [])
+    if not values:
+        return ""
+    if room < len(values):
+        return sparkline(values, max(1, room))
+    line = sparkline(values)
+    k = max(1, min(2, room // len(values)))
+    return "".join(ch * k for ch in line)
+
+
+def split_cells(parts: list[float], width: int) -> list[int]:
+    """Largest-remainder split of `width` cells over non-negative parts; a non-zero part whose
+    share is at least half a cell always gets one."""
+    total = sum(p for p in parts if p and p > 0)
+    if width <= 0 or total <= 0:
+        return [0] * len(parts)
+    exact = [(max(0.0, p or 0.0) / total) * width for p in parts]
+    cells = [int(x) for x in exact]
+    rest = width - sum(cells)
+    order = sorted(range(len(parts)), key=lambda i: exact[i] - cells[i], reverse=True)
+    for i in order[:rest]:
+        cells[i] += 1
+    return cells
+
+
+def phase_bar(phases: dict, width: int) -> Text:
+    """Stacked bar of the four phases, each in its own colour."""
+    values = [float(phases.get(p) or 0) for p in PHASES]
+    cells = split_cells(values, width)
+    bar = Text()
+    for name, n in zip(PHASES, cells):
+        if n:
+            bar.append(BAR_CHAR * n, style=PHASE_STYLES[name])
+    if not bar.plain:
+        bar.append("·" * width, style=DIM)
+    return bar
+
+
+def _phase_pairs(phases) -> dict:
+    """[["socket_queue", us], ...] or {"socket_queue": us} -> dict."""
+    if isinstance(phases, dict):
+        return {k: phases.get(k) for k in PHASES}
+    out = {}
+    for item in phases or ():
+        try:
+            name, value = item[0], item[1]
+        except (TypeError, IndexError):
+            continue
+        out[name] = value
+    return out
+
+
+def latency_style(us, stall_ms: float) -> str:
+    if us is None:
+        return DIM
+    if us >= stall_ms * 1000:
+        return "bold red"
+    if us >= 1000:
+        return "yellow"
+    return ""
+
+
+def _clip(text: str, width: int) -> str:
+    text = "" if text is None else str(text)
+    return text if len(text) <= width else text[:max(0, width - 1)] + "…"
+
+
+class Col:
+    """A fixed-width column of a line grid; width 0 = takes the room left (at least `min`)."""
+
+    __slots__ = ("name", "width", "align", "min")
+
+    def __init__(self, name, width: int = 0, align: str = "left", min: int = 8):
+        self.name = name
+        self.width = width
+        self.align = align
+        self.min = min
+
+
+def grid_lines(cols: list, rows: list, inner: int, header: bool = True, gap: int = 2) -> list:
+    """Rows of cells (str or Text) laid out as Text lines in fixed columns: much cheaper than a
+    rich Table, which matters at a few frames a second on a busy host."""
+    fixed = sum(c.width for c in cols) + gap * (len(cols) - 1)
+    flex = max(min(c.min for c in cols if not c.width) if any(not c.width for c in cols) else 0, inner - fixed)
+    widths = [c.width or flex for c in cols]
+    spacer = " " * gap
+    out = []
+    if header:
+        rows = [[Text(c.name, style=HEAD) if isinstance(c.name, str) else c.name for c in cols]] + list(rows)
+    for row in rows:
+        line = Text(no_wrap=True, overflow="ellipsis")
+        for i, (col, w) in enumerate(zip(cols, widths)):
+            cell = row[i] if i < len(row) else ""
+            if i:
+                line.append(spacer)
+            if not isinstance(cell, Text):
+                cell = Text(str(cell))
+            if cell.cell_len > w:
+                cell = cell.copy()
+                cell.truncate(w, overflow="ellipsis")
+            pad = " " * (w - cell.cell_len)
+            if col.align == "right":
+                line.append(pad)
+                line.append_text(cell)
+            else:
+                line.append_text(cell)
+                if i < len(cols) - 1:
+                    line.append(pad)
+        line.rstrip()
+        out.append(line)
+    return out
+
+
+# -- the dashboard ---------------------------------------------------------------------------------
+class Dashboard:
+    """Builds frames; keeps nothing but its options, so one instance serves a whole run."""
+
+    def __init__(self, max_commands: int = 12, max_slowest: int = 8, max_stalls: int = 6):
+        self.max_commands = max_commands
+        self.max_slowest = max_slowest
+        self.max_stalls = max_stalls
+
+    def render(self, snapshot: dict, header: dict | None = None) -> RenderableType:
+        return _Frame(self, snapshot or {}, header or {})
+
+    # -- the frame, for a given size ----------------------------------------------------------------
+    def compose(self, snap: dict, header: dict, width: int, height: int) -> RenderableType:
+        stall_ms = float(header.get("stall_ms") or 50)
+        head = self._header(snap, header, width)
+        compact_mid = width < 100 or height < 34
+        with_mid = height >= 20  # below that: commands and stalls only
+        mid = self._middle(snap, width, compact=compact_mid) if with_mid else None
+        mid_lines = 0 if not with_mid else (MIDDLE_COMPACT_LINES if compact_mid else MIDDLE_LINES)
+        rest = max(0, height - head.row_count - mid_lines)
+        cmd_rows, slow_rows, stall_lines = self._budget(snap, rest)
+        parts = [head, self._commands(snap, width, cmd_rows, stall_ms)]
+        if mid is not None:
+            parts.append(mid)
+        parts.append(self._stalls(snap, width, stall_lines, stall_ms))
+        if slow_rows > 0:
+            parts.append(self._slowest(snap, width, slow_rows, stall_ms))
+        return Group(*parts)
+
+    def _budget(self, snap: dict, rest: int) -> tuple[int, int, int]:
+        """Rows for the commands table, the slowest table and lines for stalls, from the lines left.
+        Each of the three panels costs 3 lines of frame (borders + column header)."""
+        avail = rest - 9
+        if avail < 6:  # very short screen: commands and stalls only
+            avail = rest - 6
+            cmd = max(1, avail // 2)
+            return cmd, 0, max(1, avail - cmd)
+        n_cmd = len(snap.get("commands") or {})
+        n_slow = len(snap.get("slowest") or [])
+        n_stall = len(snap.get("stalls") or [])
+        cmd, slow, stall = 3, 2, 2
+        avail -= cmd + slow + stall
+        caps = (self.max_commands, self.max_slowest, self.max_stalls * 2)
+        wants = (max(n_cmd, 6), max(n_slow, 4), max(n_stall * 2, 4))
+        grew = True
+        while avail > 0 and grew:
+            grew = False
+            for which in (0, 2, 1, 0):
+                if avail <= 0:
+                    break
+                cur = (cmd, slow, stall)[which]
+                if cur < min(caps[which], wants[which]):
+                    if which == 0:
+                        cmd += 1
+                    elif which == 1:
+                        slow += 1
+                    else:
+                        stall += 1
+                    avail -= 1
+                    grew = True
+        # what is left: half to the slowest list, the rest to stalls (they appear over time)
+        if avail > 0:
+            more = min(avail // 2, max(0, caps[1] - slow))
+            slow += more
+            avail -= more
+            stall += min(avail, max(0, caps[2] - stall))
+        return cmd, slow, stall
+
+    # -- header -------------------------------------------------------------------------------------
+    def _header(self, snap: dict, h: dict, width: int) -> RenderableType:
+        left = Text()
+        left.append(" redis-tracer", style="bold")
+        left.append(f" {h.get('title', 'live')}", style="bold cyan")
+        prefix = len(" redis-tracer")
+        facts = []
+        if h.get("pid"):
+            facts.append(("pid ", str(h["pid"]) + (f" :{h['port']}" if h.get("port") else "")))
+        elif h.get("port"):
+            facts.append(("port ", str(h["port"])))
+        if h.get("redis_version"):
+            facts.append(("redis ", str(h["redis_version"])))
+        if h.get("io_threads") not in (None, ""):
+            facts.append(("io-threads ", str(h["io_threads"])))
+        if h.get("aof"):
+            facts.append(("aof ", str(h["aof"])))
+        if h.get("probe_mode"):
+            facts.append(("", str(h["probe_mode"])))
+        for i, (k, v) in enumerate(facts):
+            left.append("  │ " if not i else " · ", style=DIM)
+            if k:
+                left.append(k, style=DIM)
+            left.append(v)
+        elapsed = h.get("elapsed_s", snap.get("elapsed_s"))
+        rps = h.get("rps", snap.get("rps"))
+        lost = h.get("lost_events", snap.get("lost_events")) or 0
+        right = Text()
+        right.append(f"{float(elapsed or 0):.1f}s", style="bold")
+        right.append("  ")
+        right.append(fmt_rate(rps or 0), style="bold")
+        right.append(" req/s", style=DIM)
+        right.append("  ")
+        if lost:
+            right.append(f"lost events {fmt_count(lost)}", style="bold white on red")
+        else:
+            right.append("lost events 0", style=DIM)
+        right.append(" ")
+        grid = Table.grid(expand=True, padding=0)
+        if width < len(left) + len(right) + 2 <= width + prefix:
+            left = left[prefix:]  # drop the program name before wrapping onto two lines
+        if width >= len(left) + len(right) + 2:
+            grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+            grid.add_column(justify="right", no_wrap=True)
+            grid.add_row(left, right)
+        else:
+            grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+            grid.add_row(left)
+            grid.add_row(Text(" ").append_text(right))
+        return grid
+
+    def header_lines(self, snap: dict, h: dict, width: int) -> int:
+        grid = self._header(snap, h, width)
+        return grid.row_count
+
+    # -- commands -----------------------------------------------------------------------------------
+    def _commands(self, snap: dict, width: int, rows: int, stall_ms: float) -> RenderableType:
+        cmds = snap.get("commands") or {}
+        items = sorted(cmds.items(), key=lambda kv: (-(kv[1].get("count") or 0), kv[0]))
+        # the last row says how many more there are, when there is room for a real row above it
+        shown = items[:rows] if len(items) <= rows or rows < 3 else items[:rows - 1]
+        inner = width - 4
+        with_spark = inner >= 90
+        with_p999 = inner >= 72
+        name_w = min(22, max([len("command")] + [len(n) for n, _ in shown] + [0 if items else 12]))
+        with_rate = inner >= 66
+        cols = [Col("command", name_w), Col("count", 9, "right")]
+        if with_rate:
+            cols.append(Col("req/s", 7, "right"))
+        cols += [Col("p50", 7, "right"), Col("p99", 7, "right")]
+        if with_p999:
+            cols.append(Col("p99.9", 7, "right"))
+        cols += [Col("max", 7, "right"), Col("exec", 4, "right")]
+        spark_room = inner - sum(c.width for c in cols) - 2 * len(cols)
+        if with_spark:
+            cols.append(Col(" latency histogram", 0, min=10))
+        lines = []
+        for name, c in shown:
+            row = [Text(name, style="bold"), fmt_count(c.get("count"))]
+            if with_rate:
+                row.append(fmt_rate(c.get("rps")))
+            row += [Text(fmt_us(c.get("p50_us")), style=latency_style(c.get("p50_us"), stall_ms)),
+                   Text(fmt_us(c.get("p99_us")), style=latency_style(c.get("p99_us"), stall_ms))]
+            if with_p999:
+                row.append(Text(fmt_us(c.get("p999_us")), style=latency_style(c.get("p999_us"), stall_ms)))
+            row.append(Text(fmt_us(c.get("max_us")), style=latency_style(c.get("max_us"), stall_ms)))
+            row.append(fmt_pct(as_share(c.get("exec_share"))))
+            if with_spark:
+                row.append(Text(" " + stretched_sparkline(c.get("spark"), spark_room - 1), style=SPARK))
+            lines.append(row)
+        if len(shown) < len(items) and rows >= 3:
+            rest = items[len(shown):]
+            n = sum(c.get("count") or 0 for _, c in rest)
+            lines.append([Text(f"+{len(rest)} more", style=DIM), Text(fmt_count(n), style=DIM)])
+        if not items:
+            lines.append([Text("waiting…", style=DIM)])
+        title = Text("commands", style=TITLE)
+        if snap.get("requests"):
+            title.append(f"  {fmt_count(snap.get('requests'))} requests", style=DIM)
+        return Panel(Group(*grid_lines(cols, lines, inner)), title=title, title_align="left", border_style=BORDER,
+                     box=box.ROUNDED, height=rows + 3, padding=(0, 1))
+
+    # -- middle strip: request path, AOF, connections, keys -----------------------------------------
+    def _path_parts(self, snap: dict) -> tuple[dict, float]:
+        totals = snap.get("phases_us_total") or {}
+        values = {p: float(totals.get(p) or 0) for p in PHASES}
+        return values, sum(values.values())
+
+    def _legend(self, values: dict, total: float, names) -> Text:
+        legend = Text(no_wrap=True, overflow="ellipsis")
+        for i, p in enumerate(names):
+            if i:
+                legend.append("   ")
+            legend.append("■ ", style=PHASE_STYLES[p])
+            legend.append(PHASE_SHORT[p] + " ", style=DIM)
+            legend.append(fmt_pct(values[p] / total) if total else "-", style="bold")
+        return legend
+
+    def _busy_line(self, snap: dict, bar_w: int) -> Text:
+        # the last refresh interval when known (live), else the whole trace
+        recent = snap.get("busy_ratio_recent")
+        busy = as_share(recent if recent is not None else snap.get("busy_ratio"))
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append("main thread busy ", style=DIM)
+        if busy is None:
+            line.append("-")
+            return line
+        filled = min(bar_w, int(round(busy * bar_w)))
+        style = "red" if busy >= 0.8 else ("yellow" if busy >= 0.5 else "green3")
+        line.append(BAR_CHAR * filled, style=style)
+        line.append("░" * (bar_w - filled), style="grey30")
+        line.append(f" {busy * 100:.0f}%", style="bold " + style)
+        return line
+
+    def _fsync_lines(self, snap: dict) -> list[Text]:
+        f = snap.get("fsync") or {}
+        count = f.get("count") or 0
+        writes = f.get("aof_writes") or 0
+        main = f.get("main_thread") or 0
+        if not count and not writes:
+            return [Text("no AOF writes", style=DIM), Text("or fsyncs seen", style=DIM)]
+        l1 = Text()
+        l1.append("fsyncs ", style=DIM)
+        l1.append(fmt_count(count), style="bold")
+        l1.append("  main ", style=DIM)
+        l1.append(fmt_count(main), style="bold red" if main else "")
+        l2 = Text()
+        l2.append("p99 ", style=DIM)
+        l2.append(fmt_us(f.get("p99_us")))
+        l2.append("  max ", style=DIM)
+        l2.append(fmt_us(f.get("max_us")), style="yellow" if (f.get("max_us") or 0) >= 10_000 else "")
+        l3 = Text()
+        l3.append("writes ", style=DIM)
+        l3.append(fmt_count(writes))
+        l4 = Text()
+        l4.append("write max ", style=DIM)
+        l4.append(fmt_us(f.get("aof_write_max_us")))
+        return [l1, l2, l3, l4]
+
+    def _conn_lines(self, snap: dict) -> list[Text]:
+        c = snap.get("connections") or {}
+        l1 = Text()
+        l1.append("open ", style=DIM)
+        l1.append(fmt_count(c.get("open") or 0), style="bold")
+        l1.append("  closed ", style=DIM)
+        l1.append(fmt_count(c.get("closed") or 0))
+        l2 = Text()
+        l2.append("accepted ", style=DIM)
+        l2.append(fmt_count(c.get("accepted") or 0))
+        l3 = Text()
+        l3.append("accept rate ", style=DIM)
+        l3.append(fmt_rate(c.get("accept_rate") or 0))
+        l3.append("/s", style=DIM)
+        l4 = Text()
+        l4.append("queue p99 ", style=DIM)
+        l4.append(fmt_us(c.get("accept_queue_p99_us") if c.get("accepted") else None))
+        return [l1, l2, l3, l4]
+
+    def _key_lines(self, snap: dict, width: int) -> list[Text]:
+        lines = []
+        hot = snap.get("hot_keys") or []
+        big = snap.get("big_keys") or []
+        for key, n in hot[:2]:
+            num = fmt_count(n)
+            t = Text()
+            t.append("hot ", style=DIM)
+            t.append(_clip(key, max(6, width - 5 - len(num))))
+            t.append(f" {num}", style="bold")
+            lines.append(t)
+        for key, n in [kv for kv in big if (kv[1] or 0) >= BIG_KEY_MIN_BYTES][:4 - len(lines)]:
+            num = fmt_bytes(n)
+            t = Text()
+            t.append("big ", style=DIM)
+            t.append(_clip(key, max(6, width - 5 - len(num))))
+            t.append(f" {num}", style="bold")
+            lines.append(t)
+        if not lines:
+            lines.append(Text("no hot or big keys yet", style=DIM))
+        return lines
+
+    def _middle(self, snap: dict, width: int, compact: bool) -> RenderableType:
+        def panel(title, lines, height):
+            for t in lines:
+                t.no_wrap = True
+                t.overflow = "ellipsis"
+            return Panel(Group(*lines), title=Text(title, style=TITLE), title_align="left", border_style=BORDER,
+                         box=box.ROUNDED, height=height, padding=(0, 1))
+
+        values, total = self._path_parts(snap)
+        if compact:
+            inner = width - 4
+            bar = phase_bar(values, inner)
+            f = snap.get("fsync") or {}
+            c = snap.get("connections") or {}
+            line = self._busy_line(snap, 10)
+            line.append("  │ ", style=DIM)
+            line.append("fsync ", style=DIM)
+            line.append(f"{fmt_count(f.get('count') or 0)} p99 {fmt_us(f.get('p99_us'))}")
+            if f.get("main_thread"):
+                line.append(f" main {fmt_count(f['main_thread'])}", style="bold red")
+            line.append("  │ ", style=DIM)
+            line.append("conns ", style=DIM)
+            line.append(f"{fmt_count(c.get('open') or 0)} open {fmt_rate(c.get('accept_rate') or 0)}/s "
+                        f"q99 {fmt_us(c.get('accept_queue_p99_us') if c.get('accepted') else None)}")
+            return panel("request path · AOF · connections",
+                         [bar, self._legend(values, total, PHASES), line], MIDDLE_COMPACT_LINES)
+
+        with_keys = width >= 120
+        ratios = (4, 3, 3, 4) if with_keys else (4, 3, 3)
+        path_inner = int(width * ratios[0] / sum(ratios)) - 4
+        path = [phase_bar(values, path_inner),
+                self._legend(values, total, PHASES[:2]),
+                self._legend(values, total, PHASES[2:]),
+                self._busy_line(snap, max(4, min(16, path_inner - 23)))]
+        grid = Table.grid(expand=True, padding=0)
+        for r in ratios:
+            grid.add_column(ratio=r)
+        cells = [panel("request path", path, MIDDLE_LINES),
+                 panel("AOF / fsync", self._fsync_lines(snap), MIDDLE_LINES),
+                 panel("connections", self._conn_lines(snap), MIDDLE_LINES)]
+        if with_keys:
+            key_inner = int(width * ratios[3] / sum(ratios)) - 4
+            cells.append(panel("keys", self._key_lines(snap, key_inner), MIDDLE_LINES))
+        grid.add_row(*cells)
+        return grid
+
+    # -- stalls -------------------------------------------------------------------------------------
+    def _stalls(self, snap: dict, width: int, lines: int, stall_ms: float) -> RenderableType:
+        stalls = sorted(snap.get("stalls") or [], key=lambda s: -(s.get("duration_ms") or 0))
+        inner = width - 4
+        # one line per stall, then advice lines for the longest ones while lines remain
+        n = len(stalls) if len(stalls) <= lines else max(0, lines - 1)
+        advised = max(0, min(n, lines - n - (1 if n < len(stalls) else 0)))
+        with_client = inner >= 100
+        with_when = inner >= 84
+        cols = [Col("duration", 8, "right"), Col("culprit", 0, min=10), Col("victims", 7, "right"),
+                Col("added", 8, "right"), Col("class", 11)]
+        if with_client:
+            cols.append(Col("client", 21))
+        if with_when:
+            cols.append(Col("at", 7, "right"))
+        rows = []
+        for i, s in enumerate(stalls[:n]):
+            dur = s.get("duration_ms")
+            added = s.get("victim_added_ms")
+            start = s.get("start_s")
+            shown_dur = ("…" if s.get("open") else "") + fmt_ms(dur)  # … still collecting victims
+            row = [Text(shown_dur, style="bold red" if (dur or 0) >= stall_ms * 4 else "bold yellow"),
+                   Text(stall_culprit(s), style="bold"), fmt_count(victims_count(s)),
+                   "-" if added is None else "+" + fmt_ms(added), Text(str(s.get("class") or "-"), style="cyan")]
+            if with_client:
+                row.append(Text(str(s.get("client") or "-"), style=DIM))
+            if with_when:
+                row.append(Text("-" if start is None else f"+{float(start):.1f}s", style=DIM))
+            rows.append(row)
+        out = grid_lines(cols, rows, inner)
+        # advice lines go under their stall (after the header line, one stall line each)
+        for i in reversed(range(min(advised, n))):
+            advice = Text(" " * 10 + "↳ " + (first_advice(stalls[i]) or "no advice"), style="grey62 italic",
+                          no_wrap=True, overflow="ellipsis")
+            out.insert(i + 2, advice)
+        if n < len(stalls):
+            out.append(Text(" " * 10 + f"+{len(stalls) - n} more", style=DIM))
+        if not stalls:
+            out.append(Text(" " * 10 + f"no stall ≥ {stall_ms:g} ms yet", style=DIM))
+        title = Text("stalls", style=TITLE)
+        if stalls:
+            title.append(f" {len(stalls)}", style="bold red")
+        title.append(f"  main thread busy ≥ {stall_ms:g} ms, longest first", style=DIM)
+        return Panel(Group(*out), title=title, title_align="left", border_style=BORDER, box=box.ROUNDED,
+                     height=lines + 3, padding=(0, 1))
+
+    # -- slowest requests ---------------------------------------------------------------------------
+    def _slowest(self, snap: dict, width: int, rows_budget: int, stall_ms: float) -> RenderableType:
+        reqs = group_batches(sorted(snap.get("slowest") or [], key=lambda r: -(r.get("latency_us") or 0)))
+        reqs = reqs[:rows_budget]
+        inner = width - 4
+        bar_w = 32 if inner >= 110 else (20 if inner >= 90 else 12)
+        with_client = inner >= 90
+        with_where = inner >= 100
+        legend = Text()
+        for p in PHASES:
+            legend.append("■", style=PHASE_STYLES[p])
+        legend.append(" where the time went" if bar_w >= 24 else " phases", style=HEAD)
+        cmd_w = min(14, max([len("command")] + [len(str(r.get("command") or "?")) for r in reqs]))
+        cols = [Col("total", 7, "right"), Col(legend, bar_w)]
+        if with_where:
+            cols.append(Col("mostly", 10))
+        cols += [Col("command", cmd_w), Col("key", 0, min=8)]
+        if with_client:
+            cols.append(Col("client", 21))
+        rows = []
+        for r in reqs:
+            lat = r.get("latency_us")
+            phases = _phase_pairs(r.get("phases"))
+            row = [Text(fmt_us(lat), style=latency_style(lat, stall_ms) or "bold"), phase_bar(phases, bar_w)]
+            if with_where:
+                row.append(dominant_phase(phases))
+            key = Text(str(r.get("key") if r.get("key") is not None else ""))
+            if r.get("_more"):
+                key.append(f"  +{r['_more']} alike", style=DIM)
+            row += [Text(str(r.get("command") or "?"), style="bold"), key]
+            if with_client:
+                row.append(Text(str(r.get("client") or "-"), style=DIM))
+            rows.append(row)
+        if not reqs:
+            rows.append(["", Text("none yet", style=DIM)])
+        return Panel(Group(*grid_lines(cols, rows, inner)), title=Text("slowest requests", style=TITLE),
+                     title_align="left", border_style=BORDER, box=box.ROUNDED, height=rows_budget + 3,
+                     padding=(0, 1))
+
+
+def group_batches(reqs: list) -> list:
+    """Fold requests of one client with the same latency (a pipelined batch held up together)
+    into the first of them, with `_more` = how many were folded: the list then shows variety."""
+    out: list = []
+    index: dict = {}
+    for r in reqs:
+        lat = float(r.get("latency_us") or 0)
+        key = (r.get("client"), round(math.log(max(1.0, lat)) / math.log(1.01)))  # ~1 % buckets
+        first = index.get(key)
+        if first is not None and r.get("client"):
+            first["_more"] = first.get("_more", 0) + 1
+            continue
+        r = dict(r)
+        index[key] = r
+        out.append(r)
+    return out
+
+
+def dominant_phase(phases: dict) -> Text:
+    values = {p: float(phases.get(p) or 0) for p in PHASES}
+    total = sum(values.values())
+    if total <= 0:
+        return Text("-", style=DIM)
+    name = max(PHASES, key=lambda p: values[p])
+    t = Text()
+    t.append(PHASE_SHORT[name], style=PHASE_STYLES[name])
+    t.append(f" {values[name] / total * 100:.0f}%", style=DIM)
+    return t
+
+
+class _Frame:
+    """Lays the dashboard out when rich renders it, for the space it is given."""
+
+    def __init__(self, dash: Dashboard, snapshot: dict, header: dict):
+        self.dash = dash
+        self.snapshot = snapshot
+        self.header = header
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        height = options.height or console.height
+        yield self.dash.compose(self.snapshot, self.header, width, height)
+
+
+_DEFAULT = Dashboard()
+
+
+def render(snapshot: dict, header: dict | None = None) -> RenderableType:
+    return _DEFAULT.render(snapshot, header)
