@@ -32,14 +32,16 @@ static __always_inline int loop_exit(long ret)
 {
     __u64 id = bpf_get_current_pid_tgid();
     __u32 tgid = id >> 32, tid = (__u32)id;
-    if (tid != tgid)
-        return 0;
-    struct inflight *in = inflight.lookup(&tid);
-    if (!in || in->kind != RT_LOOP)
+    if (tid != tgid || !is_target(tgid))
         return 0;
     __u64 now = bpf_ktime_get_ns();
-    count_add(CNT_LOOP_IDLE_NS, now - in->ts);
-    inflight.delete(&tid);
+    struct inflight *in = inflight.lookup(&tid);
+    if (in && in->kind == RT_LOOP) {
+        count_add(CNT_LOOP_IDLE_NS, now - in->ts);
+        inflight.delete(&tid);
+    }
+    /* Also when the entry was not seen (attached while the thread slept in epoll_wait):
+     * otherwise the first busy span after attaching, maybe a stall, would go unmeasured. */
     last_wake.update(&tgid, &now);
     return 0;
 }

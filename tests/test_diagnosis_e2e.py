@@ -135,3 +135,19 @@ def test_normal_traffic_has_no_stalls(redis_server, tmp_path):
     report = report_of(trace)
     assert report["requests"] >= 20000
     assert report["stalls"] == []
+
+
+def test_stall_in_first_loop_iteration_after_attach(redis_factory, tmp_path):
+    # hz 1: the main thread sleeps in epoll_wait across the attach, so the wake-up that carries
+    # our command is the first one the probes see (its epoll entry was never seen).
+    server = redis_factory(hz=1, enable_debug_command="yes")
+    c = server.client()
+    c.ping()
+    trace = tmp_path / "first.rtrace"
+    tracer = TracerProcess("record", "--port", str(server.port), "-o", str(trace))
+    c.execute_command("DEBUG", "SLEEP", "0.2")
+    c.close()
+    rc, _ = tracer.stop()
+    stalls = report_of(trace)["stalls"]
+    assert stalls and stalls[0]["command"] == "DEBUG SLEEP"
+    assert 190 <= stalls[0]["duration_ms"] <= 300

@@ -220,3 +220,22 @@ def test_connection_older_than_trace_is_followed():
     s.write(5, bulk(b"v"))
     (r,), *_ = run(s)
     assert r.key == "old" and r.client is None and r.reply_type == "ok"
+
+
+def test_reply_larger_than_capture_does_not_block_later_replies():
+    # HSCAN-like reply: an array of many small elements beyond the 4 KiB capture
+    elements = [bulk(b"field%05d" % i) for i in range(2000)]
+    reply = b"*2\r\n$1\r\n0\r\n*%d\r\n" % len(elements) + b"".join(elements)
+    s = Stream(capture=4096)
+    s.accept(7, 1)
+    s.read(7, cmd("HSCAN", "h", "0", "COUNT", "2000"))
+    for off in range(0, len(reply), 16384):
+        s.write(7, reply[off:off + 16384])
+    s.read(7, cmd("GET", "after"))
+    s.write(7, bulk(b"ok"))
+    got, st, *_ = run(s)
+    assert [r.command for r in got] == ["HSCAN", "GET"]
+    hscan, get = got
+    assert hscan.reply_bytes == len(reply) and hscan.reply_end_ts > hscan.reply_start_ts
+    assert get.reply_type == "ok" and get.reply_bytes == len(bulk(b"ok"))
+    assert st.stats.unanswered == 0

@@ -13,7 +13,7 @@ from importlib import resources
 
 from tracer import events
 from tracer.errors import BPFUnavailable, TracerError
-from tracer.fdinfo import FdClassifier
+from tracer.fdinfo import STALE, FdClassifier
 from tracer.privileges import require_tracing_privileges
 from tracer.target import Target
 
@@ -50,7 +50,7 @@ class ProbeSession:
         self.capture_max = capture_max
         self.loop_min_us = loop_min_us
         self.ringbuf_pages = ringbuf_pages
-        self.classifier = FdClassifier()
+        self.classifier = FdClassifier(listen_ports={t.pid: set(t.listen_ports) for t in targets})
         self.bpf = None
         self._pending: list[bytes] = []
         self._classified: set[tuple[int, int]] = set()  # fds whose kernel kind we set from user space
@@ -135,6 +135,8 @@ class ProbeSession:
                     # from an earlier, short-lived file with the same number (e.g. /proc/self/stat).
                     continue
                 kind, info = self.classifier.classify(tgid, fd)
+                if kind == STALE:
+                    continue
                 fd_kinds[key] = ctypes.c_uint8(kind)
                 self._classified.add((tgid, fd))
                 if info is not None:

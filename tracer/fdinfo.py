@@ -11,6 +11,7 @@ import os
 from tracer import events
 
 _TCP_LISTEN = "0A"
+STALE = -1  # classify(): the record is older than the fd now behind its number
 
 
 def _parse_addr(hex_addr: str) -> tuple[int, bytes, int]:
@@ -46,20 +47,31 @@ def tcp_sockets(pid: int, proc: str = "/proc") -> dict[int, tuple[str, int, byte
 class FdClassifier:
     """Decides what an fd of the target is; caches by the fd's link so each fd is reported once."""
 
-    def __init__(self, proc: str = "/proc", aof_names: tuple[str, ...] = ("appendonly", ".aof")):
+    def __init__(self, proc: str = "/proc", aof_names: tuple[str, ...] = ("appendonly", ".aof"),
+                 listen_ports: dict[int, set] | None = None):
         self.proc = proc
         self.aof_names = aof_names
+        self.listen_ports = listen_ports or {}  # tgid -> its listening ports
         self._seen: dict[tuple[int, int], str] = {}
 
     def forget(self, tgid: int, fd: int) -> None:
         self._seen.pop((tgid, fd), None)
 
-    def classify(self, tgid: int, fd: int) -> tuple[int, events.Event | None]:
-        """(fd kind, FDINFO event to insert in the stream or None when already reported)."""
+    def classify(self, tgid: int, fd: int, at_attach: bool = False) -> tuple[int, events.Event | None]:
+        """(fd kind, FDINFO event to insert in the stream or None when already reported).
+
+        After attach, an fd that is now a connection accepted on the target's own port cannot be
+        the fd an "unknown" record was made for: accept() marks those in the kernel as they happen.
+        The record was made for an earlier, short-lived file with the same number (Redis reads
+        /proc/self/stat): STALE says to drop it and leave the kernel's mark alone."""
         try:
             link = os.readlink(f"{self.proc}/{tgid}/fd/{fd}")
         except OSError:
             return events.FD_IGNORE, None  # already closed: nothing left to follow
+        if not at_attach and link.startswith("socket:["):
+            sock = tcp_sockets(tgid, self.proc).get(int(link[8:-1]))
+            if sock is not None and sock[0] != _TCP_LISTEN and sock[4] in self.listen_ports.get(tgid, ()):
+                return STALE, None
         if self._seen.get((tgid, fd)) == link:
             return self._kind_of(tgid, link)[0], None
         kind, info = self._kind_of(tgid, link)
@@ -98,6 +110,6 @@ class FdClassifier:
             return []
         out = []
         for name in sorted(names, key=int):
-            kind, info = self.classify(tgid, int(name))
+            kind, info = self.classify(tgid, int(name), at_attach=True)
             out.append((int(name), kind, info))
         return out

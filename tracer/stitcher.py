@@ -22,7 +22,8 @@ PUSH_HEADS = {"message", "pmessage", "smessage"}
 
 class ConnState:
     __slots__ = ("conn", "req", "rep", "pending", "frame_arrival", "frame_read_start", "frame_wake",
-                 "reply_partial_start", "absorb_replies", "subscribed", "monitor")
+                 "reply_partial_start", "last_write_end", "last_write_tid", "absorb_replies", "subscribed",
+                 "monitor")
 
     def __init__(self, conn: Connection, show_values: bool):
         self.conn = conn
@@ -33,6 +34,8 @@ class ConnState:
         self.frame_read_start = 0
         self.frame_wake = 0
         self.reply_partial_start = 0  # write that began a reply not yet complete
+        self.last_write_end = 0
+        self.last_write_tid = 0
         self.absorb_replies = 0       # extra confirmations of a multi-channel SUBSCRIBE
         self.subscribed = False
         self.monitor = False
@@ -172,8 +175,14 @@ class Stitcher:
         if ev.ret == 0:
             state.conn.closed_by = "client"
             return
-        if state.rep.desynced and not state.pending:
-            state.rep.resync()
+        if state.rep.desynced:
+            # A reply larger than the capture whose end could not be computed: the client sent
+            # more, so (unless it pipelines) the reply was complete at the last write.
+            lost = state.rep.resync()
+            if lost is not None:
+                self._pair(state, lost, state.reply_partial_start or state.last_write_end,
+                           state.last_write_end, state.last_write_tid)
+            state.reply_partial_start = 0
         if not state.req.pending:
             state.frame_arrival = ev.aux_ts
             state.frame_read_start = ev.ts_enter
@@ -243,11 +252,14 @@ class Stitcher:
             self.last_spans = spans
         start = state.reply_partial_start or ev.ts_enter
         for reply in replies:
-            self._pair(state, reply, start, ev)
+            self._pair(state, reply, start, ev.ts_exit, ev.tid)
             start = ev.ts_enter
-        state.reply_partial_start = (state.reply_partial_start or ev.ts_enter) if state.rep.pending else 0
+        pending = state.rep.pending or state.rep.desynced
+        state.reply_partial_start = (state.reply_partial_start or ev.ts_enter) if pending else 0
+        state.last_write_end = ev.ts_exit
+        state.last_write_tid = ev.tid
 
-    def _pair(self, state: ConnState, reply, start_ts: int, ev) -> None:
+    def _pair(self, state: ConnState, reply, start_ts: int, end_ts: int, tid: int) -> None:
         if reply.type == "push" or (state.subscribed and reply.head in PUSH_HEADS) or \
                 (state.monitor and not state.pending):
             self.stats.pushes += 1
@@ -267,8 +279,8 @@ class Stitcher:
         req.reply_type = reply.type
         req.reply_error = reply.error
         req.reply_start_ts = start_ts
-        req.reply_end_ts = ev.ts_exit
-        req.reply_thread = ev.tid
+        req.reply_end_ts = end_ts
+        req.reply_thread = tid
         self._close_exec_for(req, start_ts)
         state.conn.requests += 1
         self._emit(req)
