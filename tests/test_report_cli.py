@@ -71,3 +71,23 @@ def test_bad_files_fail_with_one_line(tmp_path):
             lines = [line for line in proc.stderr.splitlines() if line.strip()]
             assert len(lines) == 1 and lines[0].startswith("redis-tracer:"), proc.stderr
             assert proc.stdout == ""
+
+
+def test_replay_drives_the_same_pipeline(tmp_path):
+    path = tmp_path / "r.rtrace"
+    n = write_trace(path, 500)
+    proc = cli("replay", str(path), "--max")
+    assert proc.returncode == 0, proc.stderr
+    assert "GET" in proc.stdout and f"{n:,}" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_replay_paced_by_trace_time(tmp_path):
+    import time
+
+    path = tmp_path / "paced.rtrace"
+    write_trace(path, 100)  # ~1.3 ms of trace time per request in eventstream
+    t0 = time.monotonic()
+    proc = cli("replay", str(path), "--speed", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "GET" in proc.stdout
+    assert cli("replay", str(path), "--speed", "0").returncode != 0

@@ -60,4 +60,5 @@ class Pipeline:
         self.analyzer.finish()
 
     def report(self, target: dict) -> dict:
-        return self.analyzer.report(target)
+        # start_s counts from the first record of the stream, live and offline alike
+        return self.analyzer.report(target, clock_first_ts=self.stitcher.first_ts or None)

@@ -69,7 +69,7 @@ class LivePipeline:
         self.shared.finish()
 
     def report(self, target: dict) -> dict:
-        return self.analyzer.report(target, clock_first_ts=self.stitcher.first_ts or None)
+        return self.shared.report(target)
 
 
 # -- what the header and the report say about the target --------------------------------------------
