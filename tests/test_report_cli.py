@@ -85,9 +85,11 @@ def test_replay_paced_by_trace_time(tmp_path):
     import time
 
     path = tmp_path / "paced.rtrace"
-    write_trace(path, 100)  # ~1.3 ms of trace time per request in eventstream
+    write_trace(path, 400)  # eventstream spaces records ~6 µs apart: ~5 ms of trace time
     t0 = time.monotonic()
     proc = cli("replay", str(path), "--speed", "1")
     assert proc.returncode == 0, proc.stderr
     assert "GET" in proc.stdout
+    slow = cli("replay", str(path), "--speed", "0.002")  # 5 ms of trace time take ~2.4 s
+    assert slow.returncode == 0 and time.monotonic() - t0 >= 2.0
     assert cli("replay", str(path), "--speed", "0").returncode != 0
