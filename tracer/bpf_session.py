@@ -170,9 +170,20 @@ class ProbeSession:
                                           aux_ts2=c["idle_ns"], tgid=self.targets[0].pid))
 
     def targets_alive(self) -> bool:
-        return all(os.path.exists(f"/proc/{t.pid}") for t in self.targets)
+        return all(_process_alive(t.pid) for t in self.targets)
 
     def close(self) -> None:
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None
+
+
+def _process_alive(pid: int) -> bool:
+    """False once the process is gone or a zombie (killed, not yet reaped by its parent)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    state = stat[stat.rfind(b")") + 2:][:1]
+    return state not in (b"Z", b"X", b"")

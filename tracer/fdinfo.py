@@ -93,9 +93,12 @@ class FdClassifier:
             state, family, addr, port, local_port = sock
             if state == _TCP_LISTEN:
                 return events.FD_IGNORE, None
+            # "in": accepted on the target's own port; "out": Redis connected out (master link,
+            # cluster bus, MIGRATE); the stitcher decides what it is from the traffic.
+            direction = "in" if local_port in self.listen_ports.get(tgid, ()) else "out"
             return events.FD_CLIENT, events.Event(kind=events.FDINFO, ret=events.FD_CLIENT, family=family,
                                                   peer_addr=addr, peer_port=port,
-                                                  payload=f"tcp:{local_port}".encode())
+                                                  payload=f"{direction}:{local_port}".encode())
         base = os.path.basename(link)
         if any(name in base for name in self.aof_names):
             return events.FD_AOF, events.Event(kind=events.FDINFO, ret=events.FD_AOF,

@@ -26,7 +26,7 @@ class Request:
 
     __slots__ = (
         "tgid", "conn_id", "fd", "client", "thread", "reply_thread", "command", "key", "argc",
-        "request_bytes", "reply_bytes", "reply_type", "reply_error",
+        "request_bytes", "reply_bytes", "reply_type", "reply_error", "reply_detail",
         "arrival_ts", "wake_ts", "read_start_ts", "read_end_ts",
         "exec_start_ts", "exec_end_ts", "exec_source",
         "reply_start_ts", "reply_end_ts", "batch", "decode_ok",
@@ -46,6 +46,7 @@ class Request:
         self.reply_bytes = 0
         self.reply_type = "none"    # ok | error | moved | ask | nil | push | unknown | none (no reply yet)
         self.reply_error = None     # error prefix such as "ERR", "MOVED", "WRONGTYPE"
+        self.reply_detail = None    # MOVED/ASK: "slot host:port"
         self.arrival_ts = 0         # first byte in the kernel socket queue (sk_data_ready); 0 unknown
         self.wake_ts = 0            # main thread's epoll return before the read
         self.read_start_ts = 0
@@ -124,7 +125,7 @@ class Request:
             "pid": self.tgid, "client": self.client, "thread": self.thread, "fd": self.fd,
             "command": self.command, "key": self.key, "argc": self.argc,
             "request_bytes": self.request_bytes, "reply_bytes": self.reply_bytes,
-            "reply_type": self.reply_type, "reply_error": self.reply_error,
+            "reply_type": self.reply_type, "reply_error": self.reply_error, "redirect": self.reply_detail,
             "latency_us": None if latency is None else round(latency / 1000.0, 3),
             "phases_us": self.phases_us(), "exec_source": self.exec_source,
             "arrival_known": bool(self.arrival_ts), "batch": self.batch,

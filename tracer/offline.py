@@ -19,7 +19,7 @@ def analyse(path: str, stall_ms: float | None = None, on_request=None, on_sync=N
         stall_ms = header.get("stall_ms", 50)
     pipeline = Pipeline(stall_ms=stall_ms, show_values=bool(header.get("show_values")),
                         uprobe_exec=bool(header.get("exec_probes")), on_request=on_request,
-                        on_sync=on_sync)
+                        on_sync=on_sync, targets=header.get("targets"))
     chunk = []
     for raw in reader.records():
         chunk.append(raw)

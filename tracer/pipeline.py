@@ -3,31 +3,60 @@ from __future__ import annotations
 
 from tracer import events
 from tracer.analysis import Analyzer
-from tracer.redact import redact_spans
+from tracer.cluster import RedirectTracker
+from tracer.redact import error_text_spans, redact_spans
 from tracer.stitcher import Stitcher
 
 
 class Pipeline:
     def __init__(self, stall_ms: float = 50, show_values: bool = False, uprobe_exec: bool = False,
-                 on_request=None, on_sync=None, writer=None, top_n: int = 10):
+                 on_request=None, on_sync=None, writer=None, top_n: int = 10, targets: list | None = None):
         self.analyzer = Analyzer(stall_ms=stall_ms, top_n=top_n)
+        # several redis-servers: every figure also per instance (tgid), in an Analyzer of its own
+        self.targets = [t for t in (targets or []) if t.get("pid")]
+        self.instances = {t["pid"]: Analyzer(stall_ms=stall_ms, top_n=top_n) for t in self.targets} \
+            if len(self.targets) > 1 else {}
+        port_to_tgid = {p: t["pid"] for t in self.targets for p in (t.get("listen_ports") or [t.get("port")]) if p}
+        self.redirects = RedirectTracker(port_to_tgid)
         self.writer = writer  # a TraceWriter: records are written after redaction
         self.extra_on_request = on_request
         self.extra_on_sync = on_sync
         a = self.analyzer
-        self.stitcher = Stitcher(on_request=self._on_request, on_busy=a.on_busy, on_sync=self._on_sync,
-                                 on_conn=a.on_conn, on_accept=a.on_accept, on_counters=self._on_counters,
+        on_busy, on_conn, on_accept = a.on_busy, a.on_conn, a.on_accept
+        if self.instances:
+            on_busy, on_conn, on_accept = (self._fan_out("on_busy"), self._fan_out("on_conn"),
+                                           self._fan_out("on_accept"))
+        self.stitcher = Stitcher(on_request=self._on_request, on_busy=on_busy, on_sync=self._on_sync,
+                                 on_conn=on_conn, on_accept=on_accept, on_counters=self._on_counters,
                                  show_values=show_values, mask_payloads=writer is not None,
                                  uprobe_exec=uprobe_exec)
         self.lost_events = 0
 
+    def _fan_out(self, method: str):
+        overall = getattr(self.analyzer, method)
+        instances = self.instances
+
+        def call(item):
+            overall(item)
+            inst = instances.get(item.tgid)
+            if inst is not None:
+                getattr(inst, method)(item)
+        return call
+
     def _on_request(self, req) -> None:
         self.analyzer.on_request(req)
+        self.redirects.on_request(req)
+        if self.instances:
+            inst = self.instances.get(req.tgid)
+            if inst is not None:
+                inst.on_request(req)
         if self.extra_on_request is not None:
             self.extra_on_request(req)
 
     def _on_sync(self, sync) -> None:
         self.analyzer.on_sync(sync)
+        if self.instances and sync.tgid in self.instances:
+            self.instances[sync.tgid].on_sync(sync)
         if self.extra_on_sync is not None:
             self.extra_on_sync(sync)
 
@@ -42,12 +71,21 @@ class Pipeline:
         # Recording: each record is written after the stitcher saw it, with the secret and value
         # bytes its parser found masked in place (lengths kept, so replay parses identically).
         decode, feed, stitcher = events.decode, self.stitcher.feed, self.stitcher
+        write = events.WRITE
         out = []
         for raw in records:
             ev = decode(raw)
             stitcher.last_spans = None
             feed(ev)
             spans = stitcher.last_spans
+            if ev.kind == write and ev.payload:
+                if (ev.tgid, ev.fd) in stitcher.aof_fds:
+                    # captured before the fd was known to be the AOF: its bytes are commands and values
+                    spans = [(0, len(ev.payload))]
+                else:
+                    errors = error_text_spans(ev.payload)  # error texts echo arguments, secrets too
+                    if errors:
+                        spans = list(spans or ()) + errors
             if spans and ev.payload:
                 ev.payload = redact_spans(ev.payload, spans)
                 raw = events.encode(ev)
@@ -58,7 +96,25 @@ class Pipeline:
     def finish(self) -> None:
         self.stitcher.finish()
         self.analyzer.finish()
+        self.redirects.finish()
+        for inst in self.instances.values():
+            inst.finish()
 
     def report(self, target: dict) -> dict:
         # start_s counts from the first record of the stream, live and offline alike
-        return self.analyzer.report(target, clock_first_ts=self.stitcher.first_ts or None)
+        first = self.stitcher.first_ts or None
+        report = self.analyzer.report(target, clock_first_ts=first)
+        instances = []
+        for t in self.targets or [target]:
+            inst = self.instances.get(t.get("pid"))
+            if inst is None:  # one instance: its figures are the top level's
+                one = {k: v for k, v in report.items() if k != "schema"}
+            else:
+                one = inst.report(t, clock_first_ts=first)
+                one.pop("schema", None)
+            one["links"] = [link.as_dict() for link in self.stitcher.links if link.tgid == t.get("pid")]
+            instances.append(one)
+        report["instances"] = instances
+        report["redirects"] = self.redirects.as_dict({t.get("pid"): t.get("port") for t in self.targets or [target]})
+        report["links"] = [dict(link.as_dict(), pid=link.tgid) for link in self.stitcher.links]
+        return report

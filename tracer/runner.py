@@ -1,21 +1,28 @@
 """What every tracing command shares: target options, attaching, the drain loop, clean stops."""
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import time
 
 from tracer.bpf_session import ProbeSession
 from tracer.errors import TracerError
-from tracer.target import Target, find_target, query_redis_info
+from tracer.privileges import require_tracing_privileges
+from tracer.target import Target, find_target, query_redis_info, redis_pids
 
 
 COUNTERS_S = 1.0  # kernel counters (lost records, loop busy/idle) join the stream this often
+RINGBUF_PAGES = 4096  # default ring buffer: 4096 pages of 4 KiB = 16 MiB
+RINGBUF_PAGES_MAX = 1 << 18  # 1 GiB
 
 
 def add_target_args(parser, duration_default=None) -> None:
-    parser.add_argument("--pid", type=int, help="pid of the redis-server to trace")
-    parser.add_argument("--port", type=int, help="TCP port the redis-server listens on (found via /proc)")
+    parser.add_argument("--pid", type=int, action="append", metavar="PID",
+                        help="pid of a redis-server to trace (repeat for several)")
+    parser.add_argument("--port", type=port_list, metavar="PORT[,PORT...]",
+                        help="TCP port(s) of the redis-server(s) to trace (found via /proc), e.g. 7000,7001,7002")
+    parser.add_argument("--all", action="store_true", help="trace every redis-server on this host")
     parser.add_argument("--duration", type=float, default=duration_default, metavar="S",
                         help="stop after S seconds (default: until Ctrl-C/SIGTERM)")
     parser.add_argument("--exec-probes", action="store_true",
@@ -23,6 +30,9 @@ def add_target_args(parser, duration_default=None) -> None:
     parser.add_argument("--capture-bytes", type=int, default=4096, metavar="N",
                         help="bytes of each read/write copied for RESP decoding (power of two, default 4096)")
     parser.add_argument("--poll-ms", type=int, default=50, help="ring buffer drain interval (default 50)")
+    parser.add_argument("--ringbuf-pages", type=int, default=RINGBUF_PAGES, metavar="N",
+                        help="ring buffer size in 4 KiB pages (power of two, default 4096 = 16 MiB); records "
+                             "that do not fit are dropped and counted as lost events")
     parser.add_argument("--show-values", action="store_true",
                         help="show values on screen and in files (off: values are masked; secrets always are)")
 
@@ -46,15 +56,61 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
+def port_list(text: str) -> list[int]:
+    try:
+        ports = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"ports are numbers separated by commas, not {text!r}") from None
+    if not ports or any(not 0 < p < 65536 for p in ports):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of TCP ports")
+    return ports
+
+
+def resolve_targets(args) -> list[Target]:
+    """Every redis-server named by --pid/--port/--all (or the only one running), each asked for
+    its version and config before the probes attach, so our own connection is not traced."""
+    # First: without the capabilities /proc of a root-owned redis-server is unreadable and the
+    # target search would fail with a misleading "nothing listens on port N".
+    require_tracing_privileges()
+    pids, ports = getattr(args, "pid", None) or [], getattr(args, "port", None) or []
+    if getattr(args, "all", False):
+        if pids or ports:
+            raise TracerError("--all traces every redis-server: do not combine it with --pid/--port")
+        targets = [find_target(pid=pid) for pid in redis_pids()]
+        if not targets:
+            raise TracerError("no redis-server is running", "start one, or pass --pid/--port")
+    elif pids or ports:
+        targets = [find_target(pid=pid) for pid in pids] + [find_target(port=port) for port in ports]
+    else:
+        targets = [find_target()]
+    unique: dict[int, Target] = {}
+    for t in targets:
+        unique.setdefault(t.pid, t)
+    targets = list(unique.values())
+    for t in targets:
+        t.info = query_redis_info(t)
+    return targets
+
+
 def resolve_target(args) -> Target:
-    target = find_target(pid=args.pid, port=args.port)
-    # Ask Redis before attaching, so our own connection is not in the trace.
-    target.info = query_redis_info(target)
-    return target
+    """The single target of a command that traces one redis-server."""
+    targets = resolve_targets(args)
+    if len(targets) > 1:
+        raise TracerError(f"this command traces one redis-server, not {len(targets)}", "pass one --pid or --port")
+    return targets[0]
 
 
-def attach(args, target: Target) -> ProbeSession:
-    session = ProbeSession([target], exec_probes=args.exec_probes, capture_max=args.capture_bytes)
+def check_ringbuf_pages(pages: int) -> int:
+    if pages < 1 or pages > RINGBUF_PAGES_MAX or pages & (pages - 1):
+        raise TracerError(f"--ringbuf-pages {pages} is not a power of two between 1 and {RINGBUF_PAGES_MAX}")
+    return pages
+
+
+def attach(args, targets) -> ProbeSession:
+    targets = targets if isinstance(targets, list) else [targets]
+    pages = check_ringbuf_pages(getattr(args, "ringbuf_pages", RINGBUF_PAGES))
+    session = ProbeSession(targets, exec_probes=args.exec_probes, capture_max=args.capture_bytes,
+                           ringbuf_pages=pages)
     session.attach()
     print(f"attached: {session.describe()}", file=sys.stderr, flush=True)
     return session
@@ -102,3 +158,4 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
 def check_duration(args) -> None:
     if args.duration is not None and args.duration <= 0:
         raise TracerError(f"--duration must be positive, not {args.duration}")
+    check_ringbuf_pages(getattr(args, "ringbuf_pages", RINGBUF_PAGES))

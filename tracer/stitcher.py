@@ -8,13 +8,18 @@ it is inferred from the gap between the read and the main thread's next syscall.
 """
 from __future__ import annotations
 
+import heapq
 from collections import deque
 
 from tracer import events
 from tracer.model import BusySpan, Connection, FileSync, Request
+from tracer.links import BusParser, LinkStats, looks_like_cluster_bus
 from tracer.resp import ReplyParser, RequestParser
 
+MAX_LINKS = 10_000  # non-client connections kept for the report
 MAX_PENDING_PER_CONN = 10_000  # replies never seen (client not reading): oldest are evicted, counted
+MAX_CONNS = 100_000   # connection states kept; beyond, the least recently active are evicted, counted
+EVICT_FRACTION = 0.01  # share of max_conns evicted at once (amortises the scan)
 SUBSCRIBE_COMMANDS = {"SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"}
 UNSUBSCRIBE_HEADS = {"unsubscribe", "punsubscribe", "sunsubscribe", "subscribe", "psubscribe", "ssubscribe"}
 PUSH_HEADS = {"message", "pmessage", "smessage"}
@@ -23,7 +28,7 @@ PUSH_HEADS = {"message", "pmessage", "smessage"}
 class ConnState:
     __slots__ = ("conn", "req", "rep", "pending", "frame_arrival", "frame_read_start", "frame_wake",
                  "reply_partial_start", "last_write_end", "last_write_tid", "absorb_replies", "subscribed",
-                 "monitor")
+                 "monitor", "last_ts", "link", "bus", "outgoing", "seen")
 
     def __init__(self, conn: Connection, show_values: bool):
         self.conn = conn
@@ -39,11 +44,17 @@ class ConnState:
         self.absorb_replies = 0       # extra confirmations of a multi-channel SUBSCRIBE
         self.subscribed = False
         self.monitor = False
+        self.last_ts = 0              # last read/write: the least recently active states are evicted first
+        self.link = None              # LinkStats once the traffic says this is not a client
+        self.bus = None               # BusParser of a cluster bus link
+        self.outgoing = False         # Redis connected out (master link, cluster bus, MIGRATE)
+        self.seen = False             # first payload looked at
 
 
 class Stats:
     __slots__ = ("requests", "unanswered", "unpaired_replies", "pushes", "evicted", "undecodable",
-                 "desyncs", "accepted", "closed", "events", "stale_events")
+                 "desyncs", "accepted", "closed", "events", "stale_events", "evicted_conns",
+                 "replication_handshakes", "links_dropped")
 
     def __init__(self):
         for name in self.__slots__:
@@ -57,10 +68,26 @@ def _noop(_item) -> None:
     return None
 
 
+# replies that can hold secrets: CONFIG GET requirepass/masterauth, password hashes of ACL GETUSER/LIST,
+# SENTINEL's auth-pass; "?" is a command whose name was not captured. Masked even with --show-values.
+SECRET_REPLY_COMMANDS = frozenset(("CONFIG GET", "ACL GETUSER", "ACL LIST", "?"))
+
+
+def _secret_reply_pending(pending) -> bool:
+    if len(pending) > 256:
+        return True     # not worth scanning: mask this write
+    for req in pending:
+        c = req.command
+        if c in SECRET_REPLY_COMMANDS or c.startswith("SENTINEL"):
+            return True
+    return False
+
+
 class Stitcher:
     def __init__(self, on_request=_noop, on_busy=_noop, on_sync=_noop, on_conn=_noop, on_accept=_noop,
                  on_counters=_noop,
-                 show_values: bool = False, mask_payloads: bool = False, uprobe_exec: bool = False):
+                 show_values: bool = False, mask_payloads: bool = False, uprobe_exec: bool = False,
+                 max_conns: int = MAX_CONNS):
         self.on_request = on_request
         self.on_busy = on_busy
         self.on_sync = on_sync
@@ -70,7 +97,9 @@ class Stitcher:
         self.show_values = show_values
         self.mask_payloads = mask_payloads  # collect redaction spans per record (for the recorder)
         self.conns: dict[tuple[int, int], ConnState] = {}
+        self.max_conns = max_conns
         self.aof_fds: set[tuple[int, int]] = set()
+        self.links: list[LinkStats] = []  # cluster bus, replica and master links seen
         self.exec_waiting: dict[int, list] = {}      # tgid -> requests read, execution end not seen
         self.exec_queue: dict[int, deque] = {}       # tgid -> requests awaiting a uprobe EXEC record
         self.uprobe_exec = uprobe_exec   # EXEC records will come: do not infer execution
@@ -119,11 +148,24 @@ class Stitcher:
         old = self.conns.get(key)
         if old is not None:
             self._end_conn(old, ev.ts_enter, closed_by=None)
+        elif len(self.conns) >= self.max_conns:
+            self._evict_conns(ev.ts_enter)
         conn = Connection(ev.tgid, self.next_conn_id, ev.fd, client)
         self.next_conn_id += 1
         state = ConnState(conn, self.show_values)
+        state.last_ts = ev.ts_exit
         self.conns[key] = state
         return state
+
+    def _evict_conns(self, ts: int) -> None:
+        """Too many connection states (CLOSE records lost, or a flood of connections): end the least
+        recently active ones as if closed; their waiting requests are reported unanswered."""
+        n = max(1, int(self.max_conns * EVICT_FRACTION))
+        victims = heapq.nsmallest(n, self.conns.items(), key=lambda kv: kv[1].last_ts)
+        for key, state in victims:
+            del self.conns[key]
+            self.stats.evicted_conns += 1
+            self._end_conn(state, ts, closed_by="evicted")
 
     def _conn_for(self, ev: events.Event) -> ConnState:
         state = self.conns.get((ev.tgid, ev.fd))
@@ -144,7 +186,9 @@ class Stitcher:
             self.aof_fds.add(key)
         elif ev.ret == events.FD_CLIENT:
             self.aof_fds.discard(key)
-            self._new_conn(ev, ev.peer or (ev.payload.decode(errors="replace") if ev.payload == b"unix" else None))
+            state = self._new_conn(ev, ev.peer or (ev.payload.decode(errors="replace") if ev.payload == b"unix"
+                                                   else None))
+            state.outgoing = ev.payload.startswith(b"out:")
 
     def _on_close(self, ev):
         key = (ev.tgid, ev.fd)
@@ -172,8 +216,11 @@ class Stitcher:
         if key in self.aof_fds:
             return
         state = self._conn_for(ev)
+        state.last_ts = ev.ts_exit
         if ev.ret == 0:
             state.conn.closed_by = "client"
+            return
+        if (state.link is not None or not state.seen) and self._link_traffic(state, ev, inbound=True):
             return
         if state.rep.desynced:
             # A reply larger than the capture whose end could not be computed: the client sent
@@ -231,6 +278,14 @@ class Stitcher:
             self.exec_waiting.setdefault(ev.tgid, []).append((ev.ts_exit, ev.tid == ev.tgid, new))
 
     def _queue_request(self, state: ConnState, req: Request, cmd) -> None:
+        if cmd.name in ("PSYNC", "SYNC", "REPLCONF"):
+            # a replica (REPLCONF also catches links older than the trace by their periodic
+            # REPLCONF ACK): from here the master writes the replication stream, not replies
+            state.link = LinkStats(state.conn.tgid, "replica", state.conn.client)
+            state.conn.kind = "replica"
+            self._add_link(state.link)
+            self.stats.replication_handshakes += 1
+            return
         if cmd.name in SUBSCRIBE_COMMANDS:
             state.subscribed = True
         elif cmd.name == "MONITOR":
@@ -247,7 +302,18 @@ class Stitcher:
             self.on_sync(FileSync(ev.tgid, ev.tid, ev.fd, "aof-write", ev.ts_enter, ev.ts_exit, ev.ret))
             return
         state = self._conn_for(ev)
-        replies, spans = state.rep.feed(ev.payload, ev.ret)
+        state.last_ts = ev.ts_exit
+        if (state.link is not None or not state.seen) and self._link_traffic(state, ev, inbound=False):
+            return
+        if self.show_values and self.mask_payloads and _secret_reply_pending(state.pending):
+            # CONFIG GET requirepass, ACL GETUSER...: the reply holds secrets, --show-values or not
+            state.rep.show_values = False
+            try:
+                replies, spans = state.rep.feed(ev.payload, ev.ret)
+            finally:
+                state.rep.show_values = True
+        else:
+            replies, spans = state.rep.feed(ev.payload, ev.ret)
         if self.mask_payloads:
             self.last_spans = spans
         start = state.reply_partial_start or ev.ts_enter
@@ -278,6 +344,8 @@ class Stitcher:
         req.reply_bytes = reply.size
         req.reply_type = reply.type
         req.reply_error = reply.error
+        if reply.detail is not None:
+            req.reply_detail = reply.detail
         req.reply_start_ts = start_ts
         req.reply_end_ts = end_ts
         req.reply_thread = tid
@@ -331,6 +399,47 @@ class Stitcher:
     def _on_fsync(self, ev) -> None:
         op = "fdatasync" if ev.flags & events.RTF_FDATASYNC else "fsync"
         self.on_sync(FileSync(ev.tgid, ev.tid, ev.fd, op, ev.ts_enter, ev.ts_exit))
+
+    # -- connections that are not clients -------------------------------------------------------
+    def _link_traffic(self, state: ConnState, ev, inbound: bool) -> bool:
+        """True when the event belongs to a non-client link (and was accounted there)."""
+        if state.link is None:
+            state.seen = True
+            payload = ev.payload
+            if looks_like_cluster_bus(payload):
+                kind = "cluster-bus"
+                state.bus = BusParser()
+            elif state.outgoing:
+                head = payload[:64]
+                kind = "master-link" if not inbound and (b"PING" in head or b"REPLCONF" in head
+                                                         or b"AUTH" in head) else "outgoing"
+            else:
+                return False
+            state.link = LinkStats(state.conn.tgid, kind, state.conn.client)
+            state.conn.kind = kind
+            self._add_link(state.link)
+        link = state.link
+        if inbound:
+            link.bytes_in += ev.ret
+        else:
+            link.bytes_out += ev.ret
+            link.writes += 1
+            took = ev.ts_exit - ev.ts_enter
+            link.write_ns += took
+            if took > link.write_max_ns:
+                link.write_max_ns = took
+        if state.bus is not None and inbound:
+            for mtype, sender, _size in state.bus.feed(ev.payload, ev.ret):
+                link.messages[mtype] = link.messages.get(mtype, 0) + 1
+                if sender and len(link.senders) < 1000:
+                    link.senders.add(sender)
+        return True
+
+    def _add_link(self, link: LinkStats) -> None:
+        if len(self.links) < MAX_LINKS:
+            self.links.append(link)
+        else:
+            self.stats.links_dropped += 1
 
     def _on_counters(self, ev) -> None:
         self.on_counters(ev.ret, ev.aux_ts, ev.aux_ts2)

@@ -16,7 +16,7 @@ def add_parser(sub):
 
 def run(args) -> int:
     runner.check_duration(args)
-    target = runner.resolve_target(args)
+    targets = runner.resolve_targets(args)
     counts: Counter = Counter()
 
     def consume(records):
@@ -29,14 +29,15 @@ def run(args) -> int:
                 name = "writev"
             counts[name] += 1
 
-    session = runner.attach(args, target)
+    session = runner.attach(args, targets)
     try:
         runner.drain_loop(session, consume, args.duration, args.poll_ms)
         lost = session.counters()["lost"]
     finally:
         session.close()
     if args.json:
-        print(json.dumps({"pid": target.pid, "counts": dict(counts), "lost": lost}))
+        print(json.dumps({"pid": targets[0].pid, "pids": [t.pid for t in targets], "counts": dict(counts),
+                          "lost": lost}))
     else:
         for name, n in sorted(counts.items()):
             print(f"{name:<10} {n}")

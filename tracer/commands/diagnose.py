@@ -23,7 +23,7 @@ def add_parser(sub):
 
 def run(args) -> int:
     live.check_args(args)
-    target = runner.resolve_target(args)
+    target = runner.resolve_targets(args)
     if args.duration is None:
         print("diagnose: tracing until Ctrl-C (or pass --duration S)", file=sys.stderr, flush=True)
     result = live.run_traced(args, target, title="diagnose", mode="quiet")

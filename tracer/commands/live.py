@@ -50,10 +50,12 @@ class LivePipeline:
     """tracer.pipeline.Pipeline (raw records → redacted recording → stitcher → analyzer), plus what
     a live view needs: snapshots on demand. consume() is the drain loop's sink."""
 
-    def __init__(self, stall_ms: float = 50, show_values: bool = False, exec_probes: bool = False, writer=None):
+    def __init__(self, stall_ms: float = 50, show_values: bool = False, exec_probes: bool = False, writer=None,
+                 targets: list | None = None):
         from tracer.pipeline import Pipeline
 
-        self.shared = Pipeline(stall_ms=stall_ms, show_values=show_values, uprobe_exec=exec_probes, writer=writer)
+        self.shared = Pipeline(stall_ms=stall_ms, show_values=show_values, uprobe_exec=exec_probes, writer=writer,
+                               targets=targets)
         self.analyzer = self.shared.analyzer
         self.stitcher = self.shared.stitcher
 
@@ -110,7 +112,7 @@ def check_record_path(path: str) -> None:
         raise TracerError(f"cannot record to {path}: {parent} is not a directory")
 
 
-def open_recording(path: str, args, session, target):
+def open_recording(path: str, args, session, targets):
     """The TraceWriter for --record: the same header `redis-tracer record` writes."""
     try:
         from tracer import recording, trace_header
@@ -121,7 +123,8 @@ def open_recording(path: str, args, session, target):
         raise
     from tracer.model import Clock
 
-    header = trace_header.build(session, [target], Clock(), args.stall_ms, args.show_values)
+    targets = targets if isinstance(targets, list) else [targets]
+    header = trace_header.build(session, targets, Clock(), args.stall_ms, args.show_values)
     return recording.TraceWriter(path, header)
 
 
@@ -140,6 +143,8 @@ def run_traced(args, target, *, title: str = "live", mode: str = "auto", on_atta
     """Attach, analyse until stopped, detach. mode: "dashboard" | "plain" | "quiet" | "auto"
     (dashboard when stdout is a terminal, else plain). on_attached() runs right after the probes
     are attached (demo starts its workload there); on_stop() right after the drain loop ends."""
+    targets = target if isinstance(target, list) else [target]
+    target = targets[0]  # the header and the report's "target" name the first; "instances" has all
     if mode == "auto":
         mode = "dashboard" if sys.stdout.isatty() else "plain"
     record = getattr(args, "record", None)
@@ -150,10 +155,11 @@ def run_traced(args, target, *, title: str = "live", mode: str = "auto", on_atta
     last = {"snap": {}, "header": {}}
     aborted = None
     try:
-        session = runner.attach(args, target)
-        writer = open_recording(record, args, session, target) if record else None
+        session = runner.attach(args, targets)
+        writer = open_recording(record, args, session, targets) if record else None
         pipeline = LivePipeline(stall_ms=args.stall_ms, show_values=args.show_values,
-                                exec_probes=session.exec_attached, writer=writer)
+                                exec_probes=session.exec_attached, writer=writer,
+                                targets=[target_dict(t, session) for t in targets])
         started = time.monotonic()
         if on_attached is not None:
             on_attached()
@@ -256,8 +262,8 @@ def print_summary(result: Result, stall_ms: float, out=None) -> None:
 
 def run(args) -> int:
     check_args(args)
-    target = runner.resolve_target(args)
-    result = run_traced(args, target, title="live")
+    targets = runner.resolve_targets(args)
+    result = run_traced(args, targets, title="live")
     if result.reason == "target exited":
         print("redis-tracer: the traced redis-server exited", file=sys.stderr)
     if args.svg:

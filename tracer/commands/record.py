@@ -24,14 +24,14 @@ def run(args) -> int:
     from tracer.recording import TraceWriter
 
     runner.check_duration(args)
-    target = runner.resolve_target(args)
+    targets = runner.resolve_targets(args)
     clock = Clock()
-    session = runner.attach(args, target)
+    session = runner.attach(args, targets)
     try:
-        header = trace_header.build(session, [target], clock, args.stall_ms, args.show_values)
+        header = trace_header.build(session, targets, clock, args.stall_ms, args.show_values)
         writer = TraceWriter(args.output, header, overwrite=args.overwrite)
         pipeline = Pipeline(stall_ms=args.stall_ms, show_values=args.show_values,
-                            uprobe_exec=session.exec_attached, writer=writer)
+                            uprobe_exec=session.exec_attached, writer=writer, targets=header["targets"])
         failure = None
         try:
             runner.drain_loop(session, pipeline.feed, args.duration, args.poll_ms)

@@ -79,7 +79,7 @@ def run(args) -> int:
     target = offline.first_target(header)
     stall_ms = args.stall_ms if args.stall_ms is not None else header.get("stall_ms", 50)
     pipeline = Pipeline(stall_ms=stall_ms, show_values=bool(header.get("show_values")),
-                        uprobe_exec=bool(header.get("exec_probes")))
+                        uprobe_exec=bool(header.get("exec_probes")), targets=header.get("targets"))
     dash_header = {"title": f"replay {args.file}", "pid": target.get("pid"), "port": target.get("port"),
                    "redis_version": target.get("redis_version") or "", "io_threads": target.get("io_threads"),
                    "aof": target.get("appendfsync") if target.get("appendonly") == "yes" else "off",

@@ -37,7 +37,7 @@ def run(args) -> int:
     from tracer.stitcher import Stitcher
 
     runner.check_duration(args)
-    target = runner.resolve_target(args)
+    targets = runner.resolve_targets(args)
     clock = Clock()
     out = sys.stdout
     if args.json:
@@ -47,7 +47,7 @@ def run(args) -> int:
         def emit(req):
             out.write(format_line(req, clock) + "\n")
     stitcher = Stitcher(on_request=emit, show_values=args.show_values, uprobe_exec=args.exec_probes)
-    session = runner.attach(args, target)
+    session = runner.attach(args, targets)
     try:
         runner.drain_loop(session, stitcher.feed_raw, args.duration, args.poll_ms, tick=out.flush)
         stitcher.finish()
