@@ -295,9 +295,11 @@ class Dashboard:
         with_mid = height >= 20  # below that: commands and stalls only
         mid = self._middle(snap, width, compact=compact_mid) if with_mid else None
         mid_lines = 0 if not with_mid else (MIDDLE_COMPACT_LINES if compact_mid else MIDDLE_LINES)
-        rest = max(0, height - head.row_count - mid_lines)
+        nodes = self._nodes(snap, width) if snap.get("nodes") and height >= 30 else None
+        node_lines = len(snap["nodes"]) + 3 if nodes is not None else 0
+        rest = max(0, height - head.row_count - mid_lines - node_lines)
         cmd_rows, slow_rows, stall_lines = self._budget(snap, rest)
-        parts = [head, self._commands(snap, width, cmd_rows, stall_ms)]
+        parts = [head] + ([nodes] if nodes is not None else []) + [self._commands(snap, width, cmd_rows, stall_ms)]
         if mid is not None:
             parts.append(mid)
         parts.append(self._stalls(snap, width, stall_lines, stall_ms))
@@ -343,6 +345,20 @@ class Dashboard:
             avail -= more
             stall += min(avail, max(0, caps[2] - stall))
         return cmd, slow, stall
+
+    # -- several instances: one row per node ----------------------------------------------------------
+    def _nodes(self, snap: dict, width: int) -> RenderableType:
+        cols = [Col("node", 22), Col("requests", 10, "right"), Col("req/s", 9, "right"), Col("p99", 9, "right"),
+                Col("main busy", 9, "right"), Col("stalls", 6, "right")]
+        rows = []
+        for n in snap["nodes"]:
+            busy = n.get("busy_ratio")
+            rows.append([Text(f":{n.get('port')} pid {n.get('pid')}", style="bold"), fmt_count(n.get("requests") or 0),
+                         fmt_rate(n.get("rps") or 0), fmt_us(n.get("p99_us")),
+                         "-" if busy is None else fmt_pct(busy),
+                         Text(str(n.get("stalls") or 0), style="bold red" if n.get("stalls") else DIM)])
+        return Panel(Group(*grid_lines(cols, rows, width - 4)), title=Text("nodes", style=TITLE), title_align="left",
+                     border_style=BORDER, box=box.ROUNDED, height=len(rows) + 3, padding=(0, 1))
 
     # -- header -------------------------------------------------------------------------------------
     def _header(self, snap: dict, h: dict, width: int) -> RenderableType:

@@ -306,3 +306,24 @@ def test_analyzer_report_final_summary(analysed):
     assert f"{report['requests']:,} requests" in text
     get = next(line for line in text.splitlines() if line.strip().startswith("GET"))
     assert f"{report['commands']['GET']['count']:,}" in get
+
+
+def test_nodes_panel_one_row_per_instance():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from dashboards.live import Dashboard
+
+    snap = {"requests": 30, "rps": 10.0, "commands": {}, "stalls": [], "slowest": [],
+            "nodes": [{"pid": 11, "port": 7000, "requests": 10, "rps": 3.5, "p99_us": 120.0, "busy_ratio": 0.25,
+                       "stalls": 2},
+                      {"pid": 12, "port": 7001, "requests": 20, "rps": 6.5, "p99_us": 80.0, "busy_ratio": 0.1,
+                       "stalls": 0}]}
+    console = Console(record=True, width=120, height=45, file=StringIO())
+    console.print(Dashboard().render(snap, {"pid": 11, "port": 7000, "stall_ms": 50}))
+    text = console.export_text()
+    assert "nodes" in text
+    assert ":7000 pid 11" in text and ":7001 pid 12" in text
+    row = next(line for line in text.splitlines() if ":7000 pid 11" in line)
+    assert "120" in row and "25" in row and "2" in row

@@ -93,6 +93,26 @@ class Pipeline:
         self.writer.write_many(out)
         self.writer.maybe_flush()
 
+    def node_rows(self, now_ts: int | None = None) -> list[dict]:
+        """One row per traced instance for the dashboard's per-node view (empty with one instance)."""
+        from tracer.histogram import LatencyHistogram
+
+        rows = []
+        for t in self.targets:
+            inst = self.instances.get(t["pid"])
+            if inst is None:
+                continue
+            snap = inst.snapshot(now_ts, max_commands=0)
+            merged = LatencyHistogram()
+            for c in inst.commands.values():
+                merged.merge(c.hist)
+            busy = inst.busy_ratio()
+            rows.append({"pid": t["pid"], "port": t.get("port"), "requests": snap["requests"], "rps": snap["rps"],
+                         "p99_us": round(merged.percentile(99) / 1000, 3) if merged.count else None,
+                         "busy_ratio": None if busy is None else round(busy, 3),
+                         "stalls": len(inst.detector.results())})
+        return rows
+
     def finish(self) -> None:
         self.stitcher.finish()
         self.analyzer.finish()

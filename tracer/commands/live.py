@@ -65,7 +65,11 @@ class LivePipeline:
 
     def snapshot(self) -> dict:
         # kernel counters reach the analyzer as COUNTERS records in the stream (runner.drain_loop)
-        return self.analyzer.snapshot(time.monotonic_ns())
+        now = time.monotonic_ns()
+        snap = self.analyzer.snapshot(now)
+        if self.shared.instances:
+            snap["nodes"] = self.shared.node_rows(now)
+        return snap
 
     def finish(self) -> None:
         self.shared.finish()
