@@ -109,19 +109,20 @@ def split_inline(line: bytes, final: bool = True):
     Returns (tokens, error): tokens = [(arg, segments, complete, end)]: segments are the
     (start, end) ranges of `line` holding the argument's content (quotes excluded), so masking
     them keeps the line's structure; end is where the token's raw bytes end. final=False: `line`
-    may continue, its last token is then incomplete. error: unbalanced quotes (the tokens so far,
-    the faulty one included, are still returned)."""
-    z = line.find(0)
-    if z >= 0:
-        line = line[:z]          # a C string: parsing stops at NUL
-        final = True
+    may continue, its last token is then incomplete. error: unbalanced quotes, or a NUL byte (Redis
+    looks for the newline with strchr(): it never sees a line holding NUL, and ends up closing the
+    connection); the tokens are still returned, NUL counting as a space, so they can be masked."""
+    nul = 0 in line
+    if nul:
+        line = line.replace(b"\x00", b" ")
     if 34 not in line and 39 not in line:
         toks = [(m.group(), ((m.start(), m.end()),), True, m.end()) for m in _TOK_RE.finditer(line)]
         if toks and not final and toks[-1][3] == len(line):
             t = toks[-1]
             toks[-1] = (t[0], t[1], False, t[3])
-        return toks, False
-    return _split_quoted(line, final)
+        return toks, nul
+    toks, err = _split_quoted(line, final)
+    return toks, err or nul
 
 
 def _split_quoted(line: bytes, final: bool):
@@ -290,9 +291,7 @@ class RequestParser:
                 else:
                     self._begin()
                     self._st = ST_INLINE
-                    self._line += data[pos:]
-                    self._fsize = n - pos
-                    self._inline_more(pos, n, out, spans)
+                    self._inline_more(data, pos, n, out, spans)
                     pos = n
             elif st == ST_BODY:
                 pos = self._body(data, pos, n, out, spans)
@@ -306,7 +305,7 @@ class RequestParser:
             elif st == ST_COUNT or st == ST_BLEN:
                 cr = data.find(b"\r", pos)
                 if cr < 0:
-                    self._line += data[pos:]
+                    self._line += data[pos:pos + HDR_MAX + 1]
                     self._fsize += n - pos
                     pos = n
                     if len(self._line) > HDR_MAX:
@@ -331,9 +330,7 @@ class RequestParser:
                     self._inline_line(line, lb, pos, size, out, spans)
                     pos = nl + 1
                 else:
-                    self._line += data[pos:]
-                    self._fsize += n - pos
-                    self._inline_more(pos, n, out, spans)
+                    self._inline_more(data, pos, n, out, spans)
                     pos = n
             else:  # ST_DESYNC
                 pos = self._scan(data, pos, spans)
@@ -529,7 +526,6 @@ class RequestParser:
     def _proto_error(self, out):
         """Redis would reply with a protocol error and close the connection: return the frame as
         "?" and look for the next request start."""
-        an = self._an
         out.append(Command("?", None, None, self._argc, self._fsize, False, False))
         self._an = None
         self._abuf = None
@@ -604,12 +600,14 @@ class RequestParser:
                 self._ioff = base + end
         return i
 
-    def _inline_more(self, pos, n, out, spans):
+    def _inline_more(self, data, pos, n, out, spans):
         """The inline line continues past this capture: mask what is known, enforce the limit."""
         line = self._line
-        if len(line) > INLINE_MAX:
+        self._fsize += n - pos
+        if len(line) + n - pos > INLINE_MAX:
             self._proto_error(out)
             return
+        line += data[pos:]
         if self._an is None:
             self._an = self._inline_analyzer()
             self._itok = self._ioff = 0
@@ -746,6 +744,8 @@ _SCALAR_LINE = frozenset((_PLUS, _MINUS, _COLON, _UNDERSCORE, _COMMA, _HASH, _PA
 _BULK = frozenset((_DOLLAR, _EQ, _BANG))
 _AGG = frozenset((_STAR, _PERCENT, _TILDE, _GT, _PIPE))
 _TYPE_BYTES = _SCALAR_LINE | _BULK | _AGG
+_FLAT_AGG = frozenset((_STAR, _TILDE, _GT, _PERCENT))
+_FLAT_SCALAR = frozenset((_COLON, _MINUS, _UNDERSCORE, _COMMA, _HASH, _PAREN))
 LINE_KEEP = 256
 
 # Simple strings / head strings that are protocol words, not user data: never masked.
@@ -846,16 +846,18 @@ class ReplyParser:
         self._out = out
         sv = self.show_values
         pos = 0
+        nofast = -1
         while pos < n:
             st = self._st
             if st == R_START:
-                c = data[pos]
                 if not self._infr:
-                    q = self._fast(c, data, pos, n, out, spans)
-                    if q:
-                        pos = q
-                        continue
+                    if pos != nofast:
+                        q = self._fast(data, pos, out, spans)
+                        if q != pos:
+                            pos = nofast = q
+                            continue
                     self._begin()
+                c = data[pos]
                 if c not in _TYPE_BYTES:
                     self._desync()
                     continue
@@ -899,7 +901,7 @@ class ReplyParser:
                         if len(line) < LINE_KEEP:
                             line += data[pos:pos + min(k, LINE_KEEP - len(line))]
                     else:
-                        line += data[pos:end]
+                        line += data[pos:min(end, pos + HDR_MAX + 1)]
                         if len(line) > HDR_MAX:
                             self._fsize += k
                             self._desync()
@@ -930,49 +932,117 @@ class ReplyParser:
         self._out = None
         return out, spans
 
-    def _fast(self, c, data, pos, n, out, spans) -> int:
-        """Whole scalar replies at a frame boundary."""
-        if c == _PLUS:
-            cr = data.find(b"\r", pos + 1)
-            if cr < 0 or cr + 1 >= n:
-                return 0
-            k = cr - pos - 1
-            if k and not self.show_values and (k > SHORT or data[pos + 1:cr] not in ALLOWED):
-                spans.append((pos + 1, k))
-            out.append(Reply("ok", None, None, k + 3, None, True))
-            return cr + 2
-        if c == _DOLLAR:
-            cr = data.find(b"\r", pos + 1, pos + 22)
-            if cr < 0:
-                return 0
-            b = data[pos + 1:cr]
-            if b.isdigit():
-                ln = int(b)
-                p = cr + 4 + ln
-                if p > n:
-                    return 0
-                if ln and not self.show_values:
-                    spans.append((cr + 2, ln))
-                out.append(Reply("ok", None, None, p - pos, None, True))
-                return p
-            if b == b"-1" and cr + 1 < n:
-                out.append(Reply("nil", None, None, 5, None, True))
-                return cr + 2
-            return 0
-        if c == _COLON:
-            cr = data.find(b"\r", pos + 1)
-            if cr < 0 or cr + 1 >= n:
-                return 0
-            out.append(Reply("ok", None, None, cr + 2 - pos, None, True))
-            return cr + 2
-        if c == _MINUS:
-            cr = data.find(b"\r", pos + 1)
-            if cr < 0 or cr + 1 >= n:
-                return 0
-            typ, err, detail = _error_info(data[pos + 1:min(cr, pos + 1 + LINE_KEEP)])
-            out.append(Reply(typ, err, detail, cr + 2 - pos, None, True))
-            return cr + 2
-        return 0
+    def _fast(self, data, pos, out, spans) -> int:
+        """Decode the run of whole frames at pos that are scalars or flat aggregates (arrays, sets,
+        maps, pushes of scalars) inside the capture; returns where it stopped (the state machine
+        takes over there: partial frames, nesting, attributes, payloads holding CRLF...)."""
+        lines = data[pos:pos + FAST_WINDOW].split(b"\r\n")
+        last = len(lines) - 1           # lines[last] is not followed by CRLF: never used
+        sv = self.show_values
+        app = spans.append
+        i = 0
+        while i < last:
+            h = lines[i]
+            if not h:
+                break
+            t = h[0]
+            if t == _PLUS:
+                k = len(h) - 1
+                if k and not sv and (k > SHORT or h[1:] not in ALLOWED):
+                    app((pos + 1, k))
+                out.append(Reply("ok", None, None, k + 3, None, True))
+                pos += k + 3
+                i += 1
+            elif t == _DOLLAR:
+                c = h[1:]
+                if c.isdigit():
+                    ln = int(c)
+                    if i + 1 >= last or len(lines[i + 1]) != ln:
+                        break
+                    hl = len(h) + 2
+                    if ln and not sv:
+                        app((pos + hl, ln))
+                    out.append(Reply("ok", None, None, hl + ln + 2, None, True))
+                    pos += hl + ln + 2
+                    i += 2
+                elif c == b"-1":
+                    out.append(Reply("nil", None, None, 5, None, True))
+                    pos += 5
+                    i += 1
+                else:
+                    break
+            elif t == _COLON:
+                out.append(Reply("ok", None, None, len(h) + 2, None, True))
+                pos += len(h) + 2
+                i += 1
+            elif t == _MINUS:
+                typ, err, detail = _error_info(h[1:1 + LINE_KEEP])
+                out.append(Reply(typ, err, detail, len(h) + 2, None, True))
+                pos += len(h) + 2
+                i += 1
+            elif t in _FLAT_AGG:
+                c = h[1:]
+                if not c.isdigit():
+                    break
+                cnt = int(c) * 2 if t == _PERCENT else int(c)
+                j = i + 1
+                p = pos + len(h) + 2
+                head = None
+                want = t == _STAR or t == _GT
+                fspans = []
+                for _ in range(cnt):
+                    if j >= last:
+                        break
+                    e = lines[j]
+                    et = e[0] if e else 0
+                    if et == _DOLLAR:
+                        c = e[1:]
+                        if c.isdigit():
+                            ln = int(c)
+                            if j + 1 >= last:
+                                break
+                            pl = lines[j + 1]
+                            if len(pl) != ln:
+                                break
+                            s = p + len(e) + 2
+                            if want and ln <= SHORT:
+                                if sv or pl in ALLOWED:
+                                    head = show(pl, SHORT).lower()
+                                elif ln:
+                                    fspans.append((s, ln))
+                            elif ln and not sv:
+                                fspans.append((s, ln))
+                            p = s + ln + 2
+                            j += 2
+                        elif c == b"-1":
+                            p += 5
+                            j += 1
+                        else:
+                            break
+                    elif et == _PLUS:
+                        k = len(e) - 1
+                        if want and k <= SHORT and (sv or e[1:] in ALLOWED):
+                            head = show(e[1:], SHORT).lower()
+                        if k and not sv and (k > SHORT or e[1:] not in ALLOWED):
+                            fspans.append((p + 1, k))
+                        p += k + 3
+                        j += 1
+                    elif et in _FLAT_SCALAR:
+                        p += len(e) + 2
+                        j += 1
+                    else:
+                        break
+                    want = False
+                else:
+                    spans += fspans
+                    out.append(Reply("push" if t == _GT else "ok", None, None, p - pos, head, True))
+                    pos = p
+                    i = j
+                    continue
+                break
+            else:
+                break
+        return pos
 
     def _desync(self):
         self.desyncs += 1
