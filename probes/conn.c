@@ -13,6 +13,8 @@ static __always_inline int accept_enter(int fd, __u64 sockaddr, __u16 flags)
 static __always_inline int accept_exit(long ret)
 {
     __u64 id = bpf_get_current_pid_tgid();
+    if (!is_target(id >> 32))
+        return 0;
     __u32 tid = (__u32)id;
     struct inflight *in = inflight.lookup(&tid);
     if (!in)

@@ -27,6 +27,8 @@ int exec_start(struct pt_regs *ctx)
 int exec_end(struct pt_regs *ctx)
 {
     __u64 id = bpf_get_current_pid_tgid();
+    if (!is_target(id >> 32))
+        return 0;
     __u32 tid = (__u32)id;
     struct exec_state *st = exec_inflight.lookup(&tid);
     if (!st || st->depth == 0)

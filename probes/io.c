@@ -68,6 +68,8 @@ static __always_inline void capture_iov(struct rt_record *r, __u64 iov_ptr, __u6
 static __always_inline int io_exit(long ret)
 {
     __u64 id = bpf_get_current_pid_tgid();
+    if (!is_target(id >> 32))      /* before the map lookup: most exits are other processes' */
+        return 0;
     __u32 tid = (__u32)id;
     struct inflight *in = inflight.lookup(&tid);
     if (!in)

@@ -18,9 +18,13 @@ class TracerProcess:
         self.proc = subprocess.Popen(self.args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.stderr_lines: list[str] = []
+        self.stdout_parts: list[str] = []
         self.attached = threading.Event()
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
+        # stdout has its own reader: communicate() would also read stderr and race the thread above
+        self._out_reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._out_reader.start()
         if not self.attached.wait(attach_timeout):
             self.proc.kill()
             raise AssertionError(f"tracer never attached: {' '.join(self.args)}: {self.stderr_text()}")
@@ -32,6 +36,25 @@ class TracerProcess:
                 self.attached.set()
         self.attached.set()
 
+    def _read_stdout(self):
+        while True:
+            chunk = self.proc.stdout.read(65536)
+            if not chunk:
+                return
+            self.stdout_parts.append(chunk)
+
+    def _finish(self, timeout: float) -> tuple[int, str]:
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            raise
+        finally:
+            self._out_reader.join(timeout=10)
+            self._reader.join(timeout=10)
+        return self.proc.returncode, "".join(self.stdout_parts)
+
     def stderr_text(self) -> str:
         return "".join(self.stderr_lines)
 
@@ -39,14 +62,10 @@ class TracerProcess:
         time.sleep(0.3)  # let the last replies reach the ring buffer before asking it to stop
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        out, _ = self.proc.communicate(timeout=timeout)
-        self._reader.join(timeout=5)
-        return self.proc.returncode, out
+        return self._finish(timeout)
 
     def wait(self, timeout: float = 60.0) -> tuple[int, str]:
-        out, _ = self.proc.communicate(timeout=timeout)
-        self._reader.join(timeout=5)
-        return self.proc.returncode, out
+        return self._finish(timeout)
 
 
 def json_lines(out: str) -> list[dict]:

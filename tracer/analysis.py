@@ -19,6 +19,7 @@ SECS_KEPT = 12          # per-second counters kept
 KEY_CAP = 2000
 MAX_COMMANDS = 512      # distinct command names tracked; the rest are counted as OTHER
 PHASES = ("socket_queue", "wait", "exec", "reply_write")
+EVICT_DIV = 2           # a full top-K table drops at least 1/EVICT_DIV of its entries at once
 
 
 def _us(ns) -> float:
@@ -51,9 +52,10 @@ class SpaceSaving:
         counts[key] = self.floor + n
 
     def _evict(self) -> None:
-        # drop every key at or below the count of the (cap/10)-th smallest: at least 10 % of the
-        # table, and ties go together, so the result does not depend on insertion order
-        n = max(1, self.cap // 10)
+        # drop every key at or below the median count: at least half of the table, and ties go
+        # together, so the result does not depend on insertion order. Half, not less: with many
+        # distinct keys (every request a new key) the sort + rebuild runs once per cap/2 new keys.
+        n = max(1, self.cap // EVICT_DIV)
         threshold = sorted(self.counts.values())[n - 1]
         self.floor = max(self.floor, threshold)
         self.counts = {k: v for k, v in self.counts.items() if v > threshold}
@@ -85,7 +87,7 @@ class TopMax:
         if len(values) >= self.cap:
             if value <= self.floor:
                 return          # would be evicted right away
-            n = max(1, self.cap // 10)
+            n = max(1, self.cap // EVICT_DIV)     # at least half the table (see SpaceSaving)
             self.floor = max(self.floor, sorted(values.values())[n - 1])
             self.values = values = {k: v for k, v in values.items() if v > self.floor}
             if value <= self.floor:
@@ -284,9 +286,23 @@ class Analyzer:
         if key is not None:
             if key.__class__ is not str:
                 key = str(key)
-            self.hot_keys.add(key)
-            if req.reply_bytes:
-                self.big_keys.add(key, req.reply_bytes)
+            hot = self.hot_keys
+            counts = hot.counts
+            c = counts.get(key)
+            if c is None:
+                hot.add(key)
+            else:
+                counts[key] = c + 1
+            rb = req.reply_bytes
+            if rb:
+                big = self.big_keys
+                # a full table rejects values at or below its floor (TopMax.add), keys present or not
+                if rb > big.floor or len(big.values) < big.cap:
+                    big.add(key, rb)
+                else:
+                    v = big.values.get(key)
+                    if v is not None and rb > v:
+                        big.values[key] = rb
         if req.conn_id:
             self.live_conns.add(req.conn_id)
         self.detector.on_request(req, t)

@@ -11,7 +11,7 @@ import os
 import time
 from importlib import resources
 
-from tracer import events
+from tracer import events, ringbuf
 from tracer.errors import BPFUnavailable, TracerError
 from tracer.fdinfo import STALE, FdClassifier
 from tracer.privileges import require_tracing_privileges
@@ -27,6 +27,8 @@ PROBE_FILES = {
     "exec": "exec.c",    # uprobes on call()
 }
 DEFAULT_PROBES = ("conn", "io", "loop", "fsync")
+MATCH_TGIDS_MAX = 16        # up to this many targets, their tgids are compiled into the probes
+DRAIN_MAX_RECORDS = 65_536  # per drain() call: bounds the batch in memory; `backlog` says there is more
 EXEC_SYMBOL = "call"
 
 
@@ -56,6 +58,10 @@ class ProbeSession:
         self._classified: set[tuple[int, int]] = set()  # fds whose kernel kind we set from user space
         self.exec_attached = False
         self.records = 0
+        self.ring = None            # ringbuf.RingBufReader: the ring read from its mapped memory
+        self.ring_mode = ""         # "mmap" | "callback" (bcc's per-record ctypes callback)
+        self.ring_note = ""         # why the mmap reader is not used
+        self.backlog = False        # the last drain() stopped at max_records: drain again soon
 
     # -- set-up ---------------------------------------------------------------
     def attach(self) -> None:
@@ -69,6 +75,11 @@ class ProbeSession:
         cflags = [f"-I{include}", f"-DCAPTURE_MAX={self.capture_max}",
                   f"-DLOOP_MIN_NS={self.loop_min_us * 1000}ULL", f"-DRINGBUF_PAGES={self.ringbuf_pages}",
                   "-Wno-unused-function"]
+        pids = sorted({int(t.pid) for t in self.targets})
+        if 0 < len(pids) <= MATCH_TGIDS_MAX:
+            # compares instead of a map lookup in every probe (the map is filled all the same)
+            match = "||".join(f"(t)=={pid}" for pid in pids)
+            cflags.append(f"-DTARGET_TGID_MATCH(t)=({match})")
         try:
             self.bpf = BPF(text=text, cflags=cflags)
         except Exception as err:
@@ -78,7 +89,17 @@ class ProbeSession:
         self._fill_maps()
         if "exec" in self.probes:
             self._attach_exec()
-        self.bpf["events"].open_ring_buffer(self._on_record)
+        self._open_ring()
+
+    def _open_ring(self) -> None:
+        """Read the ring from its mapped pages; bcc's per-record callback if that is not possible."""
+        table = self.bpf["events"]
+        self.ring, self.ring_note = ringbuf.open_reader(table.map_fd, int(table.max_entries))
+        if self.ring is not None:
+            self.ring_mode = "mmap"
+            return
+        self.ring_mode = "callback"
+        table.open_ring_buffer(self._on_record)
 
     def _fill_maps(self) -> None:
         targets = self.bpf["targets"]
@@ -109,49 +130,82 @@ class ProbeSession:
     def describe(self) -> str:
         pids = ",".join(str(t.pid) for t in self.targets)
         mode = "syscalls+uprobes" if self.exec_attached else "syscalls"
-        return f"pid {pids} probes {'+'.join(self.probes)} mode {mode} capture {self.capture_max}B"
+        kib = self.ringbuf_pages * 4
+        size = f"{kib // 1024}MiB" if kib >= 1024 else f"{kib}KiB"
+        ring = f" ring {size}/{self.ring_mode}" if self.ring_mode else ""
+        return f"pid {pids} probes {'+'.join(self.probes)} mode {mode} capture {self.capture_max}B{ring}"
 
     # -- draining ---------------------------------------------------------------
     def _on_record(self, _ctx, data, size) -> None:
         self._pending.append(ctypes.string_at(data, size))
 
-    def drain(self) -> list[bytes]:
-        """Every record the probes produced since the last call, in ring-buffer order."""
-        self.bpf.ring_buffer_consume()
+    def drain(self, max_records: int = DRAIN_MAX_RECORDS) -> list[bytes]:
+        """The records the probes produced since the last call, in ring-buffer order: all of them,
+        or the first max_records (then `backlog` is True and the rest wait for the next call)."""
         batch, self._pending = self._pending, []
+        if self.ring is not None:
+            self.backlog = self.ring.drain(batch, max_records) >= max_records
+        else:
+            self.bpf.ring_buffer_consume()
+            batch += self._pending
+            self._pending = []
         if not batch:
             return batch
         out = []
+        append = out.append
         fd_kinds = self.bpf["fd_kinds"]
         unknown = events.RTF_UNKNOWN_FD
+        close = events.CLOSE
+        # (tgid, fd) -> keep? for the unknown-fd records of this batch: under load many records of
+        # one fd are made before user space classifies it, and classifying reads /proc (the fd
+        # link, /proc/net/tcp): once per fd and batch, not once per record
+        decided: dict = {}
         for raw in batch:
-            # flags sits at byte 54 of the header; check it without decoding the whole record.
+            # flags sits at byte 54 of the header, kind at 52: checked without decoding the record
             if raw[54] & unknown and len(raw) >= events.HEADER_SIZE:
                 tgid = int.from_bytes(raw[40:44], "little")
                 fd = int.from_bytes(raw[48:52], "little", signed=True)
-                key = fd_kinds.Key(tgid, fd)
-                if (tgid, fd) not in self._classified and key in fd_kinds:
-                    # accept() marked this fd number after the record was made: the record is
-                    # from an earlier, short-lived file with the same number (e.g. /proc/self/stat).
-                    continue
-                kind, info = self.classifier.classify(tgid, fd)
-                if kind == STALE:
-                    continue
-                fd_kinds[key] = ctypes.c_uint8(kind)
-                self._classified.add((tgid, fd))
-                if info is not None:
-                    info.ts_enter = info.ts_exit = int.from_bytes(raw[0:8], "little")
-                    out.append(events.encode(info))
-                if kind == events.FD_IGNORE:
-                    continue
-            elif raw[52] == events.CLOSE:
+                keep = decided.get((tgid, fd))
+                if keep is None:
+                    keep = decided[(tgid, fd)] = self._classify_unknown(tgid, fd, raw, fd_kinds, append)
+                if keep:
+                    append(raw)
+                continue
+            if raw[52] == close:
                 tgid = int.from_bytes(raw[40:44], "little")
                 fd = int.from_bytes(raw[48:52], "little", signed=True)
                 self.classifier.forget(tgid, fd)
                 self._classified.discard((tgid, fd))
-            out.append(raw)
+                decided.pop((tgid, fd), None)
+            append(raw)
         self.records += len(out)
         return out
+
+    def _classify_unknown(self, tgid: int, fd: int, raw: bytes, fd_kinds, append) -> bool:
+        """A record for an fd the kernel did not know: classify the fd from /proc, tell the kernel,
+        append an FDINFO record when there is news; True when the record is to be kept."""
+        key = fd_kinds.Key(tgid, fd)
+        if (tgid, fd) not in self._classified and key in fd_kinds:
+            # accept() marked this fd number after the record was made: the record is
+            # from an earlier, short-lived file with the same number (e.g. /proc/self/stat).
+            return False
+        kind, info = self.classifier.classify(tgid, fd)
+        if kind == STALE:
+            return False
+        fd_kinds[key] = ctypes.c_uint8(kind)
+        self._classified.add((tgid, fd))
+        if info is not None:
+            info.ts_enter = info.ts_exit = int.from_bytes(raw[0:8], "little")
+            append(events.encode(info))
+        return kind != events.FD_IGNORE
+
+    def ring_mark(self):
+        """The producer's position now (None without the mapped reader): see ring_passed()."""
+        return self.ring.producer_pos if self.ring is not None else None
+
+    def ring_passed(self, mark) -> bool:
+        """True once every record written before ring_mark() returned `mark` has been drained."""
+        return mark is None or self.ring is None or self.ring.consumer_pos >= mark
 
     def counters(self) -> dict:
         table = self.bpf["counters"]
@@ -173,6 +227,9 @@ class ProbeSession:
         return all(_process_alive(t.pid) for t in self.targets)
 
     def close(self) -> None:
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None

@@ -83,19 +83,28 @@ class Event:
 
 
 _unpack_header = HEADER.unpack_from
+_new_event = object.__new__
 
 
 def decode(record: bytes | memoryview) -> Event:
     """Decode one raw record; raises ValueError when it is shorter than it says."""
-    if len(record) < HEADER_SIZE:
-        raise ValueError(f"record of {len(record)} bytes is shorter than the {HEADER_SIZE}-byte header")
-    fields = _unpack_header(record)
-    ev = Event(*fields)
-    cap = ev.cap_len
+    # hot path (once per record): one unpack into the slots, no __init__ call
+    try:
+        fields = _unpack_header(record)
+    except struct.error:
+        raise ValueError(f"record of {len(record)} bytes is shorter than the {HEADER_SIZE}-byte header") from None
+    ev = _new_event(Event)
+    (ev.ts_enter, ev.ts_exit, ev.aux_ts, ev.aux_ts2, ev.ret, ev.tgid, ev.tid, ev.fd, ev.kind, ev.flags,
+     cap, ev.peer_port, ev.family, ev.peer_addr) = fields
+    ev.cap_len = cap
     if cap:
-        if HEADER_SIZE + cap > len(record):
+        end = HEADER_SIZE + cap
+        payload = record[HEADER_SIZE:end]
+        if len(payload) < cap:
             raise ValueError(f"record says {cap} payload bytes but holds {len(record) - HEADER_SIZE}")
-        ev.payload = bytes(record[HEADER_SIZE:HEADER_SIZE + cap])
+        ev.payload = payload if payload.__class__ is bytes else bytes(payload)
+    else:
+        ev.payload = b""
     return ev
 
 

@@ -33,6 +33,9 @@ def bucket_bounds(idx: int) -> tuple[int, int]:
 
 
 NBUCKETS = bucket_index(MAX_NS) + 1
+_MAX_IDX = NBUCKETS - 1
+_LINEAR = 2 * SUB                   # below: one bucket per value
+_SHIFT = SUB_BITS + 1
 
 
 def nearest_rank(p: float, count: int) -> int:
@@ -59,18 +62,23 @@ class LatencyHistogram:
         self._hi = -1
 
     def add(self, ns: int, n: int = 1) -> None:
-        ns = int(ns)
-        if ns < 0:
-            ns = 0
-        idx = bucket_index(ns if ns <= MAX_NS else MAX_NS)
-        self.counts[idx] += n
-        if self.count == 0:
-            self.min = self.max = ns
+        # hot path (once per request): bucket_index() inlined, one branch per bound
+        if ns.__class__ is not int:
+            ns = int(ns)
+        if ns < _LINEAR:
+            if ns < 0:
+                ns = 0
+            idx = ns
+        elif ns < MAX_NS:
+            e = ns.bit_length() - _SHIFT
+            idx = (e << SUB_BITS) + (ns >> e)
         else:
-            if ns < self.min:
-                self.min = ns
-            if ns > self.max:
-                self.max = ns
+            idx = _MAX_IDX
+        self.counts[idx] += n
+        if not self.count or ns < self.min:
+            self.min = ns
+        if ns > self.max:
+            self.max = ns
         self.count += n
         self.sum += ns * n
         if idx < self._lo:

@@ -44,7 +44,7 @@ class Request:
         self.argc = 0
         self.request_bytes = 0      # whole RESP frame on the wire
         self.reply_bytes = 0
-        self.reply_type = "none"    # ok | error | moved | ask | nil | push | unknown | none (no reply yet)
+        self.reply_type = "none"    # ok | error | moved | ask | nil | push | unknown | partial | none (no reply)
         self.reply_error = None     # error prefix such as "ERR", "MOVED", "WRONGTYPE"
         self.reply_detail = None    # MOVED/ASK: "slot host:port"
         self.arrival_ts = 0         # first byte in the kernel socket queue (sk_data_ready); 0 unknown

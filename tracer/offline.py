@@ -1,14 +1,96 @@
 """Read a trace file back through the same pipeline live mode uses."""
 from __future__ import annotations
 
+import math
+import struct
 import sys
 
+from tracer import events
 from tracer.pipeline import Pipeline
 from tracer.recording import TraceReader
 
+_HEADER_SIZE = events.HEADER_SIZE
+_cap_len = struct.Struct("<I").unpack_from  # cap_len sits at byte 56 of the record header
+_INT_FIELDS = ("pid", "port")
+_MAX_INT = 2**63 - 1
+
+
+def _int_or_none(v):
+    return v if type(v) is int and 0 <= v <= _MAX_INT else None
+
+
+def sane_header(header: dict, warnings: list) -> dict:
+    """The header fields the analysis uses, with wrong types or absurd values replaced by defaults
+    (a hand-edited or hostile file must give a result, not a traceback)."""
+    h = dict(header)
+    fixed = []
+    stall = h.get("stall_ms", 50)
+    if type(stall) not in (int, float) or not (0 < stall <= 3_600_000) or not math.isfinite(stall):
+        h["stall_ms"] = 50
+        fixed.append("stall_ms")
+    for name in ("show_values", "exec_probes"):
+        if name in h and type(h[name]) is not bool:
+            h[name] = bool(h[name]) if h[name] in (0, 1, None) else name == "show_values"
+            fixed.append(name)
+    targets = h.get("targets", [])
+    clean = []
+    if type(targets) is not list:
+        fixed.append("targets")
+        targets = []
+    for t in targets:
+        if type(t) is not dict:
+            fixed.append("targets")
+            continue
+        t = dict(t)
+        for name in _INT_FIELDS:
+            if name in t and t[name] is not None and _int_or_none(t[name]) is None:
+                t[name] = None
+                fixed.append(f"targets.{name}")
+        ports = t.get("listen_ports")
+        if ports is not None and (type(ports) is not list or any(_int_or_none(p) is None for p in ports)):
+            t["listen_ports"] = []
+            fixed.append("targets.listen_ports")
+        for name, v in list(t.items()):
+            if name not in _INT_FIELDS and name != "listen_ports" and v is not None and \
+                    type(v) not in (str, int, float, bool):
+                t[name] = str(v)[:200]
+        clean.append(t)
+    h["targets"] = clean
+    clock = h.get("clock")
+    if clock is not None and (type(clock) is not dict or type(clock.get("mono_to_wall_ns", 0)) is not int
+                              or abs(clock.get("mono_to_wall_ns", 0)) > _MAX_INT):
+        h["clock"] = {"mono_to_wall_ns": 0}
+        fixed.append("clock")
+    if fixed:
+        warnings.append("header field(s) " + ", ".join(sorted(set(fixed))) + " had invalid values; defaults used")
+    return h
+
+
+class CheckedTraceReader(TraceReader):
+    """TraceReader for the analysis: a sane header, and records too short for what they declare
+    (which a valid block can still hold) skipped with a warning instead of failing the decode."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.header = sane_header(self.header, self._header_warnings)
+
+    def records(self):
+        return self._checked(super().records())
+
+    def _checked(self, inner):
+        bad = 0
+        for raw in inner:
+            n = len(raw)
+            if n < _HEADER_SIZE or _HEADER_SIZE + _cap_len(raw, 56)[0] > n:
+                bad += 1
+                continue
+            yield raw
+        if bad:
+            self.warnings.append(f"{bad:,} damaged records (shorter than they declare) were skipped")
+
 
 def open_trace(path: str) -> TraceReader:
-    return TraceReader(path)
+    return CheckedTraceReader(path)
 
 
 def analyse(path: str, stall_ms: float | None = None, on_request=None, on_sync=None, batch: int = 4096):
@@ -35,4 +117,4 @@ def analyse(path: str, stall_ms: float | None = None, on_request=None, on_sync=N
 
 def first_target(header: dict) -> dict:
     targets = header.get("targets") or [{}]
-    return targets[0]
+    return targets[0] if isinstance(targets, list) and isinstance(targets[0], dict) else {}

@@ -37,6 +37,8 @@ def sudo_fix(argv: list[str] | None = None) -> str:
     argv = list(sys.argv if argv is None else argv)
     if argv:
         argv[0] = os.path.basename(argv[0]) or argv[0]
+        if argv[0] in ("__main__.py", "cli.py"):   # python -m tracer
+            argv[0] = "redis-tracer"
     command = " ".join(shlex.quote(a) for a in argv) or "redis-tracer"
     return f"run as root: sudo {command}"
 

@@ -194,6 +194,10 @@ def _split_quoted(line: bytes, final: bool):
 
 # -- requests -------------------------------------------------------------------------------
 ST_START, ST_COUNT, ST_ARG, ST_BLEN, ST_LF, ST_BODY, ST_INLINE, ST_DESYNC = range(8)
+# canonical headers, for the fast paths' checks by lookup: *1..*FAST_ARGS and $0..$(_NHDR-1)
+_NHDR = 4096
+_BULK_HDR = [b"$%d" % i for i in range(_NHDR)]
+_ARGC_OF = {b"*%d" % i: i for i in range(1, FAST_ARGS + 1)}
 
 _MB_START = re.compile(rb"\*[1-9][0-9]{0,9}\r\n\$")
 _MB_PARTIAL = re.compile(rb"\*[1-9][0-9]{0,9}(?:\r\n?)?\Z")
@@ -269,6 +273,11 @@ class RequestParser:
         spans = []
         pos = 0
         nofast = -1
+        if n and self._st == ST_START and data[0] == 42:
+            # the common case, whole frames in one capture: straight to the fast path
+            pos = nofast = self._fast(data, 0, n, out, spans)
+            if pos == total:
+                return out, spans
         while pos < n:
             st = self._st
             if st == ST_START:
@@ -345,7 +354,9 @@ class RequestParser:
         """Decode the run of whole multibulk frames starting at pos (a '*'); returns where it
         stopped: at the end of the data or at a frame the state machine must handle (partial,
         payload holding CRLF, malformed, many arguments)."""
-        lines = data[pos:pos + FAST_WINDOW].split(b"\r\n")
+        # hot path (once per request read): headers are checked against precomputed ones
+        # (_ARGC_OF, _BULK_HDR: the canonical spellings); anything else takes the general check
+        lines = (data if pos == 0 and n <= FAST_WINDOW else data[pos:pos + FAST_WINDOW]).split(b"\r\n")
         last = len(lines) - 1           # lines[last] is not followed by CRLF: never used
         i = 0
         get = SPECS.get
@@ -353,25 +364,33 @@ class RequestParser:
         sv = self.show_values
         max_bulk = self.max_bulk
         start = pos
+        argc_of = _ARGC_OF
+        bulk_hdr = _BULK_HDR
+        nhdr = _NHDR
         while i < last:
             h = lines[i]
-            c = h[1:]
-            if h[:1] != b"*" or not c.isdigit():
-                break
-            argc = int(c)
-            if argc == 0 or argc > FAST_ARGS or i + 2 * argc >= last:
+            argc = argc_of.get(h)
+            if argc is None:
+                c = h[1:]
+                if h[:1] != b"*" or not c.isdigit():
+                    break
+                argc = int(c)
+                if argc == 0 or argc > FAST_ARGS:
+                    break
+            if i + 2 * argc >= last:
                 break
             p = pos + len(h) + 2
             j = i + 1
             args = []
             for _ in range(argc):
                 hl = lines[j]
-                c = hl[1:]
-                if hl[:1] != b"$" or not c.isdigit():
-                    break
                 pl = lines[j + 1]
                 ln = len(pl)
-                if int(c) != ln or ln > max_bulk:
+                if ln >= nhdr or hl != bulk_hdr[ln]:
+                    c = hl[1:]
+                    if hl[:1] != b"$" or not c.isdigit() or int(c) != ln:
+                        break
+                if ln > max_bulk:
                     break
                 s = p + len(hl) + 2
                 args.append(pl)
@@ -847,6 +866,12 @@ class ReplyParser:
         sv = self.show_values
         pos = 0
         nofast = -1
+        if n and self._st == R_START and not self._infr:
+            # the common case, whole frames in one capture: straight to the fast path
+            pos = nofast = self._fast(data, 0, out, spans)
+            if pos == total:
+                self._out = None
+                return out, spans
         while pos < n:
             st = self._st
             if st == R_START:
@@ -936,7 +961,7 @@ class ReplyParser:
         """Decode the run of whole frames at pos that are scalars or flat aggregates (arrays, sets,
         maps, pushes of scalars) inside the capture; returns where it stopped (the state machine
         takes over there: partial frames, nesting, attributes, payloads holding CRLF...)."""
-        lines = data[pos:pos + FAST_WINDOW].split(b"\r\n")
+        lines = (data if pos == 0 and len(data) <= FAST_WINDOW else data[pos:pos + FAST_WINDOW]).split(b"\r\n")
         last = len(lines) - 1           # lines[last] is not followed by CRLF: never used
         sv = self.show_values
         app = spans.append

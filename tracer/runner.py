@@ -146,9 +146,15 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
                 reason = "target exited"
                 print("redis-tracer: the traced redis-server exited; stopping", file=sys.stderr)
                 break
-            time.sleep(interval)
+            if not getattr(session, "backlog", False):  # a capped drain: go on at once
+                time.sleep(interval)
         time.sleep(0.01)
-        consume(session.drain())  # what the probes wrote while we were deciding to stop
+        # what the probes wrote up to now (not what they keep writing while we drain it)
+        mark = session.ring_mark() if hasattr(session, "ring_mark") else None
+        while True:
+            consume(session.drain())
+            if not getattr(session, "backlog", False) or session.ring_passed(mark):
+                break
         consume([session.counters_record()])
     finally:
         stop.restore()

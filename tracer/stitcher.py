@@ -23,12 +23,14 @@ EVICT_FRACTION = 0.01  # share of max_conns evicted at once (amortises the scan)
 SUBSCRIBE_COMMANDS = {"SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"}
 UNSUBSCRIBE_HEADS = {"unsubscribe", "punsubscribe", "sunsubscribe", "subscribe", "psubscribe", "ssubscribe"}
 PUSH_HEADS = {"message", "pmessage", "smessage"}
+# commands _queue_request() treats specially (every other one is simply queued for its reply)
+QUEUE_SPECIAL = frozenset({"PSYNC", "SYNC", "REPLCONF", "MONITOR"} | SUBSCRIBE_COMMANDS)
 
 
 class ConnState:
     __slots__ = ("conn", "req", "rep", "pending", "frame_arrival", "frame_read_start", "frame_wake",
                  "reply_partial_start", "last_write_end", "last_write_tid", "absorb_replies", "subscribed",
-                 "monitor", "last_ts", "link", "bus", "outgoing", "seen")
+                 "monitor", "last_ts", "link", "bus", "outgoing", "seen", "partial_bytes")
 
     def __init__(self, conn: Connection, show_values: bool):
         self.conn = conn
@@ -45,6 +47,7 @@ class ConnState:
         self.subscribed = False
         self.monitor = False
         self.last_ts = 0              # last read/write: the least recently active states are evicted first
+        self.partial_bytes = 0        # bytes written so far of a reply not yet complete
         self.link = None              # LinkStats once the traffic says this is not a client
         self.bus = None               # BusParser of a cluster bus link
         self.outgoing = False         # Redis connected out (master link, cluster bus, MIGRATE)
@@ -54,7 +57,7 @@ class ConnState:
 class Stats:
     __slots__ = ("requests", "unanswered", "unpaired_replies", "pushes", "evicted", "undecodable",
                  "desyncs", "accepted", "closed", "events", "stale_events", "evicted_conns",
-                 "replication_handshakes", "links_dropped")
+                 "replication_handshakes", "links_dropped", "parser_errors")
 
     def __init__(self):
         for name in self.__slots__:
@@ -64,7 +67,7 @@ class Stats:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-def _noop(_item) -> None:
+def _noop(*_args) -> None:
     return None
 
 
@@ -116,22 +119,40 @@ class Stitcher:
 
     # -- entry points -------------------------------------------------------------
     def feed_raw(self, records) -> None:
+        # the hot loop: feed() inlined, with everything it looks up bound once per batch
         decode = events.decode
-        feed = self.feed
+        dispatch_get = self._dispatch.get
+        exec_waiting = self.exec_waiting
+        main_event = self._main_thread_event
+        stats = self.stats
+        fdinfo, exec_kind = events.FDINFO, events.EXEC
         for raw in records:
-            feed(decode(raw))
+            ev = decode(raw)
+            stats.events += 1
+            ts = ev.ts_exit or ev.ts_enter
+            if ts > self.last_ts:
+                self.last_ts = ts
+                if not self.first_ts:
+                    self.first_ts = ev.ts_enter or ts
+            kind = ev.kind
+            handler = dispatch_get(kind)
+            if handler is not None:
+                if exec_waiting and kind < fdinfo and kind != exec_kind and ev.tid == ev.tgid:
+                    main_event(ev)
+                handler(ev)
 
     def feed(self, ev: events.Event) -> None:
         self.stats.events += 1
         ts = ev.ts_exit or ev.ts_enter
-        if ts:
+        if ts > self.last_ts:   # ts 0 (unknown) never is; the first known ts sets first_ts too
+            self.last_ts = ts
             if not self.first_ts:
                 self.first_ts = ev.ts_enter or ts
-            if ts > self.last_ts:
-                self.last_ts = ts
-        handler = self._dispatch.get(ev.kind)
+        kind = ev.kind
+        handler = self._dispatch.get(kind)
         if handler is not None:
-            if ev.tid == ev.tgid and ev.kind < events.FDINFO and ev.kind != events.EXEC:
+            # exec_waiting is empty unless reads wait for the main thread's next syscall
+            if self.exec_waiting and kind < events.FDINFO and kind != events.EXEC and ev.tid == ev.tgid:
                 self._main_thread_event(ev)
             handler(ev)
 
@@ -167,6 +188,16 @@ class Stitcher:
             self.stats.evicted_conns += 1
             self._end_conn(state, ts, closed_by="evicted")
 
+    def _parser_failed(self, state: ConnState, ev, request: bool):
+        """A parser raised (a bug): count it, give the connection a fresh parser for that direction,
+        and mask the whole capture (nothing of it can be shown to be safe)."""
+        self.stats.parser_errors += 1
+        if request:
+            state.req = RequestParser(show_values=self.show_values)
+        else:
+            state.rep = ReplyParser(show_values=self.show_values)
+        return [], [(0, len(ev.payload))]
+
     def _conn_for(self, ev: events.Event) -> ConnState:
         state = self.conns.get((ev.tgid, ev.fd))
         if state is None:  # a connection older than the trace that the fd scan did not report
@@ -198,6 +229,16 @@ class Stitcher:
             self._end_conn(state, ev.ts_enter, closed_by=state.conn.closed_by or "server")
 
     def _end_conn(self, state: ConnState, ts: int, closed_by):
+        if state.partial_bytes and state.pending:
+            # the connection ended in the middle of a reply (client gone): report what was written
+            req = state.pending.popleft()
+            req.reply_bytes = state.partial_bytes
+            req.reply_type = "partial"
+            req.reply_start_ts = state.reply_partial_start or state.last_write_end
+            req.reply_end_ts = state.last_write_end
+            req.reply_thread = state.last_write_tid
+            self._close_exec_for(req, req.reply_start_ts)
+            self._emit(req)
         self._flush_pending(state)
         state.conn.close_ts = ts
         state.conn.closed_by = closed_by
@@ -234,50 +275,66 @@ class Stitcher:
             state.frame_arrival = ev.aux_ts
             state.frame_read_start = ev.ts_enter
             state.frame_wake = ev.aux_ts2
-        commands, spans = state.req.feed(ev.payload, ev.ret)
+        try:
+            commands, spans = state.req.feed(ev.payload, ev.ret)
+        except Exception:  # a parser bug must not end the trace: this connection's stream starts over
+            commands, spans = self._parser_failed(state, ev, True)
         if self.mask_payloads:
             self.last_spans = spans
         if not commands:
             return
         conn = state.conn
+        conn_id, client = conn.conn_id, conn.client
+        tgid, fd, tid = ev.tgid, ev.fd, ev.tid
+        ts_enter, ts_exit, aux, aux2 = ev.ts_enter, ev.ts_exit, ev.aux_ts, ev.aux_ts2
         batch = len(commands)
+        pending = state.pending
         new = []
-        for i, cmd in enumerate(commands):
+        first = True
+        for cmd in commands:
             req = Request()
-            req.tgid = ev.tgid
-            req.conn_id = conn.conn_id
-            req.fd = ev.fd
-            req.client = conn.client
-            req.thread = ev.tid
-            req.command = cmd.name if cmd.sub is None else f"{cmd.name} {cmd.sub}"
+            req.tgid = tgid
+            req.conn_id = conn_id
+            req.fd = fd
+            req.client = client
+            req.thread = tid
+            name = cmd.name
+            req.command = name if cmd.sub is None else f"{name} {cmd.sub}"
             req.key = cmd.key
             req.argc = cmd.argc
             req.request_bytes = cmd.size
             req.decode_ok = cmd.complete
-            if i == 0:
-                req.arrival_ts = state.frame_arrival or ev.aux_ts
-                req.read_start_ts = state.frame_read_start or ev.ts_enter
-                req.wake_ts = state.frame_wake or ev.aux_ts2
+            if first:
+                first = False
+                req.arrival_ts = state.frame_arrival or aux
+                req.read_start_ts = state.frame_read_start or ts_enter
+                req.wake_ts = state.frame_wake or aux2
             else:  # the rest of a pipelined batch arrived with this read
-                req.arrival_ts = ev.aux_ts or state.frame_arrival
-                req.read_start_ts = ev.ts_enter
-                req.wake_ts = ev.aux_ts2
-            req.read_end_ts = ev.ts_exit
+                req.arrival_ts = aux or state.frame_arrival
+                req.read_start_ts = ts_enter
+                req.wake_ts = aux2
+            req.read_end_ts = ts_exit
             req.batch = batch
-            if cmd.name == "?":
+            if name == "?":
                 self.stats.undecodable += 1
-            self._queue_request(state, req, cmd)
+            if name in QUEUE_SPECIAL or len(pending) >= MAX_PENDING_PER_CONN:
+                self._queue_request(state, req, cmd)
+            else:
+                pending.append(req)     # _queue_request's common case
             new.append(req)
         # a frame left partial by this read began here
-        state.frame_arrival = ev.aux_ts if state.req.pending else 0
-        state.frame_read_start = ev.ts_enter if state.req.pending else 0
-        state.frame_wake = ev.aux_ts2 if state.req.pending else 0
-        if self.uprobe_exec:
-            self.exec_queue.setdefault(ev.tgid, deque()).extend(new)
+        if state.req.pending:
+            state.frame_arrival, state.frame_read_start, state.frame_wake = aux, ts_enter, aux2
         else:
-            self.exec_waiting.setdefault(ev.tgid, []).append((ev.ts_exit, ev.tid == ev.tgid, new))
+            state.frame_arrival = state.frame_read_start = state.frame_wake = 0
+        if self.uprobe_exec:
+            self.exec_queue.setdefault(tgid, deque()).extend(new)
+        else:
+            self.exec_waiting.setdefault(tgid, []).append((ts_exit, tid == tgid, new))
 
     def _queue_request(self, state: ConnState, req: Request, cmd) -> None:
+        # _on_read appends directly unless cmd.name is in QUEUE_SPECIAL or the queue is full:
+        # a command handled here must be in QUEUE_SPECIAL
         if cmd.name in ("PSYNC", "SYNC", "REPLCONF"):
             # a replica (REPLCONF also catches links older than the trace by their periodic
             # REPLCONF ACK): from here the master writes the replication stream, not replies
@@ -305,15 +362,18 @@ class Stitcher:
         state.last_ts = ev.ts_exit
         if (state.link is not None or not state.seen) and self._link_traffic(state, ev, inbound=False):
             return
-        if self.show_values and self.mask_payloads and _secret_reply_pending(state.pending):
-            # CONFIG GET requirepass, ACL GETUSER...: the reply holds secrets, --show-values or not
-            state.rep.show_values = False
-            try:
+        try:
+            if self.show_values and self.mask_payloads and _secret_reply_pending(state.pending):
+                # CONFIG GET requirepass, ACL GETUSER...: the reply holds secrets, --show-values or not
+                state.rep.show_values = False
+                try:
+                    replies, spans = state.rep.feed(ev.payload, ev.ret)
+                finally:
+                    state.rep.show_values = True
+            else:
                 replies, spans = state.rep.feed(ev.payload, ev.ret)
-            finally:
-                state.rep.show_values = True
-        else:
-            replies, spans = state.rep.feed(ev.payload, ev.ret)
+        except Exception:  # a parser bug must not end the trace
+            replies, spans = self._parser_failed(state, ev, False)
         if self.mask_payloads:
             self.last_spans = spans
         start = state.reply_partial_start or ev.ts_enter
@@ -322,6 +382,13 @@ class Stitcher:
             start = ev.ts_enter
         pending = state.rep.pending or state.rep.desynced
         state.reply_partial_start = (state.reply_partial_start or ev.ts_enter) if pending else 0
+        if pending:
+            if replies:
+                state.partial_bytes = max(0, ev.ret - (sum(r.size for r in replies) - state.partial_bytes))
+            else:
+                state.partial_bytes += ev.ret
+        elif state.partial_bytes:
+            state.partial_bytes = 0
         state.last_write_end = ev.ts_exit
         state.last_write_tid = ev.tid
 
@@ -349,9 +416,11 @@ class Stitcher:
         req.reply_start_ts = start_ts
         req.reply_end_ts = end_ts
         req.reply_thread = tid
-        self._close_exec_for(req, start_ts)
+        if not req.exec_end_ts and self.exec_waiting:
+            self._close_exec_for(req, start_ts)
         state.conn.requests += 1
-        self._emit(req)
+        self.stats.requests += 1    # _emit(), inlined
+        self.on_request(req)
 
     def _emit(self, req: Request) -> None:
         self.stats.requests += 1
@@ -370,6 +439,12 @@ class Stitcher:
         for read_end, on_main, batch in self.exec_waiting.pop(tgid, ()):
             if not on_main or not end_ts or end_ts < read_end:
                 continue  # read by an IO thread: execution happened later on the main thread
+            if len(batch) == 1:
+                req = batch[0]
+                if not req.exec_end_ts:
+                    req.exec_start_ts = read_end
+                    req.exec_end_ts = end_ts
+                continue
             step = (end_ts - read_end) / len(batch)
             for i, req in enumerate(batch):
                 if not req.exec_end_ts:

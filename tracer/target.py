@@ -143,25 +143,78 @@ def find_target(pid: int | None = None, port: int | None = None, proc: str = "/p
                   comm=process_comm(pid, proc))
 
 
+class _RespError(Exception):
+    pass
+
+
+def _read_reply(f, depth: int = 0):
+    """One RESP2 reply from a buffered socket file (bounded: lines, lengths, nesting)."""
+    line = f.readline(65536)
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError("connection closed or reply line too long")
+    kind, body = line[:1], line[1:-2]
+    if kind == b"+":
+        return body.decode(errors="replace")
+    if kind == b"-":
+        raise _RespError(body.decode(errors="replace"))
+    if kind == b":":
+        return int(body)
+    if kind == b"$":
+        n = int(body)
+        if n < 0:
+            return None
+        if n > 16 * 1024 * 1024:
+            raise ConnectionError("reply too large")
+        data = f.read(n + 2)
+        if len(data) != n + 2:
+            raise ConnectionError("connection closed")
+        return data[:-2].decode(errors="replace")
+    if kind == b"*":
+        n = int(body)
+        if n < 0:
+            return None
+        if depth > 4 or n > 10_000:
+            raise ConnectionError("reply too deep or too long")
+        return [_read_reply(f, depth + 1) for _ in range(n)]
+    raise ConnectionError(f"not a RESP reply: {line[:20]!r}")
+
+
+def _command(*args: str) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        b = a.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
+
+
 def query_redis_info(target: Target, host: str = "127.0.0.1", timeout: float = 2.0) -> dict:
-    """Version and the config that shapes the request path; empty values when Redis will not say."""
+    """Version and the config that shapes the request path; empty values when Redis will not say.
+
+    Plain RESP2 over a socket, not a client library: a library's connection handshake (HELLO,
+    CLIENT SETINFO ... on versions that lack them) would add error replies to the traced Redis's
+    statistics. One command at a time; the first error other than a refused CONFIG ends it."""
     info = {"redis_version": "", "io_threads": None, "io_threads_do_reads": None,
             "appendonly": None, "appendfsync": None, "dir": None, "appenddirname": None}
     if not target.port:
         return info
-    try:
-        import redis
+    import socket
 
-        client = redis.Redis(host=host, port=target.port, socket_timeout=timeout, socket_connect_timeout=timeout)
-        server = client.info("server")
-        info["redis_version"] = str(server.get("redis_version", ""))
-        for name in ("io-threads", "io-threads-do-reads", "appendonly", "appendfsync", "dir", "appenddirname"):
-            try:
-                value = client.config_get(name).get(name)
-            except Exception:  # CONFIG may be renamed or forbidden by ACL
-                value = None
-            info[name.replace("-", "_")] = value
-        client.close()
-    except Exception as err:  # the tracer still works without INFO (auth, protected mode...)
+    try:
+        with socket.create_connection((host, target.port), timeout=timeout) as sock, \
+                sock.makefile("rb") as f:
+            sock.sendall(_command("INFO", "server"))
+            server = _read_reply(f)
+            for line in str(server or "").splitlines():
+                if line.startswith("redis_version:"):
+                    info["redis_version"] = line.split(":", 1)[1].strip()
+            for name in ("io-threads", "io-threads-do-reads", "appendonly", "appendfsync", "dir", "appenddirname"):
+                sock.sendall(_command("CONFIG", "GET", name))
+                try:
+                    reply = _read_reply(f)
+                except _RespError:   # CONFIG renamed or forbidden by ACL: the rest would fail too
+                    break
+                if isinstance(reply, list) and len(reply) >= 2 and reply[0] == name:
+                    info[name.replace("-", "_")] = reply[1]
+    except (OSError, ValueError, _RespError) as err:  # the tracer works without INFO (auth, protected mode...)
         info["error"] = str(err).splitlines()[0] if str(err) else type(err).__name__
     return info

@@ -16,10 +16,23 @@ def add_parser(sub):
     return p
 
 
+def open_private(path: str):
+    """A text file for writing, mode 0600 whatever the umask (it holds keys and client addresses,
+    like the trace it comes from); a symlink planted at `path` is not followed."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "w")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def run(args) -> int:
     tmp = args.output + ".part"
     try:
-        out = open(tmp, "w")
+        out = open_private(tmp)
     except OSError as err:
         raise TracerError(f"cannot write {args.output}: {err.strerror}") from None
     try:

@@ -49,8 +49,14 @@ def run(args) -> int:
     finally:
         session.close()
     if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(pipeline.report(header["targets"][0]), f, sort_keys=True)
+        from tracer.commands.export import open_private
+
+        try:
+            with open_private(args.json_out) as f:
+                json.dump(pipeline.report(header["targets"][0]), f, sort_keys=True)
+        except OSError as err:
+            raise TracerError(f"cannot write {args.json_out}: {err.strerror} (the trace itself is complete: "
+                              f"{args.output})") from None
     lost = pipeline.lost_events
     print(f"recorded: {writer.records_written} records, {summary['requests']} requests, {lost} lost events "
           f"-> {args.output}", file=sys.stderr)

@@ -56,6 +56,8 @@ def run(args) -> int:
     finally:
         session.close()
     s = stitcher.stats
+    extra = "".join(f", {n} {what}" for n, what in ((s.evicted_conns, "connections evicted"),
+                                                     (s.parser_errors, "parser errors")) if n)
     print(f"traced: {s.requests} requests, {s.unanswered} unanswered, {lost} lost events, "
-          f"{s.undecodable} undecodable", file=sys.stderr)
+          f"{s.undecodable} undecodable{extra}", file=sys.stderr)
     return 0
