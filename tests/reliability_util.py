@@ -37,6 +37,8 @@ def read_some(sock: socket.socket, quiet_s: float = 0.15, limit_s: float = 5.0) 
         if not chunk:
             break
         data += chunk
+        # a reply that ends a line is probably whole: wait only briefly for more
+        sock.settimeout(0.02 if data.endswith(b"\r\n") else quiet_s)
     return data
 
 

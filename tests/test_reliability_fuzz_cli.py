@@ -16,7 +16,7 @@ import struct
 import time
 from contextlib import redirect_stderr, redirect_stdout
 
-from eventstream import Stream, bulk, cmd
+from eventstream import Stream, cmd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

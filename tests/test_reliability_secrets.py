@@ -91,6 +91,9 @@ def test_secrets_redacted_everywhere_values_only_with_show_values(redis_factory,
             outputs[" ".join(args) + ".stdout"] = proc.stdout
             outputs[" ".join(args) + ".stderr"] = proc.stderr
     files = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    for p in tmp_path.iterdir():        # trace files, exports and --json-out: owner-only
+        if p.is_file():
+            assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
     files["plain.records"] = record_bytes(plain)
     files["shown.records"] = record_bytes(shown)
     assert len(files) >= 7

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from reliability_util import HOST, call, connect, read_some, resp
+from reliability_util import HOST, call, connect, read_some
 from tracer_proc import TracerProcess, json_lines
 
 pytestmark = pytest.mark.bpf
