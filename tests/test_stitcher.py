@@ -239,3 +239,18 @@ def test_reply_larger_than_capture_does_not_block_later_replies():
     assert hscan.reply_bytes == len(reply) and hscan.reply_end_ts > hscan.reply_start_ts
     assert get.reply_type == "ok" and get.reply_bytes == len(bulk(b"ok"))
     assert st.stats.unanswered == 0
+
+
+def test_outgoing_link_recognised_as_master_link_from_later_traffic():
+    from tracer import events
+
+    s = Stream()
+    info = events.Event(kind=events.FDINFO, tgid=s.pid, tid=s.pid, fd=9, ret=events.FD_CLIENT,
+                        payload=b"out:41000", ts_enter=s.t, ts_exit=s.t)
+    s.out.append(info)
+    s.read(9, b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n")  # the stream first: not yet telling
+    s.write(9, cmd("REPLCONF", "ACK", "1234"))
+    got, st, *_ = run(s)
+    assert got == []  # applied commands are not client requests
+    (link,) = st.links
+    assert link.kind == "master-link" and link.bytes_in > 0 and link.writes == 1

@@ -27,6 +27,19 @@ PUSH_HEADS = {"message", "pmessage", "smessage"}
 QUEUE_SPECIAL = frozenset({"PSYNC", "SYNC", "REPLCONF", "MONITOR"} | SUBSCRIBE_COMMANDS)
 
 
+_REPLICA_WRITES = (b"REPLCONF", b"PSYNC", b"PING", b"AUTH")
+_MASTER_REPLIES = (b"+FULLRESYNC", b"+CONTINUE", b"+PONG")
+
+
+def _replica_handshake(payload: bytes, inbound: bool) -> bool:
+    """Traffic of a replica's link to its master: what the replica writes in its handshake and
+    acknowledgements, or the master's answers to them."""
+    head = payload[:64]
+    if inbound:
+        return head.startswith(_MASTER_REPLIES)
+    return any(word in head for word in _REPLICA_WRITES)
+
+
 class ConnState:
     __slots__ = ("conn", "req", "rep", "pending", "frame_arrival", "frame_read_start", "frame_wake",
                  "reply_partial_start", "last_write_end", "last_write_tid", "absorb_replies", "subscribed",
@@ -485,15 +498,17 @@ class Stitcher:
                 kind = "cluster-bus"
                 state.bus = BusParser()
             elif state.outgoing:
-                head = payload[:64]
-                kind = "master-link" if not inbound and (b"PING" in head or b"REPLCONF" in head
-                                                         or b"AUTH" in head) else "outgoing"
+                kind = "master-link" if _replica_handshake(payload, inbound) else "outgoing"
             else:
                 return False
             state.link = LinkStats(state.conn.tgid, kind, state.conn.client)
             state.conn.kind = kind
             self._add_link(state.link)
         link = state.link
+        if link.kind == "outgoing" and _replica_handshake(ev.payload, inbound):
+            # the first event seen may not say it (a read, or a write before attaching): the
+            # replica's REPLCONF ACK every second, or the master's stream replies, do
+            link.kind = state.conn.kind = "master-link"
         if inbound:
             link.bytes_in += ev.ret
         else:
