@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -99,6 +100,17 @@ def wait_quiet(limit_s: float, log) -> bool:
         time.sleep(1.0)
 
 
+def cpu_seconds(pid: int) -> float:
+    """user+system CPU of a process so far (all its threads), from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        fields = stat[stat.rfind(b")") + 2:].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def run_benchmark(port: int, requests: int, extra: list[str], timeout: float) -> dict:
     """{test: {"rps": float, "p99_ms": float}} from redis-benchmark --csv."""
     exe = shutil.which("redis-benchmark")
@@ -149,16 +161,10 @@ class Tracer:
         self.attached.set()
 
     def cpu_seconds(self) -> float:
-        """user+system CPU the tracer used so far (clock ticks from /proc)."""
-        try:
-            with open(f"/proc/{self.proc.pid}/stat", "rb") as f:
-                stat = f.read()
-            fields = stat[stat.rfind(b")") + 2:].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return float("nan")
+        return cpu_seconds(self.proc.pid)
 
     def stop(self, timeout: float = 300.0) -> dict:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
@@ -166,6 +172,9 @@ class Tracer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, _ = self.proc.communicate()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # every CPU second of the tracer's life (reaped just now), start-up and catching up included
+        self.total_cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         self._reader.join(5)
         if self.proc.returncode != 0:
             raise RuntimeError(f"tracer exited {self.proc.returncode}: {''.join(self.stderr)[-1500:]}")
@@ -198,20 +207,26 @@ def measure(rounds: int, requests: int, configs: list[str], timeout: float, log,
                     if quiet_wait and not wait_quiet(quiet_wait, log):
                         results[name]["noisy"] += 1
                     if side == "untraced":
+                        r0 = cpu_seconds(server.pid)
                         res = run_benchmark(port, requests, cfg["bench"], timeout)
+                        res["redis_cpu_s"] = cpu_seconds(server.pid) - r0
                         results[name]["untraced"].append(res)
                     else:
                         tracer = Tracer(port, cfg["tracer"] + list(tracer_args), command=tracer_command,
                                         nice=tracer_nice)
                         cpu0 = tracer.cpu_seconds()
+                        r0 = cpu_seconds(server.pid)
                         try:
                             res = run_benchmark(port, requests, cfg["bench"], timeout)
                         finally:
                             cpu1 = tracer.cpu_seconds()
+                            res["redis_cpu_s"] = cpu_seconds(server.pid) - r0
                             time.sleep(0.2)
                             info = tracer.stop()
-                        # the tracer's CPU while the benchmark ran (catching up afterwards excluded)
+                        # the tracer's CPU while the benchmark ran, and after attaching in all
+                        # (catching up on the ring after the benchmark included)
                         info["cpu_s"] = round(cpu1 - cpu0, 3)
+                        info["cpu_total_s"] = round(tracer.total_cpu_s - cpu0, 3)
                         info["attached"] = tracer.attached_line
                         results[name]["traced"].append(res)
                         results[name]["tracer"].append(info)
@@ -240,21 +255,26 @@ def summarize(results: dict, requests: int) -> dict:
             }
         lost = [x["lost_events"] for x in res["tracer"]]
         cpu = [x.get("cpu_s", float("nan")) for x in res["tracer"]]
+        cpu_total = [x.get("cpu_total_s", float("nan")) for x in res["tracer"]]
+        nreq = requests * len(TESTS)
+        # CPU per request: the tracer's own (user space + its share of draining), and what Redis's
+        # threads spent per request (in-kernel probe cost shows up there), untraced vs traced
+        redis_u = [x["redis_cpu_s"] / nreq * 1e6 for x in res["untraced"] if "redis_cpu_s" in x]
+        redis_t = [x["redis_cpu_s"] / nreq * 1e6 for x in res["traced"] if "redis_cpu_s" in x]
         traced_reqs = [x["requests"] for x in res["tracer"]]
         out[name] = {"tests": per_test, "lost_events": lost, "traced_requests": traced_reqs,
-                     "noisy_runs": res.get("noisy", 0), "tracer_cpu_s": cpu,
+                     "noisy_runs": res.get("noisy", 0), "tracer_cpu_s": cpu, "tracer_cpu_total_s": cpu_total,
+                     "tracer_us_per_request": _summary([c / nreq * 1e6 for c in cpu_total]),
+                     "redis_us_per_request_untraced": _summary(redis_u),
+                     "redis_us_per_request_traced": _summary(redis_t),
                      "expected_requests": requests * len(TESTS),
                      "attached": res["tracer"][0].get("attached", "") if res["tracer"] else ""}
-    # uprobe cost: extra main-thread time per command with --exec-probes (one uprobe + one uretprobe)
+    # uprobe cost: Redis's extra CPU per command with --exec-probes (one uprobe + one uretprobe hit)
     if "plain" in out and "exec-probes" in out:
-        costs = []
-        for t in TESTS:
-            a = out["plain"]["tests"][t]["traced_rps"]["median"]
-            b = out["exec-probes"]["tests"][t]["traced_rps"]["median"]
-            if a and b:
-                costs.append(1e6 / b - 1e6 / a)
-        if costs:
-            out["exec-probes"]["uprobe_us_per_call"] = statistics.mean(costs)
+        a = out["plain"]["redis_us_per_request_traced"]["median"]
+        b = out["exec-probes"]["redis_us_per_request_traced"]["median"]
+        if a is not None and b is not None:
+            out["exec-probes"]["uprobe_us_per_call"] = b - a
     return out
 
 
@@ -282,7 +302,12 @@ def print_table(summary: dict, meta: dict) -> None:
             if "uprobe_us_per_call" in s else ""
         noisy = f"; {s['noisy_runs']} runs measured while other tracers/benchmarks ran" if s.get("noisy_runs") else ""
         print(f"{'':<12} lost events per traced run: {s['lost_events']}; requests analysed: {s['traced_requests']} "
-              f"of {s['expected_requests']}; tracer CPU during the benchmark: {s['tracer_cpu_s']} s{extra}{noisy}")
+              f"of {s['expected_requests']}{extra}{noisy}")
+        ru, rt, tu = s["redis_us_per_request_untraced"], s["redis_us_per_request_traced"], s["tracer_us_per_request"]
+        if ru["median"] is not None and rt["median"] is not None:
+            print(f"{'':<12} CPU per request: redis-server {ru['median']:.2f} us untraced, {rt['median']:.2f} us traced; "
+                  f"tracer {tu['median']:.2f} us (CPU during the benchmark: {s['tracer_cpu_s']} s, "
+                  f"in all: {s['tracer_cpu_total_s']} s)")
     if summary:
         first = next(iter(summary.values()))
         if first.get("attached"):

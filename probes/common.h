@@ -5,7 +5,7 @@
 #include "events.h"
 
 #ifndef RINGBUF_PAGES
-#define RINGBUF_PAGES 4096          /* 16 MiB ring buffer */
+#define RINGBUF_PAGES 16384         /* 64 MiB ring buffer (user space passes its own) */
 #endif
 #ifndef LOOP_MIN_NS
 #define LOOP_MIN_NS 1000000ULL      /* main-thread busy spans shorter than this only feed counters */
@@ -33,9 +33,13 @@ struct inflight {                   /* a syscall between its enter and exit, per
     __u64 buf;                      /* user buffer, iovec array or sockaddr */
     __u64 count;
     __s32 fd;
-    __u16 kind;
+    __u16 kind;                     /* 0 (RT_NONE): consumed by its exit, the slot is free */
     __u16 flags;
+    __u32 fd_kind;                  /* enum rt_fd_kind at enter (read/write) */
+    __u32 pad;
 };
+#define RT_NONE 0
+
 
 struct rt_record {
     struct rt_event ev;
@@ -102,10 +106,40 @@ static __always_inline void emit(struct rt_record *r)
         count_add(CNT_LOST, 1);
 }
 
-static __always_inline void enter_syscall(__u16 kind, __s32 fd, __u64 buf, __u64 count, __u16 flags)
+/* A thread keeps its inflight slot: enter rewrites it in place and exit marks it consumed
+ * (kind RT_NONE), so the common path is one hash lookup per enter and per exit instead of a
+ * map update and a delete (measured: the bulk of the probes' cost is map operations). Slots
+ * of the target's exited threads stay; the map holds 16384. */
+static __always_inline struct inflight *inflight_take(__u32 tid)
+{
+    struct inflight *in = inflight.lookup(&tid);
+    if (!in || in->kind == RT_NONE)
+        return NULL;
+    return in;
+}
+
+static __always_inline void enter_syscall_kind(__u16 kind, __s32 fd, __u64 buf, __u64 count, __u16 flags,
+                                               __u32 fdk)
 {
     __u32 tid = (__u32)bpf_get_current_pid_tgid();
-    struct inflight in = {.ts = bpf_ktime_get_ns(), .buf = buf, .count = count, .fd = fd,
-                          .kind = kind, .flags = flags};
+    __u64 now = bpf_ktime_get_ns();
+    struct inflight *cur = inflight.lookup(&tid);
+    if (cur) {
+        cur->ts = now;
+        cur->buf = buf;
+        cur->count = count;
+        cur->fd = fd;
+        cur->flags = flags;
+        cur->fd_kind = fdk;
+        cur->kind = kind;
+        return;
+    }
+    struct inflight in = {.ts = now, .buf = buf, .count = count, .fd = fd, .kind = kind, .flags = flags,
+                          .fd_kind = fdk};
     inflight.update(&tid, &in);
+}
+
+static __always_inline void enter_syscall(__u16 kind, __s32 fd, __u64 buf, __u64 count, __u16 flags)
+{
+    enter_syscall_kind(kind, fd, buf, count, flags, FD_UNKNOWN);
 }

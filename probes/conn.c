@@ -16,11 +16,11 @@ static __always_inline int accept_exit(long ret)
     if (!is_target(id >> 32))
         return 0;
     __u32 tid = (__u32)id;
-    struct inflight *in = inflight.lookup(&tid);
+    struct inflight *in = inflight_take(tid);
     if (!in)
         return 0;
     struct inflight call = *in;
-    inflight.delete(&tid);
+    in->kind = RT_NONE;
     if (ret < 0 || call.kind != RT_ACCEPT)
         return 0;
 

@@ -19,6 +19,11 @@ int exec_start(struct pt_regs *ctx)
         st->depth++;
         return 0;
     }
+    if (st) {                       /* the thread's slot: rewritten in place, no map update */
+        st->ts = bpf_ktime_get_ns();
+        st->depth = 1;
+        return 0;
+    }
     struct exec_state fresh = {.ts = bpf_ktime_get_ns(), .depth = 1};
     exec_inflight.update(&tid, &fresh);
     return 0;

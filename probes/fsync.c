@@ -16,11 +16,11 @@ static __always_inline int fsync_exit(long ret)
     if (!is_target(id >> 32))
         return 0;
     __u32 tid = (__u32)id;
-    struct inflight *in = inflight.lookup(&tid);
+    struct inflight *in = inflight_take(tid);
     if (!in)
         return 0;
     struct inflight call = *in;
-    inflight.delete(&tid);
+    in->kind = RT_NONE;
     if (call.kind != RT_FSYNC)
         return 0;
     struct rt_record *r = new_record(RT_FSYNC, id, call.fd);

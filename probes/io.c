@@ -19,7 +19,7 @@ static __always_inline int io_enter(__u16 kind, int fd, __u64 buf, __u64 count, 
         return 0;
     if (fk == FD_UNKNOWN)
         flags |= RTF_UNKNOWN_FD;
-    enter_syscall(kind, fd, buf, count, flags);
+    enter_syscall_kind(kind, fd, buf, count, flags, fk);
     return 0;
 }
 
@@ -71,11 +71,11 @@ static __always_inline int io_exit(long ret)
     if (!is_target(id >> 32))      /* before the map lookup: most exits are other processes' */
         return 0;
     __u32 tid = (__u32)id;
-    struct inflight *in = inflight.lookup(&tid);
+    struct inflight *in = inflight_take(tid);
     if (!in)
         return 0;
     struct inflight call = *in;
-    inflight.delete(&tid);
+    in->kind = RT_NONE;
     if (call.kind != RT_READ && call.kind != RT_WRITE)
         return 0;
     /* EAGAIN and friends carry nothing; 0 from a read is the peer closing. */
@@ -91,7 +91,7 @@ static __always_inline int io_exit(long ret)
     r->ev.flags = call.flags;
 
     __u32 tgid = id >> 32;
-    __u8 fk = fd_kind(tgid, call.fd);
+    __u32 fk = call.fd_kind;        /* looked up at enter: one map lookup less per record */
     if (fk != FD_AOF) {
         if (call.flags & RTF_WRITEV)
             capture_iov(r, call.buf, call.count, ret);

@@ -8,7 +8,6 @@ static __always_inline int loop_enter(void)
     if (tid != tgid || !is_target(tgid))
         return 0;
     __u64 now = bpf_ktime_get_ns();
-    struct inflight in = {.ts = now, .kind = RT_LOOP};
     __u64 *wake = last_wake.lookup(&tgid);
     if (wake && *wake) {
         __u64 busy = now - *wake;
@@ -24,7 +23,7 @@ static __always_inline int loop_enter(void)
             }
         }
     }
-    inflight.update(&tid, &in);
+    enter_syscall(RT_LOOP, -1, 0, 0, 0);
     return 0;
 }
 
@@ -35,14 +34,18 @@ static __always_inline int loop_exit(long ret)
     if (tid != tgid || !is_target(tgid))
         return 0;
     __u64 now = bpf_ktime_get_ns();
-    struct inflight *in = inflight.lookup(&tid);
+    struct inflight *in = inflight_take(tid);
     if (in && in->kind == RT_LOOP) {
         count_add(CNT_LOOP_IDLE_NS, now - in->ts);
-        inflight.delete(&tid);
+        in->kind = RT_NONE;
     }
     /* Also when the entry was not seen (attached while the thread slept in epoll_wait):
      * otherwise the first busy span after attaching, maybe a stall, would go unmeasured. */
-    last_wake.update(&tgid, &now);
+    __u64 *wake = last_wake.lookup(&tgid);
+    if (wake)
+        *wake = now;                /* in place: no map update on every loop iteration */
+    else
+        last_wake.update(&tgid, &now);
     return 0;
 }
 

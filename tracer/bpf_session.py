@@ -44,7 +44,7 @@ def probe_source(names) -> tuple[str, str]:
 
 class ProbeSession:
     def __init__(self, targets: list[Target], probes=DEFAULT_PROBES, exec_probes: bool = False,
-                 capture_max: int = 4096, loop_min_us: int = 1000, ringbuf_pages: int = 4096):
+                 capture_max: int = 4096, loop_min_us: int = 1000, ringbuf_pages: int = 16384):
         if capture_max & (capture_max - 1) or not 64 <= capture_max <= 16384:
             raise TracerError(f"--capture-bytes {capture_max} is not a power of two between 64 and 16384")
         self.targets = targets
