@@ -163,6 +163,17 @@ class Tracer:
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.proc.pid)
 
+    def peak_rss_mb(self) -> float:
+        """VmHWM: the tracer's peak resident memory so far (its mapped ring buffer pages included)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except (OSError, ValueError):
+            pass
+        return float("nan")
+
     def stop(self, timeout: float = 300.0) -> dict:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         if self.proc.poll() is None:
@@ -222,7 +233,9 @@ def measure(rounds: int, requests: int, configs: list[str], timeout: float, log,
                             cpu1 = tracer.cpu_seconds()
                             res["redis_cpu_s"] = cpu_seconds(server.pid) - r0
                             time.sleep(0.2)
+                            rss = tracer.peak_rss_mb()
                             info = tracer.stop()
+                        info["peak_rss_mb"] = round(rss, 1)
                         # the tracer's CPU while the benchmark ran, and after attaching in all
                         # (catching up on the ring after the benchmark included)
                         info["cpu_s"] = round(cpu1 - cpu0, 3)
@@ -256,6 +269,7 @@ def summarize(results: dict, requests: int) -> dict:
         lost = [x["lost_events"] for x in res["tracer"]]
         cpu = [x.get("cpu_s", float("nan")) for x in res["tracer"]]
         cpu_total = [x.get("cpu_total_s", float("nan")) for x in res["tracer"]]
+        rss = [x.get("peak_rss_mb", float("nan")) for x in res["tracer"]]
         nreq = requests * len(TESTS)
         # CPU per request: the tracer's own (user space + its share of draining), and what Redis's
         # threads spent per request (in-kernel probe cost shows up there), untraced vs traced
@@ -265,6 +279,7 @@ def summarize(results: dict, requests: int) -> dict:
         out[name] = {"tests": per_test, "lost_events": lost, "traced_requests": traced_reqs,
                      "noisy_runs": res.get("noisy", 0), "tracer_cpu_s": cpu, "tracer_cpu_total_s": cpu_total,
                      "tracer_us_per_request": _summary([c / nreq * 1e6 for c in cpu_total]),
+                     "tracer_peak_rss_mb": rss,
                      "redis_us_per_request_untraced": _summary(redis_u),
                      "redis_us_per_request_traced": _summary(redis_t),
                      "expected_requests": requests * len(TESTS),
@@ -307,7 +322,7 @@ def print_table(summary: dict, meta: dict) -> None:
         if ru["median"] is not None and rt["median"] is not None:
             print(f"{'':<12} CPU per request: redis-server {ru['median']:.2f} us untraced, {rt['median']:.2f} us traced; "
                   f"tracer {tu['median']:.2f} us (CPU during the benchmark: {s['tracer_cpu_s']} s, "
-                  f"in all: {s['tracer_cpu_total_s']} s)")
+                  f"in all: {s['tracer_cpu_total_s']} s); tracer peak RSS {s['tracer_peak_rss_mb']} MB")
     if summary:
         first = next(iter(summary.values()))
         if first.get("attached"):
