@@ -1,26 +1,17 @@
 """Several instances at once: a real 3-master cluster and a master with a replica, on loopback."""
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 import time
 
 import pytest
 import redis
 
-from tracer_proc import REPO, TracerProcess
+from tracer_proc import TracerProcess, report_of
 
 from tracer.redis_server import RedisServer, port_is_free
 
 pytestmark = pytest.mark.bpf
-
-
-def report_of(trace) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "tracer", "report", str(trace), "--json"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
 
 
 def wait_for(predicate, timeout=30.0, what="condition"):

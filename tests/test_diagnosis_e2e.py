@@ -1,24 +1,15 @@
 """Stalls on a real redis-server, with ground truth measured by the test's own clients."""
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from tracer_proc import REPO, TracerProcess
+from tracer_proc import TracerProcess, report_of
 
 pytestmark = pytest.mark.bpf
-
-
-def report_of(trace) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "tracer", "report", str(trace), "--json"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
 
 
 class GetLoad:

@@ -70,3 +70,11 @@ class TracerProcess:
 
 def json_lines(out: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def report_of(trace) -> dict:
+    """`redis-tracer report TRACE --json`, parsed; the command must succeed."""
+    proc = subprocess.run([sys.executable, "-m", "tracer", "report", str(trace), "--json"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)

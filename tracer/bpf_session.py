@@ -7,7 +7,6 @@ on the way, ready for the recorder and the stitcher alike.
 from __future__ import annotations
 
 import ctypes
-import os
 import time
 from importlib import resources
 
