@@ -71,10 +71,12 @@ def test_attach_detach_five_times_under_load_costs_redis_nothing(redis_server):
     t.start()
     time.sleep(1.0)                                  # the load is on before the first attach
     results = []
-    for _ in range(cycles):
-        proc = cli("trace", "--port", port, "--duration", "1", timeout=240)
-        results.append(proc)
-    done.set()
+    try:
+        for _ in range(cycles):
+            proc = cli("trace", "--port", port, "--duration", "1", timeout=240)
+            results.append(proc)
+    finally:
+        done.set()  # also when a cycle fails: no benchmark loop outlives the test
     t.join(360)
     assert not t.is_alive()
     for proc in results:
