@@ -7,17 +7,13 @@ import sys
 import threading
 import time
 
+from eventstream import cmd
 from tracer_proc import REPO
 
 HOST = "127.0.0.1"
 
 
-def resp(*args) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(parts)
+resp = cmd  # one RESP command encoder for every test helper (tests/eventstream.py)
 
 
 def read_some(sock: socket.socket, quiet_s: float = 0.15, limit_s: float = 5.0) -> bytes:
