@@ -2,7 +2,7 @@
 
 Builds a realistic synthetic record stream (READ records carrying RESP commands,
 WRITE records carrying replies, payload-less EXEC/LOOP records, 80-byte headers
-with monotonic timestamps), cuts it into blocks the way tracer.recording does
+with monotonic timestamps), cuts it into blocks the way tracer.tracefile.recording does
 (~256 KiB of framed records), and times each candidate codec on one core:
 
     .venv/bin/python benchmarks/compression.py [--records N] [--seed S]
@@ -25,7 +25,7 @@ import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from tracer import events  # noqa: E402
+from tracer.kernel import events  # noqa: E402
 
 BLOCK_TARGET = 256 * 1024
 _U32 = struct.Struct("<I").pack
@@ -177,7 +177,7 @@ def measure_codecs(blocks: list[bytes], repeat: int = 3) -> list[tuple[str, floa
 
 def measure_end_to_end(records: list[bytes], repeat: int = 3) -> list[tuple[str, float, float]]:
     """(writer setting, MB/s of raw records, file ratio) for the real TraceWriter, and the reader."""
-    from tracer.recording import COMPRESS_BUDGET, TraceReader, TraceWriter
+    from tracer.tracefile.recording import COMPRESS_BUDGET, TraceReader, TraceWriter
 
     raw = sum(len(r) for r in records)
     rows = []
@@ -222,7 +222,7 @@ def measure_end_to_end(records: list[bytes], repeat: int = 3) -> list[tuple[str,
 def measure_paced(records: list[bytes], rates=(10, 25, 50, 100), seconds: float = 1.5):
     """Feed the default writer at a fixed rate (batches every 10 ms, as a record loop would):
     (MB/s offered, share of one core the writer used, file ratio)."""
-    from tracer.recording import TraceWriter
+    from tracer.tracefile.recording import TraceWriter
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"{name:<8} {c:>14.0f} {d:>16.0f} {ratio:>7.2f}")
     if not args.codecs_only:
-        print("end to end, tracer.recording, MB per CPU-second, incl. os.write + fsync at close:")
+        print("end to end, tracer.tracefile.recording, MB per CPU-second, incl. os.write + fsync at close:")
         print(f"  {'':<50} {'MB/s raw':>9} {'ratio':>6}")
         for name, mbs, ratio in measure_end_to_end(records, args.repeat):
             print(f"  {name:<50} {mbs:>9.0f} {ratio:>6.2f}")

@@ -32,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, ".."))
 sys.path.insert(0, ROOT)
 
-from tracer.redis_server import RedisServer  # noqa: E402
+from tracer.sandbox.redis_server import RedisServer  # noqa: E402
 
 CONFIGS = {
     "plain": {"bench": ["-c", "50"], "tracer": []},

@@ -31,7 +31,7 @@ def _maxrss_mb() -> float:
 
 def _phase(phase: str, path: str, n: int) -> None:
     from compression import synthetic_stream
-    from tracer.recording import TraceReader, TraceWriter
+    from tracer.tracefile.recording import TraceReader, TraceWriter
 
     pool = synthetic_stream(10_000)
     ts = struct.Struct("<Q")

@@ -8,7 +8,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from tracer.resp import ReplyParser, RequestParser  # noqa: E402
+from tracer.decode.resp import ReplyParser, RequestParser  # noqa: E402
 
 
 def resp(*args: bytes) -> bytes:

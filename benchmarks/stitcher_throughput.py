@@ -2,14 +2,14 @@
 
     .venv/bin/python benchmarks/stitcher_throughput.py [--requests N] [--keep FILE] [--json] [--quick]
 
-1. builds a trace file with tracer.recording.TraceWriter, records laid out as the syscall probes
+1. builds a trace file with tracer.tracefile.recording.TraceWriter, records laid out as the syscall probes
    emit them for redis-benchmark-like traffic: 50 connections accepted at the start, then event
    loop iterations that each read 1-12 ready clients and write their replies (GET 50 %, SET 35 %,
    INCR/HGET/MGET/DEL the rest, 2 % pipelined batches of 2-16 commands, keys `key:NNNNNNNNN` drawn
    from 1M), arrival/wake timestamps on every READ, a LOOP record now and then;
 2. "record" phase: the same records fed through the recording pipeline (stitcher + analyzer +
    redaction + TraceWriter), as `redis-tracer record` does after draining the ring buffer;
-3. "report" phase: `redis-tracer report --json` done in-process (tracer.offline.analyse + report),
+3. "report" phase: `redis-tracer report --json` done in-process (tracer.runtime.offline.analyse + report),
    timed on one core (the process is pinned to one CPU), requests/s = requests / wall seconds.
 
 Each phase runs in a fresh interpreter so its peak RSS (VmHWM) is its own. Prints a table, or one
@@ -32,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
 sys.path.insert(0, ROOT)
 
-from tracer import events  # noqa: E402
+from tracer.kernel import events  # noqa: E402
 
 PID = 4242
 CLIENTS = 50
@@ -148,7 +148,7 @@ def _batches(it, n=BATCH):
 
 # -- phases (each in its own interpreter) ---------------------------------------------------------
 def phase_build(path: str, requests: int) -> dict:
-    from tracer.recording import TraceWriter
+    from tracer.tracefile.recording import TraceWriter
 
     base = _hwm_mb()
     t0 = time.perf_counter()
@@ -163,8 +163,8 @@ def phase_build(path: str, requests: int) -> dict:
 
 def phase_record(path: str, requests: int) -> dict:
     """The record command's user-space path: pipeline with a TraceWriter (redaction on)."""
-    from tracer.pipeline import Pipeline
-    from tracer.recording import TraceWriter
+    from tracer.runtime.pipeline import Pipeline
+    from tracer.tracefile.recording import TraceWriter
 
     cpu = _pin_one_core()
     base = _hwm_mb()
@@ -199,7 +199,7 @@ def phase_generate(requests: int) -> dict:
 
 
 def phase_report(path: str) -> dict:
-    from tracer import offline
+    from tracer.runtime import offline
 
     cpu = _pin_one_core()
     base = _hwm_mb()

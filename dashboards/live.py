@@ -39,7 +39,7 @@ HEAD = "bold grey70"
 SPARK = "cadet_blue"
 
 
-# -- formatting (shared with dashboards.plain) -----------------------------------------------------
+# -- formatting (shared with tracer.dashboards.plain) -----------------------------------------------------
 def fmt_us(us) -> str:
     """Latency in µs -> '85µs', '1.24ms', '312ms', '1.52s'; '-' when unknown."""
     if us is None:

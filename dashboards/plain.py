@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from dashboards.live import (BIG_KEY_MIN_BYTES, PHASE_LABELS, PHASES, _phase_pairs, as_share, first_advice, fmt_bytes, fmt_count,
+from tracer.dashboards.live import (BIG_KEY_MIN_BYTES, PHASE_LABELS, PHASES, _phase_pairs, as_share, first_advice, fmt_bytes, fmt_count,
                              fmt_ms, fmt_pct, fmt_rate, fmt_us, stall_culprit, victims_count)
 
 BLOCK_COMMANDS = 6

@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from tracer.doctor import bpf_unavailable_reason
-from tracer.redis_server import RedisServer
+from tracer.kernel.doctor import bpf_unavailable_reason
+from tracer.sandbox.redis_server import RedisServer
 
 REQUIRE_BPF_ENV = "REDIS_TRACER_REQUIRE_BPF"
 

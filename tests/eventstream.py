@@ -1,7 +1,7 @@
 """Build synthetic probe event streams, exactly as the probes would emit them, for root-free tests."""
 from __future__ import annotations
 
-from tracer import events
+from tracer.kernel import events
 
 PID = 1000
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracer.analysis import Analyzer, SpaceSaving, TopMax
-from tracer.histogram import MAX_NS, NBUCKETS, LatencyHistogram, nearest_rank
-from tracer.model import BusySpan, Connection, FileSync, Request
+from tracer.analyze.analysis import Analyzer, SpaceSaving, TopMax
+from tracer.analyze.histogram import MAX_NS, NBUCKETS, LatencyHistogram, nearest_rank
+from tracer.stitch.model import BusySpan, Connection, FileSync, Request
 
 PID = 777
 US = 1_000

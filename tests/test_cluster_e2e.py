@@ -9,7 +9,7 @@ import redis
 
 from tracer_proc import TracerProcess, report_of
 
-from tracer.redis_server import RedisServer, port_is_free
+from tracer.sandbox.redis_server import RedisServer, port_is_free
 
 pytestmark = pytest.mark.bpf
 

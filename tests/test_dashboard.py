@@ -13,9 +13,9 @@ import re
 import pytest
 from rich.console import Console
 
-from dashboards.live import Dashboard, fmt_us, render, sparkline, split_cells
-from dashboards.plain import final_summary, summary_block
-from tracer.model import BusySpan, Connection, FileSync, Request
+from tracer.dashboards.live import Dashboard, fmt_us, render, sparkline, split_cells
+from tracer.dashboards.plain import final_summary, summary_block
+from tracer.stitch.model import BusySpan, Connection, FileSync, Request
 
 HEADER = {"title": "live", "pid": 4242, "port": 40123, "redis_version": "7.0.15", "io_threads": 1,
           "aof": "everysec", "probe_mode": "syscalls", "stall_ms": 50, "elapsed_s": 12.4, "rps": 1228.5,
@@ -236,7 +236,7 @@ def _req(conn_id, client, command, key, arrival, exec_ns=20 * US, queue=5 * US, 
 
 @pytest.fixture(scope="module")
 def analysed():
-    analysis = pytest.importorskip("tracer.analysis")
+    analysis = pytest.importorskip("tracer.analyze.analysis")
     an = analysis.Analyzer(stall_ms=50, top_n=10)
     clients = {i: f"10.0.0.{i}:4000{i}" for i in range(1, 4)}
     for i, c in clients.items():
@@ -313,7 +313,7 @@ def test_nodes_panel_one_row_per_instance():
 
     from rich.console import Console
 
-    from dashboards.live import Dashboard
+    from tracer.dashboards.live import Dashboard
 
     snap = {"requests": 30, "rps": 10.0, "commands": {}, "stalls": [], "slowest": [],
             "nodes": [{"pid": 11, "port": 7000, "requests": 10, "rps": 3.5, "p99_us": 120.0, "busy_ratio": 0.25,

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from tracer.analysis import Analyzer
-from tracer.diagnosis import StallDetector, command_class
-from tracer.model import BusySpan, FileSync, Request
+from tracer.analyze.analysis import Analyzer
+from tracer.analyze.diagnosis import StallDetector, command_class
+from tracer.stitch.model import BusySpan, FileSync, Request
 
 PID = 4242
 US = 1_000

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tracer import doctor
+from tracer.kernel import doctor
 from tracer.commands import doctor as doctor_cmd
-from tracer.elfsyms import Symbol
+from tracer.kernel.elfsyms import Symbol
 from tracer.errors import TracerError
-from tracer.headers import EXACT, MISSING, SUBSTITUTED, HeadersStatus
-from tracer.target import Target
+from tracer.kernel.headers import EXACT, MISSING, SUBSTITUTED, HeadersStatus
+from tracer.kernel.target import Target
 
 REPO = Path(__file__).resolve().parents[1]
 TRACEFS = "/fake/tracing"

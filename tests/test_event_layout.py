@@ -1,9 +1,9 @@
-"""probes/events.h is the one definition of the record layout: tracer/events.py must agree."""
+"""probes/events.h is the one definition of the record layout: tracer/kernel/events.py must agree."""
 import re
 import struct
 from pathlib import Path
 
-from tracer import events
+from tracer.kernel import events
 
 HEADER = (Path(__file__).resolve().parent.parent / "probes" / "events.h").read_text()
 C_TYPES = {"__u64": "Q", "__s64": "q", "__u32": "I", "__s32": "i", "__u16": "H", "__u8": "B"}

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 
-from tracer import events
-from tracer.fdinfo import STALE, FdClassifier
+from tracer.kernel import events
+from tracer.kernel.fdinfo import STALE, FdClassifier
 
 PID = 4242
 TCP_HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"

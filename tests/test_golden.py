@@ -66,7 +66,7 @@ def test_fixtures_hold_what_the_views_need():
     (stall,) = single["stalls"]
     assert stall["class"] == "bigkey" and stall["command"] == "DEL" and stall["victims"] >= 1
     assert single["commands"]["ZADD"]["count"] == 100
-    from tracer.recording import TraceReader
+    from tracer.tracefile.recording import TraceReader
 
     with TraceReader(FIXTURES / "single.rtrace") as reader:
         assert reader.header["targets"][0]["appendfsync"] == "everysec"

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tracer.headers import EXACT, MISSING, SUBSTITUTED, headers_release, resolve_headers
+from tracer.kernel.headers import EXACT, MISSING, SUBSTITUTED, headers_release, resolve_headers
 
 RELEASE = "6.8.0-45-generic"
 

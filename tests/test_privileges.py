@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tracer.errors import PrivilegeError
-from tracer.privileges import (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, missing_privileges, read_cap_eff,
+from tracer.kernel.privileges import (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, missing_privileges, read_cap_eff,
                                require_tracing_privileges)
 
 ALL_CAPS = (1 << 41) - 1

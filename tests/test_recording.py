@@ -1,4 +1,4 @@
-"""The trace file format: tracer/recording.py against docs/TRACE_FORMAT.md."""
+"""The trace file format: tracer/tracefile/recording.py against docs/TRACE_FORMAT.md."""
 from __future__ import annotations
 
 import atexit
@@ -23,9 +23,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tracer import events, recording
+from tracer.kernel import events
+from tracer.tracefile import recording
 from tracer.errors import TracerError
-from tracer.recording import MAGIC, TraceReader, TraceWriter
+from tracer.tracefile.recording import MAGIC, TraceReader, TraceWriter
 
 REPO = Path(__file__).resolve().parent.parent
 BLOCK_HEAD = struct.Struct("<BIIII")
@@ -459,8 +460,8 @@ def test_fuzz_byte_flips_in_a_valid_file(flips, cut):
 
 CHILD = textwrap.dedent("""
     import sys, time
-    from tracer import events
-    from tracer.recording import TraceWriter
+    from tracer.kernel import events
+    from tracer.tracefile.recording import TraceWriter
 
     def record(i):
         return events.encode(events.Event(ts_enter=i, ts_exit=i + 1, kind=events.READ,

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tracer.redact import merge_spans, redact_spans
-from tracer.resp import ReplyParser, RequestParser
+from tracer.decode.redact import merge_spans, redact_spans
+from tracer.decode.resp import ReplyParser, RequestParser
 
 # RESP_EXAMPLES=5000 for a deeper run
 SETTINGS = settings(max_examples=int(os.environ.get("RESP_EXAMPLES", 200)), deadline=None,

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from tracer.errors import TracerError
-from tracer.redis_server import RedisServer, config_args, free_port, port_is_free
+from tracer.sandbox.redis_server import RedisServer, config_args, free_port, port_is_free
 
 
 def process_alive(pid: int) -> bool:

@@ -22,7 +22,7 @@ import pytest
 from reliability_util import Load, call, cli, connect, resp
 from tracer_proc import TracerProcess, json_lines
 
-from tracer.redis_server import ping
+from tracer.sandbox.redis_server import ping
 
 pytestmark = pytest.mark.bpf
 

@@ -20,8 +20,9 @@ from eventstream import Stream, cmd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tracer import cli, events
-from tracer.recording import MAGIC, TraceWriter
+from tracer import cli
+from tracer.kernel import events
+from tracer.tracefile.recording import MAGIC, TraceWriter
 
 PER_RUN_S = 20.0        # a single report on a tiny file must never take long
 COUNT = {"files": 0}    # inputs run (the docs quote the total)

@@ -55,7 +55,7 @@ def test_tracing_commands_refuse_with_one_line_naming_the_capabilities(redis_ser
 def test_root_trace_files_are_unreadable_to_others(tmp_path):
     from eventstream import Stream, cmd
 
-    from tracer.recording import TraceWriter
+    from tracer.tracefile.recording import TraceWriter
 
     shared = tmp_path / "shared"
     shared.mkdir()

@@ -16,7 +16,7 @@ import pytest
 from reliability_util import call, cli, connect
 from tracer_proc import TracerProcess, json_lines
 
-from tracer.recording import TraceReader
+from tracer.tracefile.recording import TraceReader
 
 pytestmark = pytest.mark.bpf
 

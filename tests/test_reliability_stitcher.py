@@ -5,11 +5,11 @@ import gc
 
 from eventstream import Stream, bulk, cmd
 
-from tracer import events
-from tracer.analysis import Analyzer
-from tracer.pipeline import Pipeline
-from tracer.redact import error_text_spans, redact_spans
-from tracer.stitcher import MAX_CONNS, Stitcher
+from tracer.kernel import events
+from tracer.analyze.analysis import Analyzer
+from tracer.runtime.pipeline import Pipeline
+from tracer.decode.redact import error_text_spans, redact_spans
+from tracer.stitch.stitcher import MAX_CONNS, Stitcher
 
 GET = cmd("GET", "k")
 REPLY = bulk(b"v")
@@ -165,7 +165,7 @@ def test_error_text_spans_never_touch_framing():
 def test_a_parser_exception_does_not_end_the_trace(monkeypatch):
     """Defence in depth: should a parser ever raise, the connection starts over, the capture is
     masked, the error is counted, and every other connection goes on."""
-    from tracer import resp
+    from tracer.decode import resp
 
     calls = {"n": 0}
     real = resp.RequestParser.feed

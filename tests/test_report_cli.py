@@ -8,7 +8,7 @@ import sys
 from eventstream import Stream, bulk, cmd
 from tracer_proc import REPO
 
-from tracer.recording import TraceWriter
+from tracer.tracefile.recording import TraceWriter
 
 
 def cli(*args):

@@ -1,4 +1,4 @@
-"""RESP decoding from truncated captures: tracer/resp.py and tracer/keyspec.py (root-free)."""
+"""RESP decoding from truncated captures: tracer/decode/resp.py and tracer/decode/keyspec.py (root-free)."""
 from __future__ import annotations
 
 import os
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tracer.keyspec import show
-from tracer.redact import redact_spans
-from tracer.resp import INLINE_MAX, Command, Reply, ReplyParser, RequestParser, split_inline
+from tracer.decode.keyspec import show
+from tracer.decode.redact import redact_spans
+from tracer.decode.resp import INLINE_MAX, Command, Reply, ReplyParser, RequestParser, split_inline
 
 # RESP_EXAMPLES=5000 for a deeper run
 SETTINGS = settings(max_examples=int(os.environ.get("RESP_EXAMPLES", 300)), deadline=None,

@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from tracer import ringbuf
-from tracer.ringbuf import BUSY_BIT, DISCARD_BIT, RingBufReader
+from tracer.kernel import ringbuf
+from tracer.kernel.ringbuf import BUSY_BIT, DISCARD_BIT, RingBufReader
 
 PAGE = 4096
 

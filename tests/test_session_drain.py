@@ -2,10 +2,10 @@
 unknown fd is classified from /proc once per batch, not once per record."""
 from __future__ import annotations
 
-from tracer import events
-from tracer.bpf_session import ProbeSession
-from tracer.fdinfo import STALE
-from tracer.target import Target
+from tracer.kernel import events
+from tracer.kernel.bpf_session import ProbeSession
+from tracer.kernel.fdinfo import STALE
+from tracer.kernel.target import Target
 
 from test_ringbuf import FakeRing
 

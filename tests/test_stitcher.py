@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from eventstream import Stream, bulk, cmd
 
-from tracer.stitcher import Stitcher
+from tracer.stitch.stitcher import Stitcher
 
 
 def run(stream: Stream, **kw):
@@ -201,7 +201,7 @@ def test_auth_password_never_reaches_a_request():
     s.write(7, b"+OK\r\n")
     (r,), *_ = run(s)
     assert r.command == "AUTH" and r.key is None
-    assert "s3cret" not in repr(r.to_json(__import__("tracer.model", fromlist=["Clock"]).Clock(0)))
+    assert "s3cret" not in repr(r.to_json(__import__("tracer.stitch.model", fromlist=["Clock"]).Clock(0)))
 
 
 def test_garbage_then_valid_commands_keep_pairing():
@@ -242,7 +242,7 @@ def test_reply_larger_than_capture_does_not_block_later_replies():
 
 
 def test_outgoing_link_recognised_as_master_link_from_later_traffic():
-    from tracer import events
+    from tracer.kernel import events
 
     s = Stream()
     info = events.Event(kind=events.FDINFO, tgid=s.pid, tid=s.pid, fd=9, ret=events.FD_CLIENT,

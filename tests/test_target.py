@@ -6,7 +6,7 @@ import os
 import pytest
 
 from tracer.errors import TracerError
-from tracer.target import find_target
+from tracer.kernel.target import find_target
 
 TCP_HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from tracer import events, runner
+from tracer.kernel import events
+from tracer.runtime import runner
 
 
 def add_parser(sub):

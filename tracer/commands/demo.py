@@ -1,7 +1,7 @@
 """`redis-tracer demo`: see the tracer work on a Redis of its own, with trouble built in.
 
 Starts a throw-away redis-server (127.0.0.1, free port, temp dir, AOF everysec), attaches the
-probes, then starts a bounded mixed workload (tracer.workload) whose trouble thread builds and
+probes, then starts a bounded mixed workload (tracer.sandbox.workload) whose trouble thread builds and
 DELetes a BigKey every ~6 s and runs a slow Lua script every ~9 s. The live dashboard shows it
 for --duration seconds; then the diagnosis is printed and everything the demo started (server,
 temp dir, threads) is removed, also on Ctrl-C/SIGTERM/SIGHUP.
@@ -38,10 +38,10 @@ def _raise_hangup(signum, _frame):
 
 
 def run(args) -> int:
-    from tracer.privileges import require_tracing_privileges
-    from tracer.redis_server import RedisServer
-    from tracer.target import find_target, query_redis_info
-    from tracer.workload import Workload
+    from tracer.kernel.privileges import require_tracing_privileges
+    from tracer.sandbox.redis_server import RedisServer
+    from tracer.kernel.target import find_target, query_redis_info
+    from tracer.sandbox.workload import Workload
 
     live.check_args(args)
     if not 1 <= args.clients <= 32:

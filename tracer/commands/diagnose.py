@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from tracer import runner
+from tracer.runtime import runner
 from tracer.commands import live
 
 

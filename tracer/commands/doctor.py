@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from tracer import doctor
+from tracer.kernel import doctor
 
 
 def add_parser(subparsers):

@@ -47,8 +47,8 @@ def run(args) -> int:
 
 
 def _write(args, out) -> int:
-    from tracer import offline
-    from tracer.export_chrome import ChromeTraceWriter
+    from tracer.runtime import offline
+    from tracer.views.export_chrome import ChromeTraceWriter
 
     writer = ChromeTraceWriter(out)
     header, pipeline = offline.analyse(args.file, args.stall_ms, on_request=writer.request, on_sync=writer.sync)

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from tracer import runner
+from tracer.runtime import runner
 from tracer.errors import TracerError
 
 
@@ -47,12 +47,12 @@ def check_args(args) -> None:
 
 # -- the pipeline ---------------------------------------------------------------------------------
 class LivePipeline:
-    """tracer.pipeline.Pipeline (raw records → redacted recording → stitcher → analyzer), plus what
+    """tracer.runtime.pipeline.Pipeline (raw records → redacted recording → stitcher → analyzer), plus what
     a live view needs: snapshots on demand. consume() is the drain loop's sink."""
 
     def __init__(self, stall_ms: float = 50, show_values: bool = False, exec_probes: bool = False, writer=None,
                  targets: list | None = None):
-        from tracer.pipeline import Pipeline
+        from tracer.runtime.pipeline import Pipeline
 
         self.shared = Pipeline(stall_ms=stall_ms, show_values=show_values, uprobe_exec=exec_probes, writer=writer,
                                targets=targets)
@@ -90,7 +90,7 @@ def probe_mode(session) -> str:
 
 
 def target_dict(target, session=None) -> dict:
-    from tracer import trace_header
+    from tracer.tracefile import trace_header
 
     t = trace_header.target_dict(target)
     if session is not None:
@@ -119,13 +119,13 @@ def check_record_path(path: str) -> None:
 def open_recording(path: str, args, session, targets):
     """The TraceWriter for --record: the same header `redis-tracer record` writes."""
     try:
-        from tracer import recording, trace_header
+        from tracer.tracefile import recording, trace_header
     except ModuleNotFoundError as err:
-        if err.name in ("tracer.recording", "tracer.trace_header"):
-            raise TracerError("--record is not available: this build has no tracer.recording module",
+        if err.name in ("tracer.tracefile.recording", "tracer.tracefile.trace_header"):
+            raise TracerError("--record is not available: this build has no tracer.tracefile.recording module",
                               "run without --record") from None
         raise
-    from tracer.model import Clock
+    from tracer.stitch.model import Clock
 
     targets = targets if isinstance(targets, list) else [targets]
     header = trace_header.build(session, targets, Clock(), args.stall_ms, args.show_values)
@@ -179,7 +179,7 @@ def run_traced(args, target, *, title: str = "live", mode: str = "auto", on_atta
             if mode == "dashboard":
                 reason = _run_dashboard(args, session, pipeline, frame, tick_s)
             elif mode == "plain":
-                from dashboards.plain import summary_block
+                from tracer.dashboards.plain import summary_block
 
                 def tick():
                     snap, header = frame()
@@ -213,7 +213,7 @@ def _run_dashboard(args, session, pipeline, frame, tick_s: float) -> str:
     from rich.console import Console
     from rich.live import Live
 
-    from dashboards.live import Dashboard
+    from tracer.dashboards.live import Dashboard
 
     dash = Dashboard()
     console = Console()
@@ -232,7 +232,7 @@ def save_svg(path: str, snapshot: dict, header: dict, width: int = 120, height: 
              title: str = "redis-tracer live") -> None:
     from rich.console import Console
 
-    from dashboards.live import Dashboard
+    from tracer.dashboards.live import Dashboard
 
     console = Console(record=True, width=width, height=height, file=io.StringIO(), force_terminal=True,
                       color_system="truecolor", legacy_windows=False)
@@ -244,7 +244,7 @@ def save_svg(path: str, snapshot: dict, header: dict, width: int = 120, height: 
 
 
 def print_summary(result: Result, stall_ms: float, out=None) -> None:
-    from dashboards.plain import final_summary
+    from tracer.dashboards.plain import final_summary
 
     out = out or sys.stdout
     report = dict(result.report)

@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 import sys
 
-from tracer import runner, trace_header
+from tracer.runtime import runner
+from tracer.tracefile import trace_header
 from tracer.errors import TracerError
-from tracer.model import Clock
+from tracer.stitch.model import Clock
 
 
 def add_parser(sub):
@@ -20,8 +21,8 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from tracer.pipeline import Pipeline
-    from tracer.recording import TraceWriter
+    from tracer.runtime.pipeline import Pipeline
+    from tracer.tracefile.recording import TraceWriter
 
     runner.check_duration(args)
     targets = runner.resolve_targets(args)

@@ -67,8 +67,8 @@ class Player:
 
 
 def run(args) -> int:
-    from tracer import offline
-    from tracer.pipeline import Pipeline
+    from tracer.runtime import offline
+    from tracer.runtime.pipeline import Pipeline
 
     if not args.max and args.speed <= 0:
         raise TracerError(f"--speed must be positive, not {args.speed:g}")
@@ -99,7 +99,7 @@ def run(args) -> int:
         if interactive:
             from rich.live import Live
 
-            from dashboards.live import Dashboard
+            from tracer.dashboards.live import Dashboard
 
             dash = Dashboard()
             with Live(screen=True, auto_refresh=False) as live:
@@ -108,7 +108,7 @@ def run(args) -> int:
                     player.feed(raw)
                 player.flush()
         else:
-            from dashboards.plain import summary_block
+            from tracer.dashboards.plain import summary_block
 
             player = Player(pipeline, speed, lambda: print(summary_block(*frame()), flush=True), tick_s)
             for raw in reader.records():
@@ -119,7 +119,7 @@ def run(args) -> int:
     pipeline.finish()
     for warning in reader.warnings:
         print(f"redis-tracer: warning: {warning}", file=sys.stderr)
-    from dashboards.plain import final_summary
+    from tracer.dashboards.plain import final_summary
 
     print(final_summary(pipeline.report(target)), flush=True)
     return 0

@@ -14,14 +14,14 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from tracer import offline
+    from tracer.runtime import offline
 
     header, pipeline = offline.analyse(args.file, args.stall_ms)
     report = pipeline.report(offline.first_target(header))
     if args.json:
         sys.stdout.write(json.dumps(report, sort_keys=True) + "\n")
     else:
-        from tracer.report_text import print_report
+        from tracer.views.report_text import print_report
 
         print_report(report, header)
     return 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 import sys
 
-from tracer import runner
-from tracer.model import Clock
+from tracer.runtime import runner
+from tracer.stitch.model import Clock
 
 
 def add_parser(sub):
@@ -34,7 +34,7 @@ def format_line(req, clock: Clock) -> str:
 
 
 def run(args) -> int:
-    from tracer.stitcher import Stitcher
+    from tracer.stitch.stitcher import Stitcher
 
     runner.check_duration(args)
     targets = runner.resolve_targets(args)

@@ -1,12 +1,12 @@
 """Raw records → (redacted recording) → stitcher → analyzer: the one path live, replay and report share."""
 from __future__ import annotations
 
-from tracer import events
-from tracer.analysis import Analyzer
-from tracer.cluster import RedirectTracker
-from tracer.redact import error_text_spans, redact_spans
-from tracer.stitcher import Stitcher
-from tracer.tuning import tune_gc
+from tracer.kernel import events
+from tracer.analyze.analysis import Analyzer
+from tracer.stitch.cluster import RedirectTracker
+from tracer.decode.redact import error_text_spans, redact_spans
+from tracer.stitch.stitcher import Stitcher
+from tracer.runtime.tuning import tune_gc
 
 
 class Pipeline:
@@ -104,7 +104,7 @@ class Pipeline:
 
     def node_rows(self, now_ts: int | None = None) -> list[dict]:
         """One row per traced instance for the dashboard's per-node view (empty with one instance)."""
-        from tracer.histogram import LatencyHistogram
+        from tracer.analyze.histogram import LatencyHistogram
 
         rows = []
         for t in self.targets:

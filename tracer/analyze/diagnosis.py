@@ -22,7 +22,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import deque
 
-from tracer.advice import advice_for
+from tracer.analyze.advice import advice_for
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import heapq
 
-from tracer.diagnosis import NS_PER_S, StallDetector, format_stall
-from tracer.histogram import LatencyHistogram
+from tracer.analyze.diagnosis import NS_PER_S, StallDetector, format_stall
+from tracer.analyze.histogram import LatencyHistogram
 
 WINDOW_S = 5            # rates are over the last ~5 s of trace time
 SLOW_WINDOW_S = 10      # "recent" slow requests

@@ -28,7 +28,8 @@ import time
 import zlib
 from typing import Iterator
 
-from tracer import __version__, events
+from tracer import __version__
+from tracer.kernel import events
 from tracer.errors import TracerError
 
 MAGIC = b"RTRACE\x00\x01"

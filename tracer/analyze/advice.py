@@ -1,4 +1,4 @@
-"""Short, concrete advice for each stall class (see tracer.diagnosis)."""
+"""Short, concrete advice for each stall class (see tracer.analyze.diagnosis)."""
 from __future__ import annotations
 
 SCAN_ALTERNATIVE = {

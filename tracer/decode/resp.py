@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from tracer.keyspec import KEEP, KEEP_MAX, KEY_CHARS, KNOWN, SECRET, SPECS, VALUE, ArgAnalyzer, show
+from tracer.decode.keyspec import KEEP, KEEP_MAX, KEY_CHARS, KNOWN, SECRET, SPECS, VALUE, ArgAnalyzer, show
 
 INLINE_MAX = 64 * 1024        # Redis PROTO_INLINE_MAX_SIZE: longer inline lines are a protocol error
 HDR_MAX = 32                  # digits of a *<n> / $<len> header before it is garbage

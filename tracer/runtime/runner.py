@@ -6,10 +6,10 @@ import signal
 import sys
 import time
 
-from tracer.bpf_session import ProbeSession
+from tracer.kernel.bpf_session import ProbeSession
 from tracer.errors import TracerError
-from tracer.privileges import require_tracing_privileges
-from tracer.target import Target, find_target, query_redis_info, redis_pids
+from tracer.kernel.privileges import require_tracing_privileges
+from tracer.kernel.target import Target, find_target, query_redis_info, redis_pids
 
 
 COUNTERS_S = 1.0  # kernel counters (lost records, loop busy/idle) join the stream this often

@@ -6,7 +6,7 @@ import platform
 import socket
 
 from tracer import __version__
-from tracer.model import Clock
+from tracer.stitch.model import Clock
 
 
 def target_dict(target) -> dict:

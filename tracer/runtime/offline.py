@@ -5,9 +5,9 @@ import math
 import struct
 import sys
 
-from tracer import events
-from tracer.pipeline import Pipeline
-from tracer.recording import TraceReader
+from tracer.kernel import events
+from tracer.runtime.pipeline import Pipeline
+from tracer.tracefile.recording import TraceReader
 
 _HEADER_SIZE = events.HEADER_SIZE
 _cap_len = struct.Struct("<I").unpack_from  # cap_len sits at byte 56 of the record header

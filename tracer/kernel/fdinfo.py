@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from tracer import events
+from tracer.kernel import events
 
 _TCP_LISTEN = "0A"
 STALE = -1  # classify(): the record is older than the fd now behind its number

@@ -16,10 +16,10 @@ import struct
 import tempfile
 from dataclasses import asdict, dataclass
 
-from tracer import headers as headers_mod
-from tracer.elfsyms import ElfError, find_function
+from tracer.kernel import headers as headers_mod
+from tracer.kernel.elfsyms import ElfError, find_function
 from tracer.errors import TracerError
-from tracer.privileges import missing_privileges, privilege_fix, read_cap_eff
+from tracer.kernel.privileges import missing_privileges, privilege_fix, read_cap_eff
 
 ERROR, WARN, INFO = "error", "warn", "info"  # how much a failed check matters
 BOOTSTRAP = "sudo scripts/bootstrap"
@@ -171,7 +171,7 @@ class SystemProbes:
         return headers_mod.resolve_headers(os.uname().release, self.modules_root)
 
     def find_target(self, pid: int | None, port: int | None):
-        from tracer.target import find_target
+        from tracer.kernel.target import find_target
 
         return find_target(pid=pid, port=port, proc=self.proc)
 

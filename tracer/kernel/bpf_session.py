@@ -10,11 +10,11 @@ import ctypes
 import time
 from importlib import resources
 
-from tracer import events, ringbuf
+from tracer.kernel import events, ringbuf
 from tracer.errors import BPFUnavailable, TracerError
-from tracer.fdinfo import STALE, FdClassifier
-from tracer.privileges import require_tracing_privileges
-from tracer.target import Target
+from tracer.kernel.fdinfo import STALE, FdClassifier
+from tracer.kernel.privileges import require_tracing_privileges
+from tracer.kernel.target import Target
 
 # One concern per file; each is compiled in only when asked for, because every enabled
 # syscall tracepoint puts the whole host on the slower syscall path.

@@ -11,10 +11,10 @@ from __future__ import annotations
 import heapq
 from collections import deque
 
-from tracer import events
-from tracer.model import BusySpan, Connection, FileSync, Request
-from tracer.links import BusParser, LinkStats, looks_like_cluster_bus
-from tracer.resp import ReplyParser, RequestParser
+from tracer.kernel import events
+from tracer.stitch.model import BusySpan, Connection, FileSync, Request
+from tracer.decode.links import BusParser, LinkStats, looks_like_cluster_bus
+from tracer.decode.resp import ReplyParser, RequestParser
 
 MAX_LINKS = 10_000  # non-client connections kept for the report
 MAX_PENDING_PER_CONN = 10_000  # replies never seen (client not reading): oldest are evicted, counted

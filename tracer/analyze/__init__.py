@@ -1,0 +1,1 @@
+"""Analysis of stitched requests: histograms, per-command statistics, stall diagnosis and advice."""

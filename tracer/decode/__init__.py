@@ -1,0 +1,1 @@
+"""Decoding captured bytes: RESP requests and replies, key specs, redaction, cluster-bus messages."""

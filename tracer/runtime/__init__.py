@@ -1,0 +1,1 @@
+"""Running a trace: attaching and draining, the pipeline every command shares, reading recordings back."""

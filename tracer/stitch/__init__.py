@@ -1,0 +1,1 @@
+"""Stitching records into requests, connections and busy spans; redirects joined across nodes."""
