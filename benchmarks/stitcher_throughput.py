@@ -206,7 +206,7 @@ def phase_report(path: str) -> dict:
     t0 = time.perf_counter()
     c0 = time.process_time()
     hdr, pipeline = offline.analyse(path)
-    report = pipeline.report(offline.first_target(hdr))
+    report = pipeline.report(hdr.first_target).to_json()
     json.dumps(report, sort_keys=True)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "cpu_seconds": time.process_time() - c0, "requests": report["requests"], "records": pipeline.stitcher.stats.events,

@@ -1,4 +1,4 @@
-"""The live dashboard: one rich renderable built from an Analyzer snapshot and a header dict.
+"""The live dashboard: one rich renderable built from a Snapshot and a ScreenHeader (tracer.schema).
 
     dash = Dashboard()
     live.update(dash.render(snapshot, header), refresh=True)
@@ -9,11 +9,11 @@ screen, columns are dropped as the screen narrows (sparkline, p99.9, client), an
 strip folds into one panel below 100 columns. Nothing here reads the clock or the tracer:
 the same snapshot always renders the same frame.
 
-Header keys (all optional): title, pid, port, redis_version, io_threads, aof, probe_mode,
-elapsed_s, rps, lost_events, stall_ms, note. elapsed_s/rps/lost_events fall back to the snapshot.
+It reads those typed views and nothing else; numbers are formatted by tracer.units.
 """
 from __future__ import annotations
 
+import io
 import math
 
 from rich import box
@@ -22,13 +22,16 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-PHASES = ("socket_queue", "wait", "exec", "reply_write")
-PHASE_LABELS = {"socket_queue": "socket queue", "wait": "wait", "exec": "exec", "reply_write": "reply write"}
-PHASE_SHORT = {"socket_queue": "queue", "wait": "wait", "exec": "exec", "reply_write": "reply"}
+from tracer.errors import TracerError
+from tracer.options import STALL_MS
+from tracer.schema import ScreenHeader, Snapshot
+from tracer.stitch.model import PHASES
+from tracer.units import fmt_bytes, fmt_count, fmt_ms, fmt_pct, fmt_rate, fmt_us
+from tracer.views.common import PHASE_SHORT, big_keys, by_count, longest_first, phase_values
+
 PHASE_STYLES = {"socket_queue": "dodger_blue1", "wait": "gold3", "exec": "green3", "reply_write": "orchid"}
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 BAR_CHAR = "█"
-BIG_KEY_MIN_BYTES = 1024  # smaller replies are not worth calling a key big
 MIDDLE_LINES = 6          # the request path / AOF / connections / keys strip
 MIDDLE_COMPACT_LINES = 5  # the same folded into one panel (narrow or short screens)
 
@@ -37,105 +40,6 @@ TITLE = "bold"
 DIM = "grey58"
 HEAD = "bold grey70"
 SPARK = "cadet_blue"
-
-
-# -- formatting (shared with tracer.dashboards.plain) -----------------------------------------------------
-def fmt_us(us) -> str:
-    """Latency in µs -> '85µs', '1.24ms', '312ms', '1.52s'; '-' when unknown."""
-    if us is None:
-        return "-"
-    try:
-        us = float(us)
-    except (TypeError, ValueError):
-        return "-"
-    if math.isnan(us):
-        return "-"
-    if us < 1000:
-        return f"{us:.0f}µs"
-    ms = us / 1000
-    if ms < 10:
-        return f"{ms:.2f}ms"
-    if ms < 1000:
-        return f"{ms:.0f}ms" if ms >= 100 else f"{ms:.1f}ms"
-    return f"{ms / 1000:.2f}s"
-
-
-def fmt_ms(ms) -> str:
-    return "-" if ms is None else fmt_us(float(ms) * 1000)
-
-
-def fmt_count(n) -> str:
-    if n is None:
-        return "-"
-    n = float(n)
-    if abs(n) < 1_000_000:
-        return f"{n:,.0f}"
-    if abs(n) < 1_000_000_000:
-        return f"{n / 1e6:.1f}M"
-    return f"{n / 1e9:.1f}G"
-
-
-def fmt_rate(r) -> str:
-    if r is None:
-        return "-"
-    r = float(r)
-    if r == 0:
-        return "0"
-    if r < 10:
-        return f"{r:.1f}"
-    return fmt_count(r)
-
-
-def fmt_bytes(n) -> str:
-    if n is None:
-        return "-"
-    n = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f}{unit}" if unit == "B" or n >= 100 else f"{n:.1f}{unit}"
-        n /= 1024
-    return f"{n:.1f}GB"
-
-
-def fmt_pct(share) -> str:
-    if share is None:
-        return "-"
-    pct = float(share) * 100
-    if pct and pct < 1:
-        return "<1%"
-    return f"{pct:.0f}%"
-
-
-def as_share(value) -> float | None:
-    """Accept a share as 0..1 or as a percentage 0..100 (whatever the analyzer gives)."""
-    if value is None:
-        return None
-    value = float(value)
-    return value / 100 if value > 1.0 else value
-
-
-def victims_count(stall: dict) -> int:
-    v = stall.get("victims")
-    if isinstance(v, (list, tuple)):
-        return len(v)
-    try:
-        return int(v or 0)
-    except (TypeError, ValueError):
-        return 0
-
-
-def stall_culprit(stall: dict) -> str:
-    cmd = stall.get("command") or "?"
-    key = stall.get("key")
-    return f"{cmd} {key}" if key else cmd
-
-
-def first_advice(stall: dict) -> str:
-    """The stall's advice as one line (the analyzer gives a list, most specific first)."""
-    advice = stall.get("advice")
-    if isinstance(advice, (list, tuple)):
-        advice = next((a for a in advice if a), "")
-    return str(advice or "")
 
 
 def sparkline(values, width: int | None = None) -> str:
@@ -189,7 +93,7 @@ def split_cells(parts: list[float], width: int) -> list[int]:
 
 def phase_bar(phases: dict, width: int) -> Text:
     """Stacked bar of the four phases, each in its own colour."""
-    values = [float(phases.get(p) or 0) for p in PHASES]
+    values = list(phase_values(phases).values())
     cells = split_cells(values, width)
     bar = Text()
     for name, n in zip(PHASES, cells):
@@ -198,20 +102,6 @@ def phase_bar(phases: dict, width: int) -> Text:
     if not bar.plain:
         bar.append("·" * width, style=DIM)
     return bar
-
-
-def _phase_pairs(phases) -> dict:
-    """[["socket_queue", us], ...] or {"socket_queue": us} -> dict."""
-    if isinstance(phases, dict):
-        return {k: phases.get(k) for k in PHASES}
-    out = {}
-    for item in phases or ():
-        try:
-            name, value = item[0], item[1]
-        except (TypeError, IndexError):
-            continue
-        out[name] = value
-    return out
 
 
 def latency_style(us, stall_ms: float) -> str:
@@ -284,19 +174,19 @@ class Dashboard:
         self.max_slowest = max_slowest
         self.max_stalls = max_stalls
 
-    def render(self, snapshot: dict, header: dict | None = None) -> RenderableType:
-        return _Frame(self, snapshot or {}, header or {})
+    def render(self, snapshot: Snapshot | None = None, header: ScreenHeader | None = None) -> RenderableType:
+        return _Frame(self, snapshot or Snapshot(), header or ScreenHeader())
 
     # -- the frame, for a given size ----------------------------------------------------------------
-    def compose(self, snap: dict, header: dict, width: int, height: int) -> RenderableType:
-        stall_ms = float(header.get("stall_ms") or 50)
+    def compose(self, snap: Snapshot, header: ScreenHeader, width: int, height: int) -> RenderableType:
+        stall_ms = float(header.stall_ms or STALL_MS)
         head = self._header(snap, header, width)
         compact_mid = width < 100 or height < 34
         with_mid = height >= 20  # below that: commands and stalls only
         mid = self._middle(snap, width, compact=compact_mid) if with_mid else None
         mid_lines = 0 if not with_mid else (MIDDLE_COMPACT_LINES if compact_mid else MIDDLE_LINES)
-        nodes = self._nodes(snap, width) if snap.get("nodes") and height >= 30 else None
-        node_lines = len(snap["nodes"]) + 3 if nodes is not None else 0
+        nodes = self._nodes(snap, width) if snap.nodes and height >= 30 else None
+        node_lines = len(snap.nodes) + 3 if nodes is not None else 0
         rest = max(0, height - head.row_count - mid_lines - node_lines)
         cmd_rows, slow_rows, stall_lines = self._budget(snap, rest)
         parts = [head] + ([nodes] if nodes is not None else []) + [self._commands(snap, width, cmd_rows, stall_ms)]
@@ -307,7 +197,7 @@ class Dashboard:
             parts.append(self._slowest(snap, width, slow_rows, stall_ms))
         return Group(*parts)
 
-    def _budget(self, snap: dict, rest: int) -> tuple[int, int, int]:
+    def _budget(self, snap: Snapshot, rest: int) -> tuple[int, int, int]:
         """Rows for the commands table, the slowest table and lines for stalls, from the lines left.
         Each of the three panels costs 3 lines of frame (borders + column header)."""
         avail = rest - 9
@@ -315,9 +205,9 @@ class Dashboard:
             avail = rest - 6
             cmd = max(1, avail // 2)
             return cmd, 0, max(1, avail - cmd)
-        n_cmd = len(snap.get("commands") or {})
-        n_slow = len(snap.get("slowest") or [])
-        n_stall = len(snap.get("stalls") or [])
+        n_cmd = len(snap.commands)
+        n_slow = len(snap.slowest)
+        n_stall = len(snap.stalls)
         cmd, slow, stall = 3, 2, 2
         avail -= cmd + slow + stall
         caps = (self.max_commands, self.max_slowest, self.max_stalls * 2)
@@ -347,50 +237,46 @@ class Dashboard:
         return cmd, slow, stall
 
     # -- several instances: one row per node ----------------------------------------------------------
-    def _nodes(self, snap: dict, width: int) -> RenderableType:
+    def _nodes(self, snap: Snapshot, width: int) -> RenderableType:
         cols = [Col("node", 22), Col("requests", 10, "right"), Col("req/s", 9, "right"), Col("p99", 9, "right"),
                 Col("main busy", 9, "right"), Col("stalls", 6, "right")]
         rows = []
-        for n in snap["nodes"]:
-            busy = n.get("busy_ratio")
-            rows.append([Text(f":{n.get('port')} pid {n.get('pid')}", style="bold"), fmt_count(n.get("requests") or 0),
-                         fmt_rate(n.get("rps") or 0), fmt_us(n.get("p99_us")),
-                         "-" if busy is None else fmt_pct(busy),
-                         Text(str(n.get("stalls") or 0), style="bold red" if n.get("stalls") else DIM)])
+        for n in snap.nodes:
+            rows.append([Text(f":{n.port} pid {n.pid}", style="bold"), fmt_count(n.requests),
+                         fmt_rate(n.rps), fmt_us(n.p99_us), fmt_pct(n.busy_ratio),
+                         Text(str(n.stalls), style="bold red" if n.stalls else DIM)])
         return Panel(Group(*grid_lines(cols, rows, width - 4)), title=Text("nodes", style=TITLE), title_align="left",
                      border_style=BORDER, box=box.ROUNDED, height=len(rows) + 3, padding=(0, 1))
 
     # -- header -------------------------------------------------------------------------------------
-    def _header(self, snap: dict, h: dict, width: int) -> RenderableType:
+    def _header(self, snap: Snapshot, h: ScreenHeader, width: int) -> RenderableType:
         left = Text()
         left.append(" redis-tracer", style="bold")
-        left.append(f" {h.get('title', 'live')}", style="bold cyan")
+        left.append(f" {h.title}", style="bold cyan")
         prefix = len(" redis-tracer")
         facts = []
-        if h.get("pid"):
-            facts.append(("pid ", str(h["pid"]) + (f" :{h['port']}" if h.get("port") else "")))
-        elif h.get("port"):
-            facts.append(("port ", str(h["port"])))
-        if h.get("redis_version"):
-            facts.append(("redis ", str(h["redis_version"])))
-        if h.get("io_threads") not in (None, ""):
-            facts.append(("io-threads ", str(h["io_threads"])))
-        if h.get("aof"):
-            facts.append(("aof ", str(h["aof"])))
-        if h.get("probe_mode"):
-            facts.append(("", str(h["probe_mode"])))
+        if h.pid:
+            facts.append(("pid ", str(h.pid) + (f" :{h.port}" if h.port else "")))
+        elif h.port:
+            facts.append(("port ", str(h.port)))
+        if h.redis_version:
+            facts.append(("redis ", str(h.redis_version)))
+        if h.io_threads not in (None, ""):
+            facts.append(("io-threads ", str(h.io_threads)))
+        if h.aof:
+            facts.append(("aof ", h.aof))
+        if h.probe_mode:
+            facts.append(("", h.probe_mode))
         for i, (k, v) in enumerate(facts):
             left.append("  │ " if not i else " · ", style=DIM)
             if k:
                 left.append(k, style=DIM)
             left.append(v)
-        elapsed = h.get("elapsed_s", snap.get("elapsed_s"))
-        rps = h.get("rps", snap.get("rps"))
-        lost = h.get("lost_events", snap.get("lost_events")) or 0
+        lost = h.lost_events
         right = Text()
-        right.append(f"{float(elapsed or 0):.1f}s", style="bold")
+        right.append(f"{float(h.elapsed_s or 0):.1f}s", style="bold")
         right.append("  ")
-        right.append(fmt_rate(rps or 0), style="bold")
+        right.append(fmt_rate(h.rps or 0), style="bold")
         right.append(" req/s", style=DIM)
         right.append("  ")
         if lost:
@@ -411,14 +297,13 @@ class Dashboard:
             grid.add_row(Text(" ").append_text(right))
         return grid
 
-    def header_lines(self, snap: dict, h: dict, width: int) -> int:
+    def header_lines(self, snap: Snapshot, h: ScreenHeader, width: int) -> int:
         grid = self._header(snap, h, width)
         return grid.row_count
 
     # -- commands -----------------------------------------------------------------------------------
-    def _commands(self, snap: dict, width: int, rows: int, stall_ms: float) -> RenderableType:
-        cmds = snap.get("commands") or {}
-        items = sorted(cmds.items(), key=lambda kv: (-(kv[1].get("count") or 0), kv[0]))
+    def _commands(self, snap: Snapshot, width: int, rows: int, stall_ms: float) -> RenderableType:
+        items = by_count(snap.commands)
         # the last row says how many more there are, when there is room for a real row above it
         shown = items[:rows] if len(items) <= rows or rows < 3 else items[:rows - 1]
         inner = width - 4
@@ -438,34 +323,33 @@ class Dashboard:
             cols.append(Col(" latency histogram", 0, min=10))
         lines = []
         for name, c in shown:
-            row = [Text(name, style="bold"), fmt_count(c.get("count"))]
+            row = [Text(name, style="bold"), fmt_count(c.count)]
             if with_rate:
-                row.append(fmt_rate(c.get("rps")))
-            row += [Text(fmt_us(c.get("p50_us")), style=latency_style(c.get("p50_us"), stall_ms)),
-                   Text(fmt_us(c.get("p99_us")), style=latency_style(c.get("p99_us"), stall_ms))]
+                row.append(fmt_rate(c.rps))
+            row += [Text(fmt_us(c.p50_us), style=latency_style(c.p50_us, stall_ms)),
+                    Text(fmt_us(c.p99_us), style=latency_style(c.p99_us, stall_ms))]
             if with_p999:
-                row.append(Text(fmt_us(c.get("p999_us")), style=latency_style(c.get("p999_us"), stall_ms)))
-            row.append(Text(fmt_us(c.get("max_us")), style=latency_style(c.get("max_us"), stall_ms)))
-            row.append(fmt_pct(as_share(c.get("exec_share"))))
+                row.append(Text(fmt_us(c.p999_us), style=latency_style(c.p999_us, stall_ms)))
+            row.append(Text(fmt_us(c.max_us), style=latency_style(c.max_us, stall_ms)))
+            row.append(fmt_pct(c.exec_share))
             if with_spark:
-                row.append(Text(" " + stretched_sparkline(c.get("spark"), spark_room - 1), style=SPARK))
+                row.append(Text(" " + stretched_sparkline(c.spark, spark_room - 1), style=SPARK))
             lines.append(row)
         if len(shown) < len(items) and rows >= 3:
             rest = items[len(shown):]
-            n = sum(c.get("count") or 0 for _, c in rest)
+            n = sum(c.count for _, c in rest)
             lines.append([Text(f"+{len(rest)} more", style=DIM), Text(fmt_count(n), style=DIM)])
         if not items:
             lines.append([Text("waiting…", style=DIM)])
         title = Text("commands", style=TITLE)
-        if snap.get("requests"):
-            title.append(f"  {fmt_count(snap.get('requests'))} requests", style=DIM)
+        if snap.requests:
+            title.append(f"  {fmt_count(snap.requests)} requests", style=DIM)
         return Panel(Group(*grid_lines(cols, lines, inner)), title=title, title_align="left", border_style=BORDER,
                      box=box.ROUNDED, height=rows + 3, padding=(0, 1))
 
     # -- middle strip: request path, AOF, connections, keys -----------------------------------------
-    def _path_parts(self, snap: dict) -> tuple[dict, float]:
-        totals = snap.get("phases_us_total") or {}
-        values = {p: float(totals.get(p) or 0) for p in PHASES}
+    def _path_parts(self, snap: Snapshot) -> tuple[dict, float]:
+        values = phase_values(snap.phases_us_total)
         return values, sum(values.values())
 
     def _legend(self, values: dict, total: float, names) -> Text:
@@ -478,10 +362,9 @@ class Dashboard:
             legend.append(fmt_pct(values[p] / total) if total else "-", style="bold")
         return legend
 
-    def _busy_line(self, snap: dict, bar_w: int) -> Text:
+    def _busy_line(self, snap: Snapshot, bar_w: int) -> Text:
         # the last refresh interval when known (live), else the whole trace
-        recent = snap.get("busy_ratio_recent")
-        busy = as_share(recent if recent is not None else snap.get("busy_ratio"))
+        busy = snap.busy_ratio_recent if snap.busy_ratio_recent is not None else snap.busy_ratio
         line = Text(no_wrap=True, overflow="ellipsis")
         line.append("main thread busy ", style=DIM)
         if busy is None:
@@ -494,11 +377,11 @@ class Dashboard:
         line.append(f" {busy * 100:.0f}%", style="bold " + style)
         return line
 
-    def _fsync_lines(self, snap: dict) -> list[Text]:
-        f = snap.get("fsync") or {}
-        count = f.get("count") or 0
-        writes = f.get("aof_writes") or 0
-        main = f.get("main_thread") or 0
+    def _fsync_lines(self, snap: Snapshot) -> list[Text]:
+        f = snap.fsync
+        count = f.count
+        writes = f.aof_writes or 0
+        main = f.main_thread
         if not count and not writes:
             return [Text("no AOF writes", style=DIM), Text("or fsyncs seen", style=DIM)]
         l1 = Text()
@@ -508,48 +391,46 @@ class Dashboard:
         l1.append(fmt_count(main), style="bold red" if main else "")
         l2 = Text()
         l2.append("p99 ", style=DIM)
-        l2.append(fmt_us(f.get("p99_us")))
+        l2.append(fmt_us(f.p99_us))
         l2.append("  max ", style=DIM)
-        l2.append(fmt_us(f.get("max_us")), style="yellow" if (f.get("max_us") or 0) >= 10_000 else "")
+        l2.append(fmt_us(f.max_us), style="yellow" if (f.max_us or 0) >= 10_000 else "")
         l3 = Text()
         l3.append("writes ", style=DIM)
         l3.append(fmt_count(writes))
         l4 = Text()
         l4.append("write max ", style=DIM)
-        l4.append(fmt_us(f.get("aof_write_max_us")))
+        l4.append(fmt_us(f.aof_write_max_us))
         return [l1, l2, l3, l4]
 
-    def _conn_lines(self, snap: dict) -> list[Text]:
-        c = snap.get("connections") or {}
+    def _conn_lines(self, snap: Snapshot) -> list[Text]:
+        c = snap.connections
         l1 = Text()
         l1.append("open ", style=DIM)
-        l1.append(fmt_count(c.get("open") or 0), style="bold")
+        l1.append(fmt_count(c.open or 0), style="bold")
         l1.append("  closed ", style=DIM)
-        l1.append(fmt_count(c.get("closed") or 0))
+        l1.append(fmt_count(c.closed))
         l2 = Text()
         l2.append("accepted ", style=DIM)
-        l2.append(fmt_count(c.get("accepted") or 0))
+        l2.append(fmt_count(c.accepted))
         l3 = Text()
         l3.append("accept rate ", style=DIM)
-        l3.append(fmt_rate(c.get("accept_rate") or 0))
+        l3.append(fmt_rate(c.accept_rate or 0))
         l3.append("/s", style=DIM)
         l4 = Text()
         l4.append("queue p99 ", style=DIM)
-        l4.append(fmt_us(c.get("accept_queue_p99_us") if c.get("accepted") else None))
+        l4.append(fmt_us(c.accept_queue_p99_us if c.accepted else None))
         return [l1, l2, l3, l4]
 
-    def _key_lines(self, snap: dict, width: int) -> list[Text]:
+    def _key_lines(self, snap: Snapshot, width: int) -> list[Text]:
         lines = []
-        hot = snap.get("hot_keys") or []
-        big = snap.get("big_keys") or []
-        for key, n in hot[:2]:
+        for key, n in snap.hot_keys[:2]:
             num = fmt_count(n)
             t = Text()
             t.append("hot ", style=DIM)
             t.append(_clip(key, max(6, width - 5 - len(num))))
             t.append(f" {num}", style="bold")
             lines.append(t)
-        for key, n in [kv for kv in big if (kv[1] or 0) >= BIG_KEY_MIN_BYTES][:4 - len(lines)]:
+        for key, n in big_keys(snap.big_keys)[:4 - len(lines)]:
             num = fmt_bytes(n)
             t = Text()
             t.append("big ", style=DIM)
@@ -560,7 +441,7 @@ class Dashboard:
             lines.append(Text("no hot or big keys yet", style=DIM))
         return lines
 
-    def _middle(self, snap: dict, width: int, compact: bool) -> RenderableType:
+    def _middle(self, snap: Snapshot, width: int, compact: bool) -> RenderableType:
         def panel(title, lines, height):
             for t in lines:
                 t.no_wrap = True
@@ -572,18 +453,18 @@ class Dashboard:
         if compact:
             inner = width - 4
             bar = phase_bar(values, inner)
-            f = snap.get("fsync") or {}
-            c = snap.get("connections") or {}
+            f = snap.fsync
+            c = snap.connections
             line = self._busy_line(snap, 10)
             line.append("  │ ", style=DIM)
             line.append("fsync ", style=DIM)
-            line.append(f"{fmt_count(f.get('count') or 0)} p99 {fmt_us(f.get('p99_us'))}")
-            if f.get("main_thread"):
-                line.append(f" main {fmt_count(f['main_thread'])}", style="bold red")
+            line.append(f"{fmt_count(f.count)} p99 {fmt_us(f.p99_us)}")
+            if f.main_thread:
+                line.append(f" main {fmt_count(f.main_thread)}", style="bold red")
             line.append("  │ ", style=DIM)
             line.append("conns ", style=DIM)
-            line.append(f"{fmt_count(c.get('open') or 0)} open {fmt_rate(c.get('accept_rate') or 0)}/s "
-                        f"q99 {fmt_us(c.get('accept_queue_p99_us') if c.get('accepted') else None)}")
+            line.append(f"{fmt_count(c.open or 0)} open {fmt_rate(c.accept_rate or 0)}/s "
+                        f"q99 {fmt_us(c.accept_queue_p99_us if c.accepted else None)}")
             return panel("request path · AOF · connections",
                          [bar, self._legend(values, total, PHASES), line], MIDDLE_COMPACT_LINES)
 
@@ -607,8 +488,8 @@ class Dashboard:
         return grid
 
     # -- stalls -------------------------------------------------------------------------------------
-    def _stalls(self, snap: dict, width: int, lines: int, stall_ms: float) -> RenderableType:
-        stalls = sorted(snap.get("stalls") or [], key=lambda s: -(s.get("duration_ms") or 0))
+    def _stalls(self, snap: Snapshot, width: int, lines: int, stall_ms: float) -> RenderableType:
+        stalls = longest_first(snap.stalls)
         inner = width - 4
         # one line per stall, then advice lines for the longest ones while lines remain
         n = len(stalls) if len(stalls) <= lines else max(0, lines - 1)
@@ -623,22 +504,19 @@ class Dashboard:
             cols.append(Col("at", 7, "right"))
         rows = []
         for i, s in enumerate(stalls[:n]):
-            dur = s.get("duration_ms")
-            added = s.get("victim_added_ms")
-            start = s.get("start_s")
-            shown_dur = ("…" if s.get("open") else "") + fmt_ms(dur)  # … still collecting victims
-            row = [Text(shown_dur, style="bold red" if (dur or 0) >= stall_ms * 4 else "bold yellow"),
-                   Text(stall_culprit(s), style="bold"), fmt_count(victims_count(s)),
-                   "-" if added is None else "+" + fmt_ms(added), Text(str(s.get("class") or "-"), style="cyan")]
+            shown_dur = ("…" if s.open else "") + fmt_ms(s.duration_ms)  # … still collecting victims
+            row = [Text(shown_dur, style="bold red" if s.duration_ms >= stall_ms * 4 else "bold yellow"),
+                   Text(s.culprit, style="bold"), fmt_count(s.victims), "+" + fmt_ms(s.victim_added_ms),
+                   Text(s.class_ or "-", style="cyan")]
             if with_client:
-                row.append(Text(str(s.get("client") or "-"), style=DIM))
+                row.append(Text(s.client or "-", style=DIM))
             if with_when:
-                row.append(Text("-" if start is None else f"+{float(start):.1f}s", style=DIM))
+                row.append(Text(f"+{float(s.start_s):.1f}s", style=DIM))
             rows.append(row)
         out = grid_lines(cols, rows, inner)
         # advice lines go under their stall (after the header line, one stall line each)
         for i in reversed(range(min(advised, n))):
-            advice = Text(" " * 10 + "↳ " + (first_advice(stalls[i]) or "no advice"), style="grey62 italic",
+            advice = Text(" " * 10 + "↳ " + (stalls[i].first_advice or "no advice"), style="grey62 italic",
                           no_wrap=True, overflow="ellipsis")
             out.insert(i + 2, advice)
         if n < len(stalls):
@@ -653,8 +531,8 @@ class Dashboard:
                      height=lines + 3, padding=(0, 1))
 
     # -- slowest requests ---------------------------------------------------------------------------
-    def _slowest(self, snap: dict, width: int, rows_budget: int, stall_ms: float) -> RenderableType:
-        reqs = group_batches(sorted(snap.get("slowest") or [], key=lambda r: -(r.get("latency_us") or 0)))
+    def _slowest(self, snap: Snapshot, width: int, rows_budget: int, stall_ms: float) -> RenderableType:
+        reqs = group_batches(sorted(snap.slowest, key=lambda r: -r.latency_us))
         reqs = reqs[:rows_budget]
         inner = width - 4
         bar_w = 32 if inner >= 110 else (20 if inner >= 90 else 12)
@@ -664,7 +542,7 @@ class Dashboard:
         for p in PHASES:
             legend.append("■", style=PHASE_STYLES[p])
         legend.append(" where the time went" if bar_w >= 24 else " phases", style=HEAD)
-        cmd_w = min(14, max([len("command")] + [len(str(r.get("command") or "?")) for r in reqs]))
+        cmd_w = min(14, max([len("command")] + [len(r.command or "?") for r, _ in reqs]))
         cols = [Col("total", 7, "right"), Col(legend, bar_w)]
         if with_where:
             cols.append(Col("mostly", 10))
@@ -672,18 +550,18 @@ class Dashboard:
         if with_client:
             cols.append(Col("client", 21))
         rows = []
-        for r in reqs:
-            lat = r.get("latency_us")
-            phases = _phase_pairs(r.get("phases"))
+        for r, more in reqs:
+            lat = r.latency_us
+            phases = phase_values(r.phases)
             row = [Text(fmt_us(lat), style=latency_style(lat, stall_ms) or "bold"), phase_bar(phases, bar_w)]
             if with_where:
                 row.append(dominant_phase(phases))
-            key = Text(str(r.get("key") if r.get("key") is not None else ""))
-            if r.get("_more"):
-                key.append(f"  +{r['_more']} alike", style=DIM)
-            row += [Text(str(r.get("command") or "?"), style="bold"), key]
+            key = Text(str(r.key if r.key is not None else ""))
+            if more:
+                key.append(f"  +{more} alike", style=DIM)
+            row += [Text(r.command or "?", style="bold"), key]
             if with_client:
-                row.append(Text(str(r.get("client") or "-"), style=DIM))
+                row.append(Text(r.client or "-", style=DIM))
             rows.append(row)
         if not reqs:
             rows.append(["", Text("none yet", style=DIM)])
@@ -694,24 +572,22 @@ class Dashboard:
 
 def group_batches(reqs: list) -> list:
     """Fold requests of one client with the same latency (a pipelined batch held up together)
-    into the first of them, with `_more` = how many were folded: the list then shows variety."""
+    into the first of them: [(SlowRequest, how many were folded into it)], so the list shows variety."""
     out: list = []
     index: dict = {}
     for r in reqs:
-        lat = float(r.get("latency_us") or 0)
-        key = (r.get("client"), round(math.log(max(1.0, lat)) / math.log(1.01)))  # ~1 % buckets
-        first = index.get(key)
-        if first is not None and r.get("client"):
-            first["_more"] = first.get("_more", 0) + 1
+        key = (r.client, round(math.log(max(1.0, float(r.latency_us or 0))) / math.log(1.01)))  # ~1 % buckets
+        at = index.get(key)
+        if at is not None and r.client:
+            out[at][1] += 1
             continue
-        r = dict(r)
-        index[key] = r
-        out.append(r)
-    return out
+        index[key] = len(out)
+        out.append([r, 0])
+    return [tuple(item) for item in out]
 
 
 def dominant_phase(phases: dict) -> Text:
-    values = {p: float(phases.get(p) or 0) for p in PHASES}
+    values = phase_values(phases)
     total = sum(values.values())
     if total <= 0:
         return Text("-", style=DIM)
@@ -725,7 +601,7 @@ def dominant_phase(phases: dict) -> Text:
 class _Frame:
     """Lays the dashboard out when rich renders it, for the space it is given."""
 
-    def __init__(self, dash: Dashboard, snapshot: dict, header: dict):
+    def __init__(self, dash: Dashboard, snapshot: Snapshot, header: ScreenHeader):
         self.dash = dash
         self.snapshot = snapshot
         self.header = header
@@ -739,5 +615,17 @@ class _Frame:
 _DEFAULT = Dashboard()
 
 
-def render(snapshot: dict, header: dict | None = None) -> RenderableType:
+def render(snapshot: Snapshot | None = None, header: ScreenHeader | None = None) -> RenderableType:
     return _DEFAULT.render(snapshot, header)
+
+
+def save_svg(path: str, snapshot: Snapshot, header: ScreenHeader, width: int = 120, height: int = 40,
+             title: str = "redis-tracer live") -> None:
+    """One frame as an SVG image (the README's screenshot; `live --svg`)."""
+    console = Console(record=True, width=width, height=height, file=io.StringIO(), force_terminal=True,
+                      color_system="truecolor", legacy_windows=False)
+    console.print(Dashboard().render(snapshot, header))
+    try:
+        console.save_svg(path, title=title)
+    except OSError as err:
+        raise TracerError(f"cannot write {path}: {err.strerror}") from None

@@ -127,7 +127,7 @@ def test_report_schema_exact():
     feed(an, stream())
     an.set_counters(lost=3, busy_ns=400 * MS, idle_ns=600 * MS)
     an.finish()
-    rep = json.loads(json.dumps(an.report(TARGET, clock_first_ts=T0 - S)))
+    rep = json.loads(json.dumps(an.report(TARGET, clock_first_ts=T0 - S).to_json()))
     assert REPORT_KEYS <= set(rep) <= REPORT_KEYS | REPORT_EXTRAS
     assert rep["schema"] == 1
     assert rep["target"] == {"pid": PID, "port": 6379, "redis_version": "7.2.4"}
@@ -163,9 +163,9 @@ def test_report_identical_for_two_feeds_and_unaffected_by_snapshots():
         an = Analyzer(stall_ms=50)
         feed(an, items, snapshots=snaps)
         an.set_counters(lost=0)
-        before_finish = json.dumps(an.report(TARGET, clock_first_ts=T0))
+        before_finish = json.dumps(an.report(TARGET, clock_first_ts=T0).to_json())
         an.finish()
-        after = json.dumps(an.report(TARGET, clock_first_ts=T0))
+        after = json.dumps(an.report(TARGET, clock_first_ts=T0).to_json())
         assert before_finish == after       # open stalls are reported as they stand
         outs.append(after)
     assert outs[0] == outs[1]
@@ -176,7 +176,7 @@ def test_stalls_sorted_longest_first():
     for i, d in enumerate((60, 300, 120)):
         an.on_busy(BusySpan(PID, T0 + i * 5 * S, T0 + i * 5 * S + d * MS))
     an.finish()
-    rep = an.report(TARGET)
+    rep = an.report(TARGET).to_json()
     assert [s["duration_ms"] for s in rep["stalls"]] == [300.0, 120.0, 60.0]
     assert [s["start_s"] for s in rep["stalls"]] == [5.0, 10.0, 0.0]
     assert [s["class"] for s in rep["stalls"]] == ["not-redis"] * 3
@@ -193,7 +193,7 @@ def test_percentiles_in_report_within_2_percent():
         lat.append(v)
         an.on_request(mkreq(1, "GET", "k", t, v))
     lat.sort()
-    c = an.report(TARGET)["commands"]["GET"]
+    c = an.report(TARGET).to_json()["commands"]["GET"]
     for p, field in ((50, "p50_us"), (99, "p99_us")):
         exact = lat[nearest_rank(p, len(lat)) - 1] / 1000
         assert c[field] == pytest.approx(exact, rel=0.02)
@@ -212,7 +212,7 @@ def test_snapshot_rates_phases_and_slowest():
         if i == 9_501:
             slow_key = f"k{i}"
         an.on_request(mkreq(1 + i % 8, cmd, f"k{i}", t, latency))
-    snap = an.snapshot(t)
+    snap = an.snapshot(t).to_json()
     assert snap["requests"] == 10_000
     assert snap["rps"] == pytest.approx(1000, rel=0.05)
     assert snap["commands"]["GET"]["rps"] == pytest.approx(800, rel=0.05)
@@ -232,7 +232,7 @@ def test_snapshot_rates_phases_and_slowest():
     assert top["segments"][-1][1] + top["segments"][-1][2] == pytest.approx(top["latency_us"])
     assert set(snap["phases_us_total"]) == {"socket_queue", "wait", "exec", "reply_write"}
     # rates fall to zero when trace time moves on without traffic
-    later = an.snapshot(t + 30 * S)
+    later = an.snapshot(t + 30 * S).to_json()
     assert later["rps"] == 0 and later["slowest"] == []
 
 
@@ -240,7 +240,7 @@ def test_snapshot_stalls_newest_first_and_open_flag():
     an = Analyzer(stall_ms=50)
     for i in range(14):
         an.on_busy(BusySpan(PID, T0 + i * 3 * S, T0 + i * 3 * S + (60 + i) * MS))
-    snap = an.snapshot()
+    snap = an.snapshot().to_json()
     assert len(snap["stalls"]) == 10
     assert [s["duration_ms"] for s in snap["stalls"]] == [float(60 + i) for i in range(13, 3, -1)]
     assert snap["stalls"][0]["open"] is True and snap["stalls"][1]["open"] is False
@@ -262,7 +262,7 @@ def test_connections_and_fsync_stats():
     old.close_ts = T0 + 6 * S
     an.on_request(mkreq(77, "PING", None, T0 + 5 * S, 20 * US))
     an.on_conn(old)
-    snap = an.snapshot(T0 + 6 * S)
+    snap = an.snapshot(T0 + 6 * S).to_json()
     assert snap["connections"]["accepted"] == 4
     assert snap["connections"]["closed"] == 4
     assert snap["connections"]["open"] == 1
@@ -272,14 +272,14 @@ def test_connections_and_fsync_stats():
     for c in conns[:3]:
         an2.on_conn(c)
     an2.on_conn(old)
-    assert an2.report(TARGET)["connections"] == {"accepted": 3, "closed": 4}
+    assert an2.report(TARGET).to_json()["connections"] == {"accepted": 3, "closed": 4}
     an2.on_accept_count(9)
-    assert an2.report(TARGET)["connections"]["accepted"] == 9
+    assert an2.report(TARGET).to_json()["connections"]["accepted"] == 9
 
     for k in range(10):
         an.on_sync(FileSync(PID, PID if k < 3 else PID + 1, 5, "fsync", T0 + k * MS, T0 + k * MS + (k + 1) * MS))
     an.on_sync(FileSync(PID, PID, 5, "aof-write", T0, T0 + 250 * US, 4096))
-    f = an.snapshot()["fsync"]
+    f = an.snapshot().to_json()["fsync"]
     assert f["count"] == 10 and f["main_thread"] == 3
     assert f["max_us"] == 10_000.0 and f["p99_us"] == pytest.approx(10_000, rel=0.02)
     assert f["aof_writes"] == 1 and f["aof_write_max_us"] == 250.0
@@ -289,10 +289,10 @@ def test_busy_ratio_kernel_counters_preferred():
     an = Analyzer()
     an.on_busy(BusySpan(PID, T0, T0 + 10 * MS))
     an.on_busy(BusySpan(PID, T0 + 90 * MS, T0 + 100 * MS))
-    assert an.snapshot()["busy_ratio"] == 0.2
+    assert an.snapshot().to_json()["busy_ratio"] == 0.2
     an.set_counters(lost=1, busy_ns=300, idle_ns=700)
     an.set_counters(lost=1, busy_ns=800, idle_ns=1200)
-    snap = an.snapshot()
+    snap = an.snapshot().to_json()
     assert snap["busy_ratio"] == 0.4 and snap["busy_ratio_recent"] == 0.5 and snap["lost_events"] == 1
 
 
@@ -303,7 +303,7 @@ def test_hot_and_big_keys():
         t += 10 * US
         key = "hot" if i % 2 else f"cold{i}"
         an.on_request(mkreq(1, "GET", key, t, 10 * US, reply_bytes=2_000_000 if i == 500 else 50))
-    rep = an.report(TARGET)
+    rep = an.report(TARGET).to_json()
     assert rep["hot_keys"][0] == ["hot", 500]
     assert rep["big_keys"][0] == ["cold500", 2_000_000]
 

@@ -13,9 +13,33 @@ import re
 import pytest
 from rich.console import Console
 
-from tracer.dashboards.live import Dashboard, fmt_us, render, sparkline, split_cells
-from tracer.dashboards.plain import final_summary, summary_block
+from tracer.dashboards import live as dashboard, plain
+from tracer.dashboards.live import sparkline, split_cells
+from tracer.schema import Report, ScreenHeader, Snapshot
 from tracer.stitch.model import BusySpan, Connection, FileSync, Request
+from tracer.units import fmt_us
+
+
+# The fixtures below are written in the views' JSON form (tracer.schema): the views read them back.
+def _view(cls, doc):
+    return cls.from_json(doc) if isinstance(doc, dict) else doc
+
+
+def render(snap, header):
+    return dashboard.render(_view(Snapshot, snap), _view(ScreenHeader, header))
+
+
+class Dashboard(dashboard.Dashboard):
+    def render(self, snap, header):
+        return super().render(_view(Snapshot, snap), _view(ScreenHeader, header))
+
+
+def summary_block(snap, header):
+    return plain.summary_block(_view(Snapshot, snap), _view(ScreenHeader, header))
+
+
+def final_summary(report):
+    return plain.final_summary(_view(Report, report))
 
 HEADER = {"title": "live", "pid": 4242, "port": 40123, "redis_version": "7.0.15", "io_threads": 1,
           "aof": "everysec", "probe_mode": "syscalls", "stall_ms": 50, "elapsed_s": 12.4, "rps": 1228.5,
@@ -207,7 +231,7 @@ def test_final_summary_stalls_longest_first():
     assert first and second and first.start() < second.start()
     assert "victims: 5 requests of other clients delayed, up to +252ms" in text
     assert "advice: Delete big keys with UNLINK" in text
-    assert "Hot keys: demo:user:0 (1,800)" in text and "demo:bighash (22.0MB)" in text
+    assert "Hot keys: demo:user:0 (1,800)" in text and "demo:bighash (23.1MB)" in text  # decimal units
 
 
 # -- a synthetic stream through the real Analyzer ---------------------------------------------------------
@@ -274,12 +298,13 @@ def analysed():
 
 def test_analyzer_stream_on_screen(analysed):
     an, now = analysed
-    snap = an.snapshot(now)
+    view = an.snapshot(now)
+    snap = view.to_json()
     stalls = [s for s in snap["stalls"] if s["command"] == "DEL"]
     assert stalls, snap["stalls"]
     stall = stalls[0]
     assert stall["key"] == "big:hash" and stall["victims"] == 3
-    text, _ = screen(render(snap, dict(HEADER, lost_events=0)))
+    text, _ = screen(render(view, dict(HEADER, lost_events=0)))
     get = row_of(text, "GET")
     assert f"{snap['commands']['GET']['count']:,}" in get
     assert fmt_us(snap["commands"]["GET"]["p99_us"]) in get
@@ -291,7 +316,7 @@ def test_analyzer_stream_on_screen(analysed):
     cells = del_row.split()
     assert cells[cells.index("big:hash") + 1] == "3"
     assert "UNLINK" in text
-    block = summary_block(snap, HEADER)
+    block = summary_block(view, HEADER)
     assert "DEL big:hash" in block and "3 victims" in block
     assert f"{snap['commands']['GET']['count']:,}" in block
 
@@ -299,7 +324,7 @@ def test_analyzer_stream_on_screen(analysed):
 def test_analyzer_report_final_summary(analysed):
     an, _ = analysed
     an.finish()
-    report = an.report({"pid": PID, "port": 6379, "redis_version": "7.0.15"})
+    report = an.report({"pid": PID, "port": 6379, "redis_version": "7.0.15"}).to_json()
     text = final_summary(dict(report, stall_ms=50))
     assert "redis-server pid 777" in text
     assert "DEL big:hash" in text and "victims: 3 requests" in text and "advice:" in text
@@ -312,8 +337,6 @@ def test_nodes_panel_one_row_per_instance():
     from io import StringIO
 
     from rich.console import Console
-
-    from tracer.dashboards.live import Dashboard
 
     snap = {"requests": 30, "rps": 10.0, "commands": {}, "stalls": [], "slowest": [],
             "nodes": [{"pid": 11, "port": 7000, "requests": 10, "rps": 3.5, "p99_us": 120.0, "busy_ratio": 0.25,

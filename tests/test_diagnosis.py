@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from tracer.analyze.analysis import Analyzer
-from tracer.analyze.diagnosis import StallDetector, command_class
+from tracer.analyze.diagnosis import StallDetector
+from tracer.analyze.stall_classes import command_class
 from tracer.stitch.model import BusySpan, FileSync, Request
 
 PID = 4242
@@ -93,22 +94,22 @@ def test_bigkey_del_stall_culprit_and_victims():
     an = Analyzer(stall_ms=50)
     feed(an, items)
     an.finish()
-    stalls = an.report({"pid": PID, "port": 6379, "redis_version": "7.2.4"}, clock_first_ts=T0 - 3 * S)["stalls"]
+    stalls = an.report({"pid": PID, "port": 6379, "redis_version": "7.2.4"}, clock_first_ts=T0 - 3 * S).stalls
     assert len(stalls) == 1
     st = stalls[0]
-    assert st["class"] == "bigkey"
-    assert st["command"] == "DEL"
-    assert st["key"] == "big:hash"
-    assert st["client"] == "10.0.0.1:5001"
-    assert st["victims"] == 30
-    assert st["duration_ms"] == pytest.approx((end - start) / MS, abs=1e-3)
-    assert st["start_s"] == pytest.approx(3.0, abs=1e-3)
-    assert st["victim_added_ms"] == pytest.approx(max(added) / MS, abs=1e-3)
-    assert st["victim_added_total_ms"] == pytest.approx(sum(added) / MS, abs=1e-2)
-    assert st["victim_added_mean_ms"] == pytest.approx(sum(added) / 30 / MS, abs=1e-2)
-    assert any("DEL key 'big:hash'" in e and "1200 ms" in e for e in st["evidence"])
-    assert any("UNLINK" in a for a in st["advice"])
-    assert st["culprits"][0]["command"] == "DEL" and st["culprits"][0]["exec_ms"] == pytest.approx(1200.0)
+    assert st.class_ == "bigkey"
+    assert st.command == "DEL"
+    assert st.key == "big:hash"
+    assert st.client == "10.0.0.1:5001"
+    assert st.victims == 30
+    assert st.duration_ms == pytest.approx((end - start) / MS, abs=1e-3)
+    assert st.start_s == pytest.approx(3.0, abs=1e-3)
+    assert st.victim_added_ms == pytest.approx(max(added) / MS, abs=1e-3)
+    assert st.victim_added_total_ms == pytest.approx(sum(added) / MS, abs=1e-2)
+    assert st.victim_added_mean_ms == pytest.approx(sum(added) / 30 / MS, abs=1e-2)
+    assert any("DEL key 'big:hash'" in e and "1200 ms" in e for e in st.evidence)
+    assert any("UNLINK" in a for a in st.advice)
+    assert st.culprits[0].command == "DEL" and st.culprits[0].exec_ms == pytest.approx(1200.0)
 
 
 def test_same_iteration_request_after_culprit_is_a_victim():
@@ -117,10 +118,10 @@ def test_same_iteration_request_after_culprit_is_a_victim():
     feed(det, items)
     det.finish()
     (st,) = det.results()
-    assert st["victims"] == 31
-    assert st["command"] == "DEL"
+    assert st.victims == 31
+    assert st.command == "DEL"
     # the same-iteration GET waited exactly the DEL's execution
-    assert st["victim_added_ms"] == pytest.approx(max(max(added), delete.exec_ns) / MS, abs=1e-3)
+    assert st.victim_added_ms == pytest.approx(max(max(added), delete.exec_ns) / MS, abs=1e-3)
 
 
 def test_culprit_reported_after_the_span_record_is_still_joined():
@@ -153,7 +154,7 @@ def test_stall_stays_open_until_join_window_passes():
     late = mkreq(99, "PING", None, arrival=end + 2 * S + MS, read_start=end + 2 * S + 2 * MS)
     det.on_request(late)
     assert not det.open and len(det.done) == 1
-    assert det.done[0]["victims"] == 30
+    assert det.done[0].victims == 30
 
 
 def test_lua_stall():
@@ -167,10 +168,10 @@ def test_lua_stall():
     feed(det, items)
     det.finish()
     (st,) = det.results()
-    assert st["class"] == "lua" and st["command"] == "EVALSHA"
-    assert st["victims"] == 1
-    assert st["victim_added_ms"] == pytest.approx((ev.reply_end_ts + 10 * US - start - 150 * MS) / MS, abs=1e-3)
-    assert any("lua-time-limit" in a or "busy-reply-threshold" in a for a in st["advice"])
+    assert st.class_ == "lua" and st.command == "EVALSHA"
+    assert st.victims == 1
+    assert st.victim_added_ms == pytest.approx((ev.reply_end_ts + 10 * US - start - 150 * MS) / MS, abs=1e-3)
+    assert any("lua-time-limit" in a or "busy-reply-threshold" in a for a in st.advice)
 
 
 def test_keys_is_keyspace():
@@ -180,8 +181,8 @@ def test_keys_is_keyspace():
     feed(det, [k, BusySpan(PID, start, k.reply_end_ts + 5 * US)])
     det.finish()
     (st,) = det.results()
-    assert st["class"] == "keyspace" and st["command"] == "KEYS"
-    assert any("SCAN" in a for a in st["advice"])
+    assert st.class_ == "keyspace" and st.command == "KEYS"
+    assert any("SCAN" in a for a in st.advice)
 
 
 def test_main_thread_fdatasync_is_aof():
@@ -195,10 +196,10 @@ def test_main_thread_fdatasync_is_aof():
     feed(det, items)
     det.finish()
     (st,) = det.results()
-    assert st["class"] == "aof"
-    assert any("fdatasync on fd 7 took 80 ms" in e for e in st["evidence"])
-    assert any("appendfsync everysec" in a for a in st["advice"])
-    assert any("no-appendfsync-on-rewrite yes" in a for a in st["advice"])
+    assert st.class_ == "aof"
+    assert any("fdatasync on fd 7 took 80 ms" in e for e in st.evidence)
+    assert any("appendfsync everysec" in a for a in st.advice)
+    assert any("no-appendfsync-on-rewrite yes" in a for a in st.advice)
 
 
 def test_background_fsync_does_not_make_aof():
@@ -208,8 +209,8 @@ def test_background_fsync_does_not_make_aof():
     feed(det, [sync, BusySpan(PID, start, start + 82 * MS)])
     det.finish()
     (st,) = det.results()
-    assert st["class"] == "not-redis"
-    assert any("background fdatasync" in e for e in st["evidence"])
+    assert st.class_ == "not-redis"
+    assert any("background fdatasync" in e for e in st.evidence)
 
 
 def test_busy_without_requests_is_not_redis():
@@ -217,10 +218,10 @@ def test_busy_without_requests_is_not_redis():
     feed(det, [BusySpan(PID, T0, T0 + 120 * MS)])
     det.finish()
     (st,) = det.results()
-    assert st["class"] == "not-redis"
-    assert st["command"] == "" and st["key"] is None and st["victims"] == 0
-    assert any("without a traced command: serverCron/expiry/eviction or off-CPU" in e for e in st["evidence"])
-    assert any("LATENCY DOCTOR" in a for a in st["advice"])
+    assert st.class_ == "not-redis"
+    assert st.command == "" and st.key is None and st.victims == 0
+    assert any("without a traced command: serverCron/expiry/eviction or off-CPU" in e for e in st.evidence)
+    assert any("LATENCY DOCTOR" in a for a in st.advice)
 
 
 def test_span_with_only_a_get_is_unknown_with_facts():
@@ -230,9 +231,9 @@ def test_span_with_only_a_get_is_unknown_with_facts():
     feed(det, [g, BusySpan(PID, start, start + 70 * MS)])
     det.finish()
     (st,) = det.results()
-    assert st["class"] == "unknown"
-    assert st["command"] == "GET"   # the only command seen, reported as the fact it is
-    text = " | ".join(st["evidence"])
+    assert st.class_ == "unknown"
+    assert st.command == "GET"   # the only command seen, reported as the fact it is
+    text = " | ".join(st.evidence)
     assert "GET x1 (0.005 ms)" in text
     assert "69.995 ms of the 70 ms stall not accounted for" in text
 
@@ -244,7 +245,7 @@ def test_small_del_in_long_span_is_not_blamed():
     feed(det, [d, BusySpan(PID, start, start + 60 * MS)])
     det.finish()
     (st,) = det.results()
-    assert st["class"] == "unknown"
+    assert st.class_ == "unknown"
 
 
 def test_big_reply_is_bigkey():
@@ -256,8 +257,8 @@ def test_big_reply_is_bigkey():
     feed(det, [g, BusySpan(PID, start, g.reply_end_ts + 1 * MS)])
     det.finish()
     (st,) = det.results()
-    assert st["class"] == "bigkey"
-    assert any("5.0 MB" in e for e in st["evidence"])
+    assert st.class_ == "bigkey"
+    assert any("5.0 MB" in e for e in st.evidence)
 
 
 def test_pipelined_inferred_batch_is_attributed_to_its_on_command():
@@ -275,9 +276,9 @@ def test_pipelined_inferred_batch_is_attributed_to_its_on_command():
     feed(det, batch + [BusySpan(PID, start, exec_end + 30 * US)])
     det.finish()
     (st,) = det.results()
-    assert st["class"] == "bigkey" and st["command"] == "HGETALL" and st["key"] == "big"
-    assert any("inferred for a pipelined batch of 3" in e for e in st["evidence"])
-    assert any("HSCAN" in a for a in st["advice"])
+    assert st.class_ == "bigkey" and st.command == "HGETALL" and st.key == "big"
+    assert any("inferred for a pipelined batch of 3" in e for e in st.evidence)
+    assert any("HSCAN" in a for a in st.advice)
 
 
 def test_untimed_culprit_falls_back_to_latest_read_and_stays_unknown():
@@ -288,9 +289,9 @@ def test_untimed_culprit_falls_back_to_latest_read_and_stays_unknown():
     feed(det, [a, d, BusySpan(PID, start, start + 500 * MS)])
     det.finish()
     (st,) = det.results()
-    assert st["command"] == "DEL"       # latest read in the span
-    assert st["class"] == "unknown"     # no execution time: no guess
-    assert any("not timed" in e for e in st["evidence"])
+    assert st.command == "DEL"       # latest read in the span
+    assert st.class_ == "unknown"     # no execution time: no guess
+    assert any("not timed" in e for e in st.evidence)
 
 
 def test_io_thread_reads_prevent_not_redis():
@@ -301,8 +302,8 @@ def test_io_thread_reads_prevent_not_redis():
     feed(det, [r, BusySpan(PID, start, start + 100 * MS)])
     det.finish()
     (st,) = det.results()
-    assert st["class"] == "unknown"
-    assert any("IO threads" in e for e in st["evidence"])
+    assert st.class_ == "unknown"
+    assert any("IO threads" in e for e in st.evidence)
 
 
 def test_normal_traffic_has_no_stalls():
@@ -316,9 +317,9 @@ def test_normal_traffic_has_no_stalls():
     feed(an, items)
     an.finish()
     rep = an.report({"pid": PID, "port": 6379, "redis_version": "7.2.4"})
-    assert rep["stalls"] == []
-    assert rep["requests"] == 5000
-    assert an.snapshot()["stalls"] == []
+    assert rep.stalls == []
+    assert rep.requests == 5000
+    assert an.snapshot().stalls == []
 
 
 def test_other_process_spans_and_requests_do_not_mix():
@@ -329,7 +330,7 @@ def test_other_process_spans_and_requests_do_not_mix():
     feed(det, [d, other])
     det.finish()
     (st,) = det.results()
-    assert st["class"] == "not-redis"
+    assert st.class_ == "not-redis"
 
 
 @pytest.mark.parametrize("command,key,cls", [
@@ -352,8 +353,8 @@ def test_many_stalls_stay_bounded():
     assert len(det.done) <= 120
     res = det.results()
     assert len(res) == 100
-    assert res[0]["duration_ms"] == 450.0
-    assert [r["duration_ms"] for r in res] == sorted((r["duration_ms"] for r in res), reverse=True)
+    assert res[0].duration_ms == 450.0
+    assert [r.duration_ms for r in res] == sorted((r.duration_ms for r in res), reverse=True)
 
 
 def test_heavy_culprit_found_among_thousands_of_pipelined_commands():
@@ -372,9 +373,9 @@ def test_heavy_culprit_found_among_thousands_of_pipelined_commands():
     feed(det, gets + [d, BusySpan(PID, start, end)])
     det.finish()
     (st,) = det.results()
-    assert st["class"] == "bigkey" and st["command"] == "ZRANGE" and st["key"] == "big:zset"
-    assert any("2.0 MB" in e for e in st["evidence"])
+    assert st.class_ == "bigkey" and st.command == "ZRANGE" and st.key == "big:zset"
+    assert any("2.0 MB" in e for e in st.evidence)
     # conn 1's GETs executed before the ZRANGE but were answered after it: they waited on it.
     # Only the first MAX_INSPAN requests of a stall are kept individually; the rest are aggregated.
-    assert 1999 <= st["victims"] <= 2000
-    assert st["victim_added_ms"] == pytest.approx(250.0, abs=0.01)
+    assert 1999 <= st.victims <= 2000
+    assert st.victim_added_ms == pytest.approx(250.0, abs=0.01)

@@ -10,24 +10,19 @@ from __future__ import annotations
 
 import heapq
 
-from tracer.analyze.diagnosis import NS_PER_S, StallDetector, format_stall
+from tracer.analyze.diagnosis import StallDetector, format_stall
 from tracer.analyze.histogram import LatencyHistogram
+from tracer.options import STALL_MS
+from tracer.schema import (CommandStats, ConnStats, FsyncStats, Report, SlowRequest, Snapshot, TargetInfo)
+from tracer.stitch.model import PHASES
+from tracer.units import NS_PER_S, ns_to_us as _us, r3 as _r3
 
 WINDOW_S = 5            # rates are over the last ~5 s of trace time
 SLOW_WINDOW_S = 10      # "recent" slow requests
 SECS_KEPT = 12          # per-second counters kept
 KEY_CAP = 2000
 MAX_COMMANDS = 512      # distinct command names tracked; the rest are counted as OTHER
-PHASES = ("socket_queue", "wait", "exec", "reply_write")
 EVICT_DIV = 2           # a full top-K table drops at least 1/EVICT_DIV of its entries at once
-
-
-def _us(ns) -> float:
-    return round(ns / 1000.0, 3)
-
-
-def _r3(x) -> float:
-    return round(float(x), 3)
 
 
 class SpaceSaving:
@@ -158,7 +153,7 @@ def _segments(req) -> list:
 
 
 class Analyzer:
-    def __init__(self, stall_ms: float = 50, top_n: int = 10, key_cap: int = KEY_CAP,
+    def __init__(self, stall_ms: float = STALL_MS, top_n: int = 10, key_cap: int = KEY_CAP,
                  max_commands: int = MAX_COMMANDS, lookback_s: float = 5.0, lookback_max: int = 50_000,
                  on_stall=None):
         self.stall_ms = stall_ms
@@ -394,7 +389,7 @@ class Analyzer:
         start = max(lo * NS_PER_S, self.first_ts)
         return lo, hi, max(end - start, 1) / NS_PER_S
 
-    def _slow_dict(self, req, base: int) -> dict:
+    def _slow_request(self, req, base: int) -> SlowRequest:
         start = req.start_ts
         segs = _segments(req)
         values = (req.socket_queue_ns, req.wait_ns, req.exec_ns, req.reply_write_ns)
@@ -403,16 +398,15 @@ class Analyzer:
         for name in PHASES:
             first = next((a for n, a, _ in segs if n == name), None)
             offsets.append(None if first is None else _us(first - start))
-        return {
-            "client": req.client or "", "command": (req.command or "?").upper(), "key": req.key,
-            "latency_us": _us(req.latency_ns or 0),
-            "start_s": _r3(max(0, start - base) / NS_PER_S) if start else None,
-            "phases": phases, "offsets_us": offsets,
-            "segments": [(n, _us(a - start), _us(b - a)) for n, a, b in segs],
-            "reply_bytes": req.reply_bytes,
-        }
+        return SlowRequest(
+            client=req.client or "", command=(req.command or "?").upper(), key=req.key,
+            latency_us=_us(req.latency_ns or 0),
+            start_s=_r3(max(0, start - base) / NS_PER_S) if start else None,
+            phases=phases, offsets_us=offsets,
+            segments=[(n, _us(a - start), _us(b - a)) for n, a, b in segs],
+            reply_bytes=req.reply_bytes)
 
-    def snapshot(self, now_ts: int | None = None, max_commands: int = 12, spark_width: int = 16) -> dict:
+    def snapshot(self, now_ts: int | None = None, max_commands: int = 12, spark_width: int = 16) -> Snapshot:
         """Live dashboard numbers; cheap. now_ts: CLOCK_MONOTONIC ns (defaults to the last event)."""
         end = max(now_ts or 0, self.last_ts)
         base = self.first_ts or end
@@ -426,41 +420,35 @@ class Analyzer:
         commands = {}
         for name, c in shown:
             p50, p99, p999 = c.hist.percentiles((50, 99, 99.9))
-            commands[name] = {
-                "count": c.count, "rps": _r3(c.secs.total(lo, hi) / window),
-                "p50_us": _us(p50), "p99_us": _us(p99), "p999_us": _us(p999), "max_us": _us(c.hist.max),
-                "exec_share": _r3(c.exec_ns / self.exec_total_ns) if self.exec_total_ns else 0.0,
-                "spark": c.hist.sparkline(spark_width, spark_lo, spark_hi),
-            }
+            commands[name] = CommandStats(
+                count=c.count, rps=_r3(c.secs.total(lo, hi) / window),
+                p50_us=_us(p50), p99_us=_us(p99), p999_us=_us(p999), max_us=_us(c.hist.max),
+                exec_share=_r3(c.exec_ns / self.exec_total_ns) if self.exec_total_ns else 0.0,
+                spark=c.hist.sparkline(spark_width, spark_lo, spark_hi))
         slow_items = [it for s, heap in self.slow_secs.items() if s > hi - SLOW_WINDOW_S for it in heap]
         slow_items.sort(key=lambda it: (-it[0], it[1]))
-        return {
-            "elapsed_s": _r3((end - self.first_ts) / NS_PER_S) if self.first_ts else 0.0,
-            "requests": self.requests,
-            "rps": _r3(self.req_secs.total(lo, hi) / window),
-            "lost_events": self.lost_events,
-            "commands": commands,
-            "phases_us_total": {p: _us(v) for p, v in self.phase_ns.items()},
-            "busy_ratio": None if busy is None else _r3(busy),
-            "busy_ratio_recent": None if self.recent_busy_ratio is None else _r3(self.recent_busy_ratio),
-            "slowest": [self._slow_dict(it[2], base) for it in slow_items[:self.top_n]],
-            "stalls": [format_stall(r, base, open_=is_open) for r, is_open in self.detector.latest(10)],
-            "fsync": {
-                "count": self.fsync_hist.count, "main_thread": self.fsync_main,
-                "p99_us": _us(self.fsync_hist.percentile(99)), "max_us": _us(self.fsync_hist.max),
-                "aof_writes": self.aof_write_hist.count, "aof_write_max_us": _us(self.aof_write_hist.max),
-            },
-            "connections": {
-                "accepted": self.accepted_total, "closed": self.closed, "open": len(self.live_conns),
-                "accept_queue_p99_us": _us(self.accept_hist.percentile(99)),
-                "accept_rate": _r3(self.accept_secs.total(lo, hi) / window),
-            },
-            "hot_keys": self.hot_keys.top(self.top_n),
-            "big_keys": self.big_keys.top(self.top_n),
-        }
+        return Snapshot(
+            elapsed_s=_r3((end - self.first_ts) / NS_PER_S) if self.first_ts else 0.0,
+            requests=self.requests,
+            rps=_r3(self.req_secs.total(lo, hi) / window),
+            lost_events=self.lost_events,
+            commands=commands,
+            phases_us_total={p: _us(v) for p, v in self.phase_ns.items()},
+            busy_ratio=None if busy is None else _r3(busy),
+            busy_ratio_recent=None if self.recent_busy_ratio is None else _r3(self.recent_busy_ratio),
+            slowest=[self._slow_request(it[2], base) for it in slow_items[:self.top_n]],
+            stalls=[format_stall(r, base, open_=is_open) for r, is_open in self.detector.latest(10)],
+            fsync=FsyncStats(count=self.fsync_hist.count, main_thread=self.fsync_main,
+                             p99_us=_us(self.fsync_hist.percentile(99)), max_us=_us(self.fsync_hist.max),
+                             aof_writes=self.aof_write_hist.count, aof_write_max_us=_us(self.aof_write_hist.max)),
+            connections=ConnStats(accepted=self.accepted_total, closed=self.closed, open=len(self.live_conns),
+                                  accept_queue_p99_us=_us(self.accept_hist.percentile(99)),
+                                  accept_rate=_r3(self.accept_secs.total(lo, hi) / window)),
+            hot_keys=self.hot_keys.top(self.top_n),
+            big_keys=self.big_keys.top(self.top_n))
 
-    def report(self, target: dict, clock_first_ts: int | None = None) -> dict:
-        """The JSON report (schema 1). clock_first_ts: the trace's first event (stitcher.first_ts),
+    def report(self, target: dict, clock_first_ts: int | None = None) -> Report:
+        """The report (schema 1; Report.to_json is its JSON). clock_first_ts: the trace's first event (stitcher.first_ts),
         the origin of every start_s; defaults to the earliest timestamp the analyzer saw."""
         first = clock_first_ts or self.first_ts
         duration = max(0, self.last_ts - first) / NS_PER_S if first and self.last_ts else 0.0
@@ -469,24 +457,22 @@ class Analyzer:
         for name in sorted(self.commands):
             c = self.commands[name]
             p50, p99 = c.hist.percentiles((50, 99))
-            commands[name] = {"count": c.count, "p50_us": _us(p50), "p99_us": _us(p99), "max_us": _us(c.hist.max)}
+            commands[name] = CommandStats(count=c.count, p50_us=_us(p50), p99_us=_us(p99), max_us=_us(c.hist.max))
         stalls = [format_stall(r, first) for r in self.detector.results()]
         busy = self.busy_ratio()
-        return {
-            "schema": 1,
-            "target": {"pid": int(target.get("pid") or 0), "port": None if port is None else int(port),
-                       "redis_version": str(target.get("redis_version") or "")},
-            "duration_s": _r3(duration),
-            "requests": self.requests,
-            "lost_events": self.lost_events,
-            "commands": commands,
-            "stalls": stalls,
-            "fsync": {"count": self.fsync_hist.count, "main_thread": self.fsync_main,
-                      "p99_us": _us(self.fsync_hist.percentile(99)), "max_us": _us(self.fsync_hist.max)},
-            "connections": {"accepted": self.accepted_total, "closed": self.closed},
-            "hot_keys": [[k, n] for k, n in self.hot_keys.top(self.top_n)],
-            "big_keys": [[k, n] for k, n in self.big_keys.top(self.top_n)],
-            "phases_us_total": {p: _us(v) for p, v in self.phase_ns.items()},
-            "unanswered": self.unanswered,
-            "busy_ratio": None if busy is None else _r3(busy),
-        }
+        return Report(
+            target=TargetInfo(pid=int(target.get("pid") or 0), port=None if port is None else int(port),
+                              redis_version=str(target.get("redis_version") or "")),
+            duration_s=_r3(duration),
+            requests=self.requests,
+            lost_events=self.lost_events,
+            commands=commands,
+            stalls=stalls,
+            fsync=FsyncStats(count=self.fsync_hist.count, main_thread=self.fsync_main,
+                             p99_us=_us(self.fsync_hist.percentile(99)), max_us=_us(self.fsync_hist.max)),
+            connections=ConnStats(accepted=self.accepted_total, closed=self.closed),
+            hot_keys=[[k, n] for k, n in self.hot_keys.top(self.top_n)],
+            big_keys=[[k, n] for k, n in self.big_keys.top(self.top_n)],
+            phases_us_total={p: _us(v) for p, v in self.phase_ns.items()},
+            unanswered=self.unanswered,
+            busy_ratio=None if busy is None else _r3(busy))

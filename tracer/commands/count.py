@@ -5,6 +5,7 @@ import json
 from collections import Counter
 
 from tracer.kernel import events
+from tracer.options import TraceOptions
 from tracer.runtime import runner
 
 
@@ -16,8 +17,8 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    runner.check_duration(args)
-    targets = runner.resolve_targets(args)
+    options = TraceOptions.from_args(args)
+    targets = runner.resolve_targets(options)
     counts: Counter = Counter()
 
     def consume(records):
@@ -30,9 +31,9 @@ def run(args) -> int:
                 name = "writev"
             counts[name] += 1
 
-    session = runner.attach(args, targets)
+    session = runner.attach(options, targets)
     try:
-        runner.drain_loop(session, consume, args.duration, args.poll_ms)
+        runner.drain_loop(session, consume, options.duration, options.poll_ms)
         lost = session.counters()["lost"]
     finally:
         session.close()

@@ -11,21 +11,24 @@ from __future__ import annotations
 import signal
 import sys
 
-from tracer.commands import live
 from tracer.errors import TracerError
+from tracer.options import TraceOptions
+from tracer.runtime import runner, session
+
+DEMO_POLL_MS = 50   # the demo's own small server: drain often, for a lively screen
 
 
 def add_parser(sub):
     p = sub.add_parser("demo", help="trace a throw-away redis-server under a mixed workload with a BigKey "
                                     "and a slow script, live")
     p.add_argument("--duration", type=float, default=30, metavar="S", help="seconds to run (default 30)")
-    live.add_analysis_args(p)
+    runner.add_analysis_args(p)
     p.add_argument("--no-dashboard", action="store_true",
                    help="no live screen: print a plain summary block per refresh instead")
     p.add_argument("--clients", type=int, default=4, help="workload client threads (default 4)")
     p.add_argument("--record", metavar="FILE", help="also write the probe records to a trace file")
     p.add_argument("--svg", metavar="FILE", help="at the end, save the last dashboard frame as an SVG image")
-    p.set_defaults(pid=None, port=None, exec_probes=False, capture_bytes=4096, poll_ms=50, show_values=False)
+    p.set_defaults(poll_ms=DEMO_POLL_MS)
     return p
 
 
@@ -38,12 +41,13 @@ def _raise_hangup(signum, _frame):
 
 
 def run(args) -> int:
+    from tracer.dashboards.live import save_svg
     from tracer.kernel.privileges import require_tracing_privileges
-    from tracer.sandbox.redis_server import RedisServer
     from tracer.kernel.target import find_target, query_redis_info
+    from tracer.sandbox.redis_server import RedisServer
     from tracer.sandbox.workload import Workload
 
-    live.check_args(args)
+    options = TraceOptions.from_args(args)
     if not 1 <= args.clients <= 32:
         raise TracerError(f"--clients must be between 1 and 32, not {args.clients}")
     require_tracing_privileges()  # before starting anything
@@ -62,8 +66,8 @@ def run(args) -> int:
         target.info = query_redis_info(target)
         workload = Workload(server.port, clients=args.clients, max_seconds=args.duration + 30)
         mode = "plain" if args.no_dashboard else "auto"
-        result = live.run_traced(args, target, title="demo", mode=mode, on_attached=workload.start,
-                                 on_stop=workload.stop)
+        result = session.run_traced(options, [target], title="demo", mode=mode, on_attached=workload.start,
+                                    on_stop=workload.stop)
     finally:
         try:
             if workload is not None:
@@ -76,8 +80,8 @@ def run(args) -> int:
             if pid:
                 print(f"demo: stopped redis-server pid {pid}, removed {where}", file=sys.stderr, flush=True)
     if args.svg:
-        live.save_svg(args.svg, result.snapshot, result.header, title="redis-tracer demo")
-    live.print_summary(result, args.stall_ms)
+        save_svg(args.svg, result.snapshot, result.header, title="redis-tracer demo")
+    session.print_summary(result, options.stall_ms)
     if workload.stats["errors"]:
         print(f"demo: the workload saw {workload.stats['errors']} errors (last: {workload.last_error})",
               file=sys.stderr)

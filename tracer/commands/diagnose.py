@@ -1,36 +1,36 @@
 """`redis-tracer diagnose`: trace headless for a while, then print the diagnosis.
 
 Stalls longest first (culprit, duration, victims, added latency, advice), hot and big keys,
-and the per-command figures; `--json` prints Analyzer.report() as one JSON object instead.
+and the per-command figures; `--json` prints the report as one JSON object instead.
 """
 from __future__ import annotations
 
 import json
 import sys
 
-from tracer.runtime import runner
-from tracer.commands import live
+from tracer.options import TraceOptions
+from tracer.runtime import runner, session
 
 
 def add_parser(sub):
     p = sub.add_parser("diagnose", help="trace for a while (--duration or Ctrl-C), then explain the stalls: "
                                         "culprits, victims, advice; hot and big keys")
     runner.add_target_args(p)
-    live.add_analysis_args(p, refresh=False)
+    runner.add_analysis_args(p, refresh=False)
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     return p
 
 
 def run(args) -> int:
-    live.check_args(args)
-    target = runner.resolve_targets(args)
-    if args.duration is None:
+    options = TraceOptions.from_args(args)
+    targets = runner.resolve_targets(options)
+    if options.duration is None:
         print("diagnose: tracing until Ctrl-C (or pass --duration S)", file=sys.stderr, flush=True)
-    result = live.run_traced(args, target, title="diagnose", mode="quiet")
+    result = session.run_traced(options, targets, title="diagnose", mode="quiet")
     if result.reason == "target exited":
         print("redis-tracer: the traced redis-server exited", file=sys.stderr)
     if args.json:
-        print(json.dumps(result.report, default=str), flush=True)
+        print(json.dumps(result.report.to_json(), default=str), flush=True)
     else:
-        live.print_summary(result, args.stall_ms)
+        session.print_summary(result, options.stall_ms)
     return 0

@@ -53,8 +53,8 @@ def _write(args, out) -> int:
     writer = ChromeTraceWriter(out)
     header, pipeline = offline.analyse(args.file, args.stall_ms, on_request=writer.request, on_sync=writer.sync)
     first = pipeline.stitcher.first_ts  # the origin of the report's start_s
-    pid = offline.first_target(header).get("pid") or 0
-    for stall in pipeline.report(offline.first_target(header))["stalls"]:
+    pid = header.first_target.get("pid") or 0
+    for stall in pipeline.report(header.first_target).stalls:
         writer.stall(pid, stall, first)
     writer.close()
     return writer.count

@@ -1,13 +1,13 @@
 """`redis-tracer record`: headless capture of the raw probe records to a trace file."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
-from tracer.runtime import runner
-from tracer.tracefile import trace_header
 from tracer.errors import TracerError
-from tracer.stitch.model import Clock
+from tracer.options import STALL_MS, TraceOptions
+from tracer.runtime import runner, session
 
 
 def add_parser(sub):
@@ -15,50 +15,26 @@ def add_parser(sub):
     runner.add_target_args(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="trace file to create (mode 0600)")
     p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
-    p.add_argument("--stall-ms", type=float, default=50, help="stall threshold for --json-out (default 50)")
+    p.add_argument("--stall-ms", type=float, default=STALL_MS,
+                   help=f"stall threshold for --json-out (default {STALL_MS:g})")
     p.add_argument("--json-out", metavar="FILE", help="also write the live analysis as report JSON")
     return p
 
 
 def run(args) -> int:
-    from tracer.runtime.pipeline import Pipeline
-    from tracer.tracefile.recording import TraceWriter
+    from tracer.commands.export import open_private
 
-    runner.check_duration(args)
-    targets = runner.resolve_targets(args)
-    clock = Clock()
-    session = runner.attach(args, targets)
-    try:
-        header = trace_header.build(session, targets, clock, args.stall_ms, args.show_values)
-        writer = TraceWriter(args.output, header, overwrite=args.overwrite)
-        pipeline = Pipeline(stall_ms=args.stall_ms, show_values=args.show_values,
-                            uprobe_exec=session.exec_attached, writer=writer, targets=header["targets"])
-        failure = None
-        try:
-            runner.drain_loop(session, pipeline.feed, args.duration, args.poll_ms)
-        except TracerError as err:  # disk full: what is on disk stays readable
-            failure = err
-        pipeline.finish()
-        summary = {"records": writer.records_written, "requests": pipeline.stitcher.stats.requests,
-                   "lost_events": pipeline.lost_events}
-        if failure is None:
-            writer.write_trailer(summary)
-            writer.close()
-        else:
-            writer.close(aborted=str(failure))
-            raise failure
-    finally:
-        session.close()
+    options = dataclasses.replace(TraceOptions.from_args(args), record_path=args.output)
+    targets = runner.resolve_targets(options)
+    result = session.run_traced(options, targets, title="record", mode="quiet", overwrite=args.overwrite)
     if args.json_out:
-        from tracer.commands.export import open_private
-
         try:
             with open_private(args.json_out) as f:
-                json.dump(pipeline.report(header["targets"][0]), f, sort_keys=True)
+                json.dump(result.report.to_json(), f, sort_keys=True)
         except OSError as err:
             raise TracerError(f"cannot write {args.json_out}: {err.strerror} (the trace itself is complete: "
                               f"{args.output})") from None
-    lost = pipeline.lost_events
-    print(f"recorded: {writer.records_written} records, {summary['requests']} requests, {lost} lost events "
+    done = result.recorded
+    print(f"recorded: {done['records']} records, {done['requests']} requests, {done['lost_events']} lost events "
           f"-> {args.output}", file=sys.stderr)
     return 0

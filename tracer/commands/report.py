@@ -1,15 +1,17 @@
-"""`redis-tracer report FILE`: the offline analysis of a recording, as tables or one JSON object."""
+"""`redis-tracer report FILE`: the offline analysis of a recording, as the plain summary or one JSON object."""
 from __future__ import annotations
 
 import json
 import sys
+
+from tracer.options import STALL_MS
 
 
 def add_parser(sub):
     p = sub.add_parser("report", help="analyse a trace file: per-command latency, stalls, fsync, connections")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
-    p.add_argument("--stall-ms", type=float, default=None, help="stall threshold (default: as recorded, 50)")
+    p.add_argument("--stall-ms", type=float, default=None, help=f"stall threshold (default: as recorded, {STALL_MS:g})")
     return p
 
 
@@ -17,11 +19,12 @@ def run(args) -> int:
     from tracer.runtime import offline
 
     header, pipeline = offline.analyse(args.file, args.stall_ms)
-    report = pipeline.report(offline.first_target(header))
+    report = pipeline.report(header.first_target)
     if args.json:
-        sys.stdout.write(json.dumps(report, sort_keys=True) + "\n")
+        sys.stdout.write(json.dumps(report.to_json(), sort_keys=True) + "\n")
     else:
-        from tracer.views.report_text import print_report
+        from tracer.dashboards.plain import final_summary
 
-        print_report(report, header)
+        report.stall_ms = args.stall_ms if args.stall_ms is not None else header.stall_ms or STALL_MS
+        print(final_summary(report))
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
+from tracer.options import TraceOptions
 from tracer.runtime import runner
 from tracer.stitch.model import Clock
 
@@ -36,8 +37,8 @@ def format_line(req, clock: Clock) -> str:
 def run(args) -> int:
     from tracer.stitch.stitcher import Stitcher
 
-    runner.check_duration(args)
-    targets = runner.resolve_targets(args)
+    options = TraceOptions.from_args(args)
+    targets = runner.resolve_targets(options)
     clock = Clock()
     out = sys.stdout
     if args.json:
@@ -46,10 +47,10 @@ def run(args) -> int:
     else:
         def emit(req):
             out.write(format_line(req, clock) + "\n")
-    stitcher = Stitcher(on_request=emit, show_values=args.show_values, uprobe_exec=args.exec_probes)
-    session = runner.attach(args, targets)
+    stitcher = Stitcher(on_request=emit, show_values=options.show_values, uprobe_exec=options.exec_probes)
+    session = runner.attach(options, targets)
     try:
-        runner.drain_loop(session, stitcher.feed_raw, args.duration, args.poll_ms, tick=out.flush)
+        runner.drain_loop(session, stitcher.feed_raw, options.duration, options.poll_ms, tick=out.flush)
         stitcher.finish()
         out.flush()
         lost = session.counters()["lost"]

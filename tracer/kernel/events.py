@@ -28,6 +28,14 @@ FIELDS = (
 )
 HEADER = struct.Struct("<" + "".join(code for code, _ in FIELDS))
 HEADER_SIZE = HEADER.size  # 80
+# Byte offset of each header field: the only place outside this module that needs one reads a
+# field through the accessors below (field_reader), never with a literal offset.
+OFFSETS = {}
+_at = 0
+for _code, _name in FIELDS:
+    OFFSETS[_name] = _at
+    _at += struct.calcsize("<" + _code)
+del _at, _code, _name
 
 # enum rt_kind
 ACCEPT, READ, WRITE, CLOSE, FSYNC, LOOP, EXEC = 1, 2, 3, 4, 5, 6, 7
@@ -106,6 +114,24 @@ def decode(record: bytes | memoryview) -> Event:
     else:
         ev.payload = b""
     return ev
+
+
+def field_reader(name: str):
+    """A fast reader of one integer header field of a raw record: read(raw) -> int (no full decode)."""
+    code = dict((n, c) for c, n in FIELDS)[name]
+    unpack = struct.Struct("<" + code).unpack_from
+    at = OFFSETS[name]
+    return lambda raw: unpack(raw, at)[0]
+
+
+cap_len_of = field_reader("cap_len")
+_ts_exit_of = field_reader("ts_exit")
+_ts_enter_of = field_reader("ts_enter")
+
+
+def record_ts(raw) -> int:
+    """When a raw record happened (its exit, else its entry), for pacing a replay."""
+    return _ts_exit_of(raw) or _ts_enter_of(raw)
 
 
 def encode(ev: Event) -> bytes:

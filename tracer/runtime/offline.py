@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import math
-import struct
 import sys
 
 from tracer.kernel import events
+from tracer.options import STALL_MS, STALL_MS_MAX
 from tracer.runtime.pipeline import Pipeline
+from tracer.schema import TraceHeader
 from tracer.tracefile.recording import TraceReader
 
 _HEADER_SIZE = events.HEADER_SIZE
-_cap_len = struct.Struct("<I").unpack_from  # cap_len sits at byte 56 of the record header
+_cap_len = events.cap_len_of
 _INT_FIELDS = ("pid", "port")
 _MAX_INT = 2**63 - 1
 
@@ -24,9 +25,9 @@ def sane_header(header: dict, warnings: list) -> dict:
     (a hand-edited or hostile file must give a result, not a traceback)."""
     h = dict(header)
     fixed = []
-    stall = h.get("stall_ms", 50)
-    if type(stall) not in (int, float) or not (0 < stall <= 3_600_000) or not math.isfinite(stall):
-        h["stall_ms"] = 50
+    stall = h.get("stall_ms", STALL_MS)
+    if type(stall) not in (int, float) or not (0 < stall <= STALL_MS_MAX) or not math.isfinite(stall):
+        h["stall_ms"] = STALL_MS
         fixed.append("stall_ms")
     for name in ("show_values", "exec_probes"):
         if name in h and type(h[name]) is not bool:
@@ -81,7 +82,7 @@ class CheckedTraceReader(TraceReader):
         bad = 0
         for raw in inner:
             n = len(raw)
-            if n < _HEADER_SIZE or _HEADER_SIZE + _cap_len(raw, 56)[0] > n:
+            if n < _HEADER_SIZE or _HEADER_SIZE + _cap_len(raw) > n:
                 bad += 1
                 continue
             yield raw
@@ -93,15 +94,19 @@ def open_trace(path: str) -> TraceReader:
     return CheckedTraceReader(path)
 
 
+def pipeline_for(header: TraceHeader, stall_ms: float | None = None, **kw) -> Pipeline:
+    """The pipeline a recording is read back through: configured as it was recorded, unless
+    stall_ms overrides the recorded threshold."""
+    return Pipeline(stall_ms=stall_ms if stall_ms is not None else header.stall_ms or STALL_MS,
+                    show_values=bool(header.show_values), uprobe_exec=bool(header.exec_probes),
+                    targets=header.targets, **kw)
+
+
 def analyse(path: str, stall_ms: float | None = None, on_request=None, on_sync=None, batch: int = 4096):
     """(header, pipeline) after feeding every record of the file; warnings go to stderr."""
     reader = open_trace(path)
-    header = reader.header
-    if stall_ms is None:
-        stall_ms = header.get("stall_ms", 50)
-    pipeline = Pipeline(stall_ms=stall_ms, show_values=bool(header.get("show_values")),
-                        uprobe_exec=bool(header.get("exec_probes")), on_request=on_request,
-                        on_sync=on_sync, targets=header.get("targets"))
+    header = TraceHeader.from_json(reader.header)
+    pipeline = pipeline_for(header, stall_ms, on_request=on_request, on_sync=on_sync)
     chunk = []
     for raw in reader.records():
         chunk.append(raw)
@@ -110,11 +115,10 @@ def analyse(path: str, stall_ms: float | None = None, on_request=None, on_sync=N
             chunk = []
     pipeline.feed(chunk)
     pipeline.finish()
-    for warning in reader.warnings:
-        print(f"redis-tracer: warning: {warning}", file=sys.stderr)
+    print_warnings(reader)
     return header, pipeline
 
 
-def first_target(header: dict) -> dict:
-    targets = header.get("targets") or [{}]
-    return targets[0] if isinstance(targets, list) and isinstance(targets[0], dict) else {}
+def print_warnings(reader) -> None:
+    for warning in reader.warnings:
+        print(f"redis-tracer: warning: {warning}", file=sys.stderr)

@@ -1,16 +1,22 @@
 """Raw records → (redacted recording) → stitcher → analyzer: the one path live, replay and report share."""
 from __future__ import annotations
 
-from tracer.kernel import events
+import dataclasses
+
 from tracer.analyze.analysis import Analyzer
-from tracer.stitch.cluster import RedirectTracker
+from tracer.analyze.histogram import LatencyHistogram
 from tracer.decode.redact import error_text_spans, redact_spans
-from tracer.stitch.stitcher import Stitcher
+from tracer.kernel import events
+from tracer.options import STALL_MS
 from tracer.runtime.tuning import tune_gc
+from tracer.schema import NodeRow, Report, Snapshot
+from tracer.stitch.cluster import RedirectTracker
+from tracer.stitch.stitcher import Stitcher
+from tracer.units import ns_to_us, r3
 
 
 class Pipeline:
-    def __init__(self, stall_ms: float = 50, show_values: bool = False, uprobe_exec: bool = False,
+    def __init__(self, stall_ms: float = STALL_MS, show_values: bool = False, uprobe_exec: bool = False,
                  on_request=None, on_sync=None, writer=None, top_n: int = 10, targets: list | None = None):
         tune_gc()  # the hot loop allocates per request: default GC thresholds cost 15-20 % (tuning.py)
         self.analyzer = Analyzer(stall_ms=stall_ms, top_n=top_n)
@@ -102,10 +108,14 @@ class Pipeline:
         self.writer.write_many(out)
         self.writer.maybe_flush()
 
-    def node_rows(self, now_ts: int | None = None) -> list[dict]:
-        """One row per traced instance for the dashboard's per-node view (empty with one instance)."""
-        from tracer.analyze.histogram import LatencyHistogram
+    def snapshot(self, now_ts: int | None = None) -> Snapshot:
+        """What a live view shows at trace time now_ts (default: the last event), nodes included."""
+        snap = self.analyzer.snapshot(now_ts)
+        snap.nodes = self.node_rows(now_ts)
+        return snap
 
+    def node_rows(self, now_ts: int | None = None) -> list[NodeRow]:
+        """One row per traced instance for the dashboard's per-node view (empty with one instance)."""
         rows = []
         for t in self.targets:
             inst = self.instances.get(t["pid"])
@@ -116,10 +126,10 @@ class Pipeline:
             for c in inst.commands.values():
                 merged.merge(c.hist)
             busy = inst.busy_ratio()
-            rows.append({"pid": t["pid"], "port": t.get("port"), "requests": snap["requests"], "rps": snap["rps"],
-                         "p99_us": round(merged.percentile(99) / 1000, 3) if merged.count else None,
-                         "busy_ratio": None if busy is None else round(busy, 3),
-                         "stalls": len(inst.detector.results())})
+            rows.append(NodeRow(pid=t["pid"], port=t.get("port"), requests=snap.requests, rps=snap.rps,
+                                p99_us=ns_to_us(merged.percentile(99)) if merged.count else None,
+                                busy_ratio=None if busy is None else r3(busy),
+                                stalls=len(inst.detector.results())))
         return rows
 
     def finish(self) -> None:
@@ -129,21 +139,19 @@ class Pipeline:
         for inst in self.instances.values():
             inst.finish()
 
-    def report(self, target: dict) -> dict:
+    def report(self, target: dict) -> Report:
         # start_s counts from the first record of the stream, live and offline alike
         first = self.stitcher.first_ts or None
         report = self.analyzer.report(target, clock_first_ts=first)
         instances = []
         for t in self.targets or [target]:
             inst = self.instances.get(t.get("pid"))
-            if inst is None:  # one instance: its figures are the top level's
-                one = {k: v for k, v in report.items() if k != "schema"}
-            else:
-                one = inst.report(t, clock_first_ts=first)
-                one.pop("schema", None)
-            one["links"] = [link.as_dict() for link in self.stitcher.links if link.tgid == t.get("pid")]
+            # one instance: its figures are the top level's
+            one = dataclasses.replace(report) if inst is None else inst.report(t, clock_first_ts=first)
+            one.schema = None
+            one.links = [link.as_dict() for link in self.stitcher.links if link.tgid == t.get("pid")]
             instances.append(one)
-        report["instances"] = instances
-        report["redirects"] = self.redirects.as_dict({t.get("pid"): t.get("port") for t in self.targets or [target]})
-        report["links"] = [dict(link.as_dict(), pid=link.tgid) for link in self.stitcher.links]
+        report.instances = instances
+        report.redirects = self.redirects.as_dict({t.get("pid"): t.get("port") for t in self.targets or [target]})
+        report.links = [dict(link.as_dict(), pid=link.tgid) for link in self.stitcher.links]
         return report

@@ -6,17 +6,13 @@ import signal
 import sys
 import time
 
-from tracer.kernel.bpf_session import ProbeSession
 from tracer.errors import TracerError
+from tracer.kernel.bpf_session import ProbeSession
 from tracer.kernel.privileges import require_tracing_privileges
 from tracer.kernel.target import Target, find_target, query_redis_info, redis_pids
-
+from tracer.options import CAPTURE_BYTES, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, TraceOptions
 
 COUNTERS_S = 1.0  # kernel counters (lost records, loop busy/idle) join the stream this often
-POLL_MS = 200  # drain interval: fewer, larger batches cost Redis less than frequent small ones
-# (measured against 10 and 50 ms: docs/PERFORMANCE.md)
-RINGBUF_PAGES = 16384  # default ring buffer: 16384 pages of 4 KiB = 64 MiB (docs/PERFORMANCE.md)
-RINGBUF_PAGES_MAX = 1 << 18  # 1 GiB
 
 
 def add_target_args(parser, duration_default=None) -> None:
@@ -29,12 +25,14 @@ def add_target_args(parser, duration_default=None) -> None:
                         help="stop after S seconds (default: until Ctrl-C/SIGTERM)")
     parser.add_argument("--exec-probes", action="store_true",
                         help="uprobes on redis-server's call() for exact execution time (costs throughput)")
-    parser.add_argument("--capture-bytes", type=int, default=4096, metavar="N",
-                        help="bytes of each read/write copied for RESP decoding (power of two, default 4096)")
+    parser.add_argument("--capture-bytes", type=int, default=CAPTURE_BYTES, metavar="N",
+                        help=f"bytes of each read/write copied for RESP decoding (power of two, default "
+                             f"{CAPTURE_BYTES})")
     parser.add_argument("--poll-ms", type=int, default=POLL_MS,
                         help=f"ring buffer drain interval (default {POLL_MS}; a full batch is drained again at once)")
     parser.add_argument("--ringbuf-pages", type=int, default=RINGBUF_PAGES, metavar="N",
-                        help="ring buffer size in 4 KiB pages (power of two, default 16384 = 64 MiB); records "
+                        help=f"ring buffer size in 4 KiB pages (power of two, default {RINGBUF_PAGES} = "
+                             f"{RINGBUF_PAGES * 4 // 1024} MiB); records "
                              "that do not fit are dropped and counted as lost events")
     parser.add_argument("--show-values", action="store_true",
                         help="show values on screen and in files (off: values are masked; secrets always are)")
@@ -69,14 +67,23 @@ def port_list(text: str) -> list[int]:
     return ports
 
 
-def resolve_targets(args) -> list[Target]:
+def add_analysis_args(parser, refresh: bool = True) -> None:
+    parser.add_argument("--stall-ms", type=float, default=STALL_MS, metavar="MS",
+                        help=f"a main-thread busy span this long is a stall (default {STALL_MS:g})")
+    if refresh:
+        parser.add_argument("--refresh", type=float, default=REFRESH_HZ, metavar="HZ",
+                            help=f"screen refreshes per second (default {REFRESH_HZ:g}); without a terminal, "
+                                 "one summary block is printed per refresh")
+
+
+def resolve_targets(options: TraceOptions) -> list[Target]:
     """Every redis-server named by --pid/--port/--all (or the only one running), each asked for
     its version and config before the probes attach, so our own connection is not traced."""
     # First: without the capabilities /proc of a root-owned redis-server is unreadable and the
     # target search would fail with a misleading "nothing listens on port N".
     require_tracing_privileges()
-    pids, ports = getattr(args, "pid", None) or [], getattr(args, "port", None) or []
-    if getattr(args, "all", False):
+    pids, ports = options.pids, options.ports
+    if options.all_instances:
         if pids or ports:
             raise TracerError("--all traces every redis-server: do not combine it with --pid/--port")
         targets = [find_target(pid=pid) for pid in redis_pids()]
@@ -95,25 +102,9 @@ def resolve_targets(args) -> list[Target]:
     return targets
 
 
-def resolve_target(args) -> Target:
-    """The single target of a command that traces one redis-server."""
-    targets = resolve_targets(args)
-    if len(targets) > 1:
-        raise TracerError(f"this command traces one redis-server, not {len(targets)}", "pass one --pid or --port")
-    return targets[0]
-
-
-def check_ringbuf_pages(pages: int) -> int:
-    if pages < 1 or pages > RINGBUF_PAGES_MAX or pages & (pages - 1):
-        raise TracerError(f"--ringbuf-pages {pages} is not a power of two between 1 and {RINGBUF_PAGES_MAX}")
-    return pages
-
-
-def attach(args, targets) -> ProbeSession:
-    targets = targets if isinstance(targets, list) else [targets]
-    pages = check_ringbuf_pages(getattr(args, "ringbuf_pages", RINGBUF_PAGES))
-    session = ProbeSession(targets, exec_probes=args.exec_probes, capture_max=args.capture_bytes,
-                           ringbuf_pages=pages)
+def attach(options: TraceOptions, targets: list[Target]) -> ProbeSession:
+    session = ProbeSession(targets, exec_probes=options.exec_probes, capture_max=options.capture_bytes,
+                           ringbuf_pages=options.ringbuf_pages)
     session.attach()
     print(f"attached: {session.describe()}", file=sys.stderr, flush=True)
     return session
@@ -169,9 +160,3 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
     finally:
         stop.restore()
     return reason
-
-
-def check_duration(args) -> None:
-    if args.duration is not None and args.duration <= 0:
-        raise TracerError(f"--duration must be positive, not {args.duration}")
-    check_ringbuf_pages(getattr(args, "ringbuf_pages", RINGBUF_PAGES))

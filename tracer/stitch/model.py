@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import time
 
+from tracer.units import ns_to_us
+
+# The phases of a request's latency, in time order (docs/ARCHITECTURE.md, "Timeline of one request");
+# every view that splits latency uses these names.
+PHASES = ("socket_queue", "wait", "exec", "reply_write")
 
 class Clock:
     """Monotonic ns -> wall-clock seconds, with the offset measured once."""
@@ -113,7 +118,7 @@ class Request:
 
     def phases_us(self) -> dict:
         def us(v):
-            return None if v is None else round(v / 1000.0, 3)
+            return None if v is None else ns_to_us(v)
 
         return {"socket_queue": us(self.socket_queue_ns), "read": us(self.read_ns), "wait": us(self.wait_ns),
                 "exec": us(self.exec_ns), "reply_write": us(self.reply_write_ns)}

@@ -31,6 +31,7 @@ from typing import Iterator
 from tracer import __version__
 from tracer.kernel import events
 from tracer.errors import TracerError
+from tracer.options import CAPTURE_BYTES
 
 MAGIC = b"RTRACE\x00\x01"
 FORMAT_VERSION = 1
@@ -157,7 +158,7 @@ class TraceWriter:
         h.setdefault("clock", {"mono_to_wall_ns": time.time_ns() - time.monotonic_ns()})
         h.setdefault("targets", [])
         h.setdefault("probes", [])
-        h.setdefault("capture_max", 4096)
+        h.setdefault("capture_max", CAPTURE_BYTES)
         return h
 
     def _create(self, overwrite: bool) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+from tracer.schema import StallResult
+
 CONN_TID_BASE = 1_000_000  # connection tracks get synthetic tids above real ones
 
 
@@ -80,14 +82,14 @@ class ChromeTraceWriter:
         self._name_track(sync.tgid, sync.tid, name)
         self._slice(sync.tgid, sync.tid, sync.op, sync.start_ts, sync.end_ts, "aof", {"bytes": sync.nbytes})
 
-    def stall(self, pid: int, stall: dict, first_ts: int) -> None:
-        start = first_ts + int(stall["start_s"] * 1e9)
-        end = start + int(stall["duration_ms"] * 1e6)
-        label = f"STALL {stall['command']}" + (f" {stall['key']}" if stall.get("key") else "")
+    def stall(self, pid: int, stall: StallResult, first_ts: int) -> None:
+        start = first_ts + int(stall.start_s * 1e9)
+        end = start + int(stall.duration_ms * 1e6)
         self._name_track(pid, pid, "main thread")
+        label = f"STALL {stall.command}" + (f" {stall.key}" if stall.key else "")
         self._slice(pid, pid, label, start, end, "stall",
-                    {"class": stall.get("class"), "victims": stall["victims"],
-                     "victim_added_ms": stall["victim_added_ms"], "advice": stall.get("advice")})
+                    {"class": stall.class_, "victims": stall.victims,
+                     "victim_added_ms": stall.victim_added_ms, "advice": stall.advice})
 
     def close(self) -> None:
         self.out.write("\n]}\n")

@@ -1,0 +1,100 @@
+"""Every setting of a traced run, with its one default and its one validation.
+
+The CLI builds a TraceOptions once (`TraceOptions.from_args`), and that object, not the argparse
+namespace, travels down to the probe session, the pipeline and the trace header. A default
+written anywhere else is a bug: import it from here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tracer.errors import TracerError
+
+STALL_MS = 50.0             # a main-thread busy span this long is a stall
+CAPTURE_BYTES = 4096        # bytes of each read/write copied for RESP decoding
+CAPTURE_MIN, CAPTURE_MAX = 64, 16384
+POLL_MS = 200               # drain interval: fewer, larger batches cost Redis less (docs/PERFORMANCE.md)
+RINGBUF_PAGES = 16384       # 16384 pages of 4 KiB = 64 MiB (docs/PERFORMANCE.md)
+RINGBUF_PAGES_MAX = 1 << 18  # 1 GiB
+REFRESH_HZ = 2.0            # screen refreshes per second
+REFRESH_MAX = 20.0
+STALL_MS_MAX = 3_600_000    # beyond an hour a "stall" threshold is a typo (also bounds hostile headers)
+
+
+def is_power_of_two(n: int) -> bool:
+    return n > 0 and not n & (n - 1)
+
+
+def check_stall_ms(stall_ms: float) -> float:
+    if not 0 < stall_ms <= STALL_MS_MAX:
+        raise TracerError(f"--stall-ms must be positive (at most {STALL_MS_MAX}), not {stall_ms:g}")
+    return stall_ms
+
+
+def check_capture_bytes(n: int) -> int:
+    if not is_power_of_two(n) or not CAPTURE_MIN <= n <= CAPTURE_MAX:
+        raise TracerError(f"--capture-bytes {n} is not a power of two between {CAPTURE_MIN} and {CAPTURE_MAX}")
+    return n
+
+
+def check_ringbuf_pages(pages: int) -> int:
+    if not is_power_of_two(pages) or pages > RINGBUF_PAGES_MAX:
+        raise TracerError(f"--ringbuf-pages {pages} is not a power of two between 1 and {RINGBUF_PAGES_MAX}")
+    return pages
+
+
+def check_refresh(hz: float) -> float:
+    if not 0 < hz <= REFRESH_MAX:
+        raise TracerError(f"--refresh must be between 0 and {REFRESH_MAX:g} per second, not {hz:g}")
+    return hz
+
+
+def check_duration(duration: float | None) -> float | None:
+    if duration is not None and duration <= 0:
+        raise TracerError(f"--duration must be positive, not {duration:g}")
+    return duration
+
+
+@dataclass(frozen=True, slots=True)
+class TraceOptions:
+    """How to trace: which redis-servers, what the probes capture, how the run is analysed and shown."""
+
+    pids: tuple[int, ...] = ()
+    ports: tuple[int, ...] = ()
+    all_instances: bool = False
+    duration: float | None = None
+    exec_probes: bool = False
+    capture_bytes: int = CAPTURE_BYTES
+    poll_ms: int = POLL_MS
+    ringbuf_pages: int = RINGBUF_PAGES
+    show_values: bool = False
+    stall_ms: float = STALL_MS
+    refresh_hz: float = REFRESH_HZ
+    record_path: str | None = None
+
+    def __post_init__(self):
+        check_duration(self.duration)
+        check_stall_ms(self.stall_ms)
+        check_capture_bytes(self.capture_bytes)
+        check_ringbuf_pages(self.ringbuf_pages)
+        check_refresh(self.refresh_hz)
+
+    @property
+    def tick_s(self) -> float:
+        return 1.0 / self.refresh_hz
+
+    @classmethod
+    def from_args(cls, args) -> "TraceOptions":
+        """The one place that reads the argparse namespace; commands without an option get its default."""
+        given = vars(args)
+
+        def get(name, default):
+            value = given.get(name)
+            return default if value is None else value
+
+        return cls(pids=tuple(get("pid", ())), ports=tuple(get("port", ())), all_instances=bool(get("all", False)),
+                   duration=given.get("duration"), exec_probes=bool(get("exec_probes", False)),
+                   capture_bytes=get("capture_bytes", CAPTURE_BYTES), poll_ms=get("poll_ms", POLL_MS),
+                   ringbuf_pages=get("ringbuf_pages", RINGBUF_PAGES), show_values=bool(get("show_values", False)),
+                   stall_ms=get("stall_ms", STALL_MS), refresh_hz=get("refresh", REFRESH_HZ),
+                   record_path=given.get("record"))
