@@ -422,21 +422,15 @@ class Dashboard:
         return [l1, l2, l3, l4]
 
     def _key_lines(self, snap: Snapshot, width: int) -> list[Text]:
-        lines = []
-        for key, n in snap.hot_keys[:2]:
-            num = fmt_count(n)
+        def key_line(kind: str, key, num: str) -> Text:
             t = Text()
-            t.append("hot ", style=DIM)
+            t.append(f"{kind} ", style=DIM)
             t.append(_clip(key, max(6, width - 5 - len(num))))
             t.append(f" {num}", style="bold")
-            lines.append(t)
-        for key, n in big_keys(snap.big_keys)[:4 - len(lines)]:
-            num = fmt_bytes(n)
-            t = Text()
-            t.append("big ", style=DIM)
-            t.append(_clip(key, max(6, width - 5 - len(num))))
-            t.append(f" {num}", style="bold")
-            lines.append(t)
+            return t
+
+        lines = [key_line("hot", key, fmt_count(n)) for key, n in snap.hot_keys[:2]]
+        lines += [key_line("big", key, fmt_bytes(n)) for key, n in big_keys(snap.big_keys)[:4 - len(lines)]]
         if not lines:
             lines.append(Text("no hot or big keys yet", style=DIM))
         return lines

@@ -229,6 +229,8 @@ class Analyzer:
         if t > self.last_ts:
             self.last_ts = t
         sec = t // NS_PER_S
+        # _Secs.add inlined for the overall and the per-command count: this runs once per request,
+        # and the call costs more than the count (benchmarks/stitcher_throughput.py)
         counts = self.req_secs.counts
         c = counts.get(sec)
         if c is None:

@@ -7,6 +7,7 @@ import sys
 from tracer.options import TraceOptions
 from tracer.runtime import runner
 from tracer.stitch.model import Clock
+from tracer.views.request_line import request_line
 
 
 def add_parser(sub):
@@ -14,24 +15,6 @@ def add_parser(sub):
     runner.add_target_args(p)
     p.add_argument("--json", action="store_true", help="one JSON object per request (JSON Lines)")
     return p
-
-
-def _fmt_us(v):
-    return "-" if v is None else f"{v:.0f}"
-
-
-def format_line(req, clock: Clock) -> str:
-    ph = req.phases_us()
-    lat = req.latency_ns
-    ts = clock.wall(req.start_ts) if req.start_ts else 0.0
-    import time as _t
-
-    stamp = _t.strftime("%H:%M:%S", _t.localtime(ts)) + f".{int(ts * 1e6) % 1_000_000:06d}"
-    key = req.key if req.key is not None else ""
-    return (f"{stamp} {req.client or '?':<21} {req.command:<10} {key[:40]:<40} "
-            f"queue={_fmt_us(ph['socket_queue'])} wait={_fmt_us(ph['wait'])} exec={_fmt_us(ph['exec'])} "
-            f"reply={_fmt_us(ph['reply_write'])} total={_fmt_us(None if lat is None else lat / 1000)}us "
-            f"{req.reply_type}")
 
 
 def run(args) -> int:
@@ -46,7 +29,7 @@ def run(args) -> int:
             out.write(json.dumps(req.to_json(clock)) + "\n")
     else:
         def emit(req):
-            out.write(format_line(req, clock) + "\n")
+            out.write(request_line(req, clock) + "\n")
     stitcher = Stitcher(on_request=emit, show_values=options.show_values, uprobe_exec=options.exec_probes)
     session = runner.attach(options, targets)
     try:

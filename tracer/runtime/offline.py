@@ -12,6 +12,7 @@ from tracer.tracefile.recording import TraceReader
 
 _HEADER_SIZE = events.HEADER_SIZE
 _cap_len = events.cap_len_of
+ANALYSE_BATCH = 4096  # records fed to the pipeline at once when a whole file is analysed
 _INT_FIELDS = ("pid", "port")
 _MAX_INT = 2**63 - 1
 
@@ -102,7 +103,7 @@ def pipeline_for(header: TraceHeader, stall_ms: float | None = None, **kw) -> Pi
                     targets=header.targets, **kw)
 
 
-def analyse(path: str, stall_ms: float | None = None, on_request=None, on_sync=None, batch: int = 4096):
+def analyse(path: str, stall_ms: float | None = None, on_request=None, on_sync=None, batch: int = ANALYSE_BATCH):
     """(header, pipeline) after feeding every record of the file; warnings go to stderr."""
     reader = open_trace(path)
     header = TraceHeader.from_json(reader.header)
