@@ -71,3 +71,12 @@ def test_fixtures_hold_what_the_views_need():
     with TraceReader(FIXTURES / "single.rtrace") as reader:
         assert reader.header["targets"][0]["appendfsync"] == "everysec"
     assert len(multi["instances"]) == 2
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_report_view_reads_back_its_own_json(name):
+    """Report.from_json(to_json()) is lossless, so hand-built or stored reports render like live ones."""
+    from tracer.schema import Report
+
+    doc = json.loads((FIXTURES / f"{name}.report.json").read_text())
+    assert Report.from_json(doc).to_json() == doc

@@ -32,6 +32,7 @@ from tracer.analyze.culprits import execution_units, find_culprits, listed_culpr
 from tracer.analyze.evidence import evidence
 from tracer.analyze.stall_classes import BIG_REPLY_BYTES
 from tracer.analyze.victims import find_victims
+from tracer.options import STALL_MS
 from tracer.schema import Culprit, StallResult
 from tracer.units import NS_PER_MS, NS_PER_S, ns_to_ms
 
@@ -221,7 +222,7 @@ def _stall_order(v: StallVerdict):
 class StallDetector:
     """Finds stalls among busy spans and joins them with requests and file syncs, in bounded memory."""
 
-    def __init__(self, stall_ms: float = 50, join_s: float = JOIN_NS / NS_PER_S, lookback_s: float = 5.0,
+    def __init__(self, stall_ms: float = STALL_MS, join_s: float = JOIN_NS / NS_PER_S, lookback_s: float = 5.0,
                  lookback_max: int = LOOKBACK_MAX, max_stalls: int = MAX_DONE, on_stall=None):
         self.stall_ns = int(stall_ms * NS_PER_MS)
         self.join_ns = int(join_s * NS_PER_S)

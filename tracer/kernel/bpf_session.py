@@ -10,11 +10,12 @@ import ctypes
 import time
 from importlib import resources
 
-from tracer.kernel import events, ringbuf
 from tracer.errors import BPFUnavailable, TracerError
+from tracer.kernel import events, ringbuf
 from tracer.kernel.fdinfo import STALE, FdClassifier
 from tracer.kernel.privileges import require_tracing_privileges
 from tracer.kernel.target import Target
+from tracer.options import CAPTURE_BYTES, RINGBUF_PAGES, check_capture_bytes
 
 # One concern per file; each is compiled in only when asked for, because every enabled
 # syscall tracepoint puts the whole host on the slower syscall path.
@@ -31,6 +32,11 @@ DRAIN_MAX_RECORDS = 65_536  # per drain() call: bounds the batch in memory; `bac
 EXEC_SYMBOL = "call"
 
 
+def probe_mode(exec_attached: bool) -> str:
+    """How requests are timed: syscalls only, or with uprobes on call() for exact execution time."""
+    return "syscalls+uprobes" if exec_attached else "syscalls"
+
+
 def probe_source(names) -> tuple[str, str]:
     """(BPF C text, include dir) for the chosen probe files."""
     root = resources.files("tracer.probes")
@@ -43,9 +49,8 @@ def probe_source(names) -> tuple[str, str]:
 
 class ProbeSession:
     def __init__(self, targets: list[Target], probes=DEFAULT_PROBES, exec_probes: bool = False,
-                 capture_max: int = 4096, loop_min_us: int = 1000, ringbuf_pages: int = 16384):
-        if capture_max & (capture_max - 1) or not 64 <= capture_max <= 16384:
-            raise TracerError(f"--capture-bytes {capture_max} is not a power of two between 64 and 16384")
+                 capture_max: int = CAPTURE_BYTES, loop_min_us: int = 1000, ringbuf_pages: int = RINGBUF_PAGES):
+        check_capture_bytes(capture_max)
         self.targets = targets
         self.probes = tuple(probes) + (("exec",) if exec_probes and "exec" not in probes else ())
         self.capture_max = capture_max
@@ -128,7 +133,7 @@ class ProbeSession:
 
     def describe(self) -> str:
         pids = ",".join(str(t.pid) for t in self.targets)
-        mode = "syscalls+uprobes" if self.exec_attached else "syscalls"
+        mode = probe_mode(self.exec_attached)
         kib = self.ringbuf_pages * 4
         size = f"{kib // 1024}MiB" if kib >= 1024 else f"{kib}KiB"
         ring = f" ring {size}/{self.ring_mode}" if self.ring_mode else ""
@@ -155,24 +160,23 @@ class ProbeSession:
         fd_kinds = self.bpf["fd_kinds"]
         unknown = events.RTF_UNKNOWN_FD
         close = events.CLOSE
+        flags_at, kind_at, tgid_fd_of = events.FLAGS_BYTE, events.KIND_BYTE, events.tgid_fd_of
         # (tgid, fd) -> keep? for the unknown-fd records of this batch: under load many records of
         # one fd are made before user space classifies it, and classifying reads /proc (the fd
         # link, /proc/net/tcp): once per fd and batch, not once per record
         decided: dict = {}
         for raw in batch:
-            # flags sits at byte 54 of the header, kind at 52: checked without decoding the record
-            if raw[54] & unknown and len(raw) >= events.HEADER_SIZE:
-                tgid = int.from_bytes(raw[40:44], "little")
-                fd = int.from_bytes(raw[48:52], "little", signed=True)
+            # flags and kind checked without decoding the record
+            if raw[flags_at] & unknown and len(raw) >= events.HEADER_SIZE:
+                tgid, fd = tgid_fd_of(raw)
                 keep = decided.get((tgid, fd))
                 if keep is None:
                     keep = decided[(tgid, fd)] = self._classify_unknown(tgid, fd, raw, fd_kinds, append)
                 if keep:
                     append(raw)
                 continue
-            if raw[52] == close:
-                tgid = int.from_bytes(raw[40:44], "little")
-                fd = int.from_bytes(raw[48:52], "little", signed=True)
+            if raw[kind_at] == close:
+                tgid, fd = tgid_fd_of(raw)
                 self.classifier.forget(tgid, fd)
                 self._classified.discard((tgid, fd))
                 decided.pop((tgid, fd), None)
@@ -194,7 +198,7 @@ class ProbeSession:
         fd_kinds[key] = ctypes.c_uint8(kind)
         self._classified.add((tgid, fd))
         if info is not None:
-            info.ts_enter = info.ts_exit = int.from_bytes(raw[0:8], "little")
+            info.ts_enter = info.ts_exit = events.ts_enter_of(raw)
             append(events.encode(info))
         return kind != events.FD_IGNORE
 

@@ -125,13 +125,24 @@ def field_reader(name: str):
 
 
 cap_len_of = field_reader("cap_len")
+# The drain loop tests kind and flags on every record without decoding it: the low byte of each
+# little-endian u16 holds every kind and flag the filter needs (asserted below).
+KIND_BYTE = OFFSETS["kind"]
+FLAGS_BYTE = OFFSETS["flags"]
+assert CLOSE < 256 and RTF_UNKNOWN_FD < 256
+_tgid_fd = struct.Struct("<I4xi")       # tgid, (tid), fd: adjacent fields read in one call
+assert OFFSETS["fd"] - OFFSETS["tgid"] == 8
+
+
+def tgid_fd_of(raw) -> tuple[int, int]:
+    return _tgid_fd.unpack_from(raw, OFFSETS["tgid"])
 _ts_exit_of = field_reader("ts_exit")
-_ts_enter_of = field_reader("ts_enter")
+ts_enter_of = field_reader("ts_enter")
 
 
 def record_ts(raw) -> int:
     """When a raw record happened (its exit, else its entry), for pacing a replay."""
-    return _ts_exit_of(raw) or _ts_enter_of(raw)
+    return _ts_exit_of(raw) or ts_enter_of(raw)
 
 
 def encode(ev: Event) -> bytes:

@@ -17,22 +17,17 @@ import time
 from dataclasses import dataclass
 
 from tracer.errors import TracerError
+from tracer.kernel.bpf_session import probe_mode
 from tracer.options import STALL_MS, TraceOptions
 from tracer.runtime import offline, runner
 from tracer.runtime.pipeline import Pipeline
 from tracer.schema import Report, ScreenHeader, Snapshot, TraceHeader
 
-PROBE_MODE_SYSCALLS = "syscalls"
-PROBE_MODE_EXEC = "syscalls+uprobes"
 REPLAY_BATCH = 2048         # records fed to the pipeline at once during a paced replay
 REPLAY_AHEAD_S = 0.005      # a replay sleeps only when it runs this far ahead of the trace clock
 
 
 # -- what the header says about the target ---------------------------------------------------------------
-def probe_mode(exec_probes: bool) -> str:
-    return PROBE_MODE_EXEC if exec_probes else PROBE_MODE_SYSCALLS
-
-
 def aof_label(target: dict) -> str:
     """'off', the appendfsync policy when the AOF is on, or '' when the target did not say."""
     appendonly = target.get("appendonly")
