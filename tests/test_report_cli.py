@@ -93,3 +93,15 @@ def test_replay_paced_by_trace_time(tmp_path):
     slow = cli("replay", str(path), "--speed", "0.002")  # 5 ms of trace time take ~2.4 s
     assert slow.returncode == 0 and time.monotonic() - t0 >= 2.0
     assert cli("replay", str(path), "--speed", "0").returncode != 0
+
+
+def test_mistyped_option_prints_the_subcommands_usage(tmp_path):
+    proc = cli("record", "--durration", "1", "-o", str(tmp_path / "t.rtrace"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("usage: redis-tracer record ")
+    assert lines[-1] == "redis-tracer record: error: unrecognized arguments: --durration 1"
+    assert not (tmp_path / "t.rtrace").exists()
+    report = cli("report", str(tmp_path / "t.rtrace"), "--jsn")
+    assert report.returncode == 2 and report.stderr.startswith("usage: redis-tracer report ")
+    assert report.stderr.splitlines()[-1] == "redis-tracer report: error: unrecognized arguments: --jsn"
