@@ -15,12 +15,14 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 
 from reliability_util import Load, call, cli, connect, resp
-from tracer_proc import TracerProcess, json_lines
+from tracer_proc import REPO, TracerProcess, json_lines
 
 from tracer.redis_server import ping
 
@@ -64,6 +66,34 @@ def test_target_exit_mid_trace_flushes_and_exits_0(redis_factory, tmp_path, how)
     proc = cli("report", str(path), "--json")
     assert proc.returncode == 0 and b"warning" not in proc.stderr, proc.stderr   # clean trailer
     assert json.loads(proc.stdout)["commands"]["SET"]["count"] == 25
+
+
+def test_ctrl_c_while_attaching_says_so_in_one_line(redis_server, tmp_path):
+    path = tmp_path / "never.rtrace"
+    proc = subprocess.Popen([sys.executable, "-m", "tracer", "record", "--port", str(redis_server.port),
+                             "-o", str(path)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        client = redis_server.client()
+        base = client.info("stats")["total_connections_received"]
+        deadline = time.monotonic() + 30
+        # the tracer asks Redis for INFO just before attaching: once that connection is gone it compiles
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (client.info("stats")["total_connections_received"] > base
+                    and client.info("clients")["connected_clients"] == 1):
+                break
+            time.sleep(0.02)
+        time.sleep(0.2)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 130
+    assert err.splitlines() == ["redis-tracer: interrupted while attaching: nothing was traced"], err
+    assert out == "" and not path.exists()
+    assert ping(redis_server.port)
 
 
 # -- SIGKILL of the tracer: nothing stays attached -------------------------------------------------

@@ -7,7 +7,7 @@ import sys
 import time
 
 from tracer.bpf_session import ProbeSession
-from tracer.errors import TracerError
+from tracer.errors import Interrupted, TracerError
 from tracer.privileges import require_tracing_privileges
 from tracer.target import Target, find_target, query_redis_info, redis_pids
 
@@ -114,7 +114,15 @@ def attach(args, targets) -> ProbeSession:
     pages = check_ringbuf_pages(getattr(args, "ringbuf_pages", RINGBUF_PAGES))
     session = ProbeSession(targets, exec_probes=args.exec_probes, capture_max=args.capture_bytes,
                            ringbuf_pages=pages)
-    session.attach()
+    try:
+        session.attach()
+    except KeyboardInterrupt:
+        # Ctrl-C while bcc compiles and loads: detach what is attached and say so (exit 130)
+        session.close()
+        raise Interrupted("interrupted while attaching: nothing was traced") from None
+    except BaseException:
+        session.close()
+        raise
     print(f"attached: {session.describe()}", file=sys.stderr, flush=True)
     return session
 
