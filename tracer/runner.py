@@ -174,6 +174,8 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
             if not getattr(session, "backlog", False) or session.ring_passed(mark):
                 break
         consume([session.counters_record()])
+        if reason == "target exited":
+            consume(session.exit_records())   # its connections end here: none is left "open"
     finally:
         stop.restore()
     return reason
