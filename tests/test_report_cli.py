@@ -50,6 +50,23 @@ def test_truncated_trace_gives_partial_result_and_warning(tmp_path):
     assert "warning" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_one_flipped_byte_in_a_large_trace_costs_one_block(tmp_path):
+    path = tmp_path / "big.rtrace"
+    n = write_trace(path, 60_000, block_size=64 * 1024)   # several MB, ~100 blocks
+    data = bytearray(path.read_bytes())
+    assert len(data) > 3 * 2**20
+    data[len(data) // 2] ^= 0x04                       # one bit, mid-file
+    path.write_bytes(bytes(data))
+    proc = cli("report", str(path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    gets = json.loads(proc.stdout)["commands"]["GET"]["count"]
+    per_block = 64 * 1024 // 200                        # a GET and its reply frame to > 200 bytes
+    assert n - 2 * per_block <= gets < n     # one block's requests lost (and edges split with its neighbours)
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("redis-tracer: warning: ")]
+    assert len(warnings) == 2 and "is corrupt (" in warnings[0] and "reading on from the next valid block" \
+        in warnings[0] and "lost in the damaged blocks" in warnings[1], proc.stderr
+
+
 def test_bad_files_fail_with_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
