@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -24,6 +25,10 @@ def print_report(report: dict, header: dict | None = None, console: Console | No
     for name, c in sorted(report["commands"].items(), key=lambda kv: -kv[1]["count"]):
         cmds.add_row(name, str(c["count"]), _ms(c["p50_us"]), _ms(c["p99_us"]), _ms(c["max_us"]))
     console.print(cmds)
+    samples = (report["commands"].get("?") or {}).get("samples")
+    if samples:
+        console.print("?: undecodable frames and unknown commands Redis refused, e.g. "
+                      + ", ".join(escape(s) for s in samples))
 
     if report["stalls"]:
         stalls = Table(title="Main-thread stalls (longest first)", title_justify="left")
