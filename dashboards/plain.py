@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from tracer.schema import CommandStats, ConnStats, FsyncStats, Report, ScreenHeader, Snapshot, StallResult
+from tracer.schema import UNDECODABLE, CommandStats, ConnStats, FsyncStats, Report, ScreenHeader, Snapshot, StallResult
 from tracer.stitch.model import PHASES
 from tracer.units import fmt_bytes, fmt_count, fmt_ms, fmt_pct, fmt_rate, fmt_us
 from tracer.views.common import BIG_KEY_MIN_BYTES, PHASE_LABELS, big_keys, by_count, longest_first, phase_values
@@ -161,6 +161,10 @@ def final_summary(report: Report) -> str:
             out.append("  " + _command_line(name, c, width))
         if len(cmds) > FINAL_COMMANDS:
             out.append(f"  ... and {len(cmds) - FINAL_COMMANDS} more")
+        unknown = report.commands.get(UNDECODABLE)
+        if unknown is not None and unknown.samples:
+            out.append(f"  {UNDECODABLE}: undecodable frames and unknown commands Redis refused, e.g. "
+                       + ", ".join(unknown.samples))
     else:
         out.append("Commands: no requests traced")
     out.append("Request path: " + _path_line(report.phases_us_total, report.busy_ratio))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 OPTIONAL = {"optional": True}
+UNDECODABLE = "?"       # the command row of undecodable frames and of unknown commands Redis refused
 
 
 def _json(value):
@@ -130,6 +131,7 @@ class CommandStats(View):
     max_us: float = 0.0
     exec_share: float | None = field(default=None, metadata=OPTIONAL)   # snapshot only, 0..1
     spark: list | None = field(default=None, metadata=OPTIONAL)         # snapshot only
+    samples: list | None = field(default=None, metadata=OPTIONAL)       # the "?" row: names it holds
 
 
 @dataclass(slots=True)

@@ -12,8 +12,10 @@ import heapq
 
 from tracer.analyze.diagnosis import StallDetector, format_stall
 from tracer.analyze.histogram import LatencyHistogram
+from tracer.decode.keyspec import KNOWN
 from tracer.options import STALL_MS
-from tracer.schema import (CommandStats, ConnStats, FsyncStats, Report, SlowRequest, Snapshot, TargetInfo)
+from tracer.schema import (UNDECODABLE, CommandStats, ConnStats, FsyncStats, Report, SlowRequest, Snapshot,
+                           TargetInfo)
 from tracer.stitch.model import PHASES
 from tracer.units import NS_PER_S, ns_to_us as _us, r3 as _r3
 
@@ -22,6 +24,9 @@ SLOW_WINDOW_S = 10      # "recent" slow requests
 SECS_KEPT = 12          # per-second counters kept
 KEY_CAP = 2000
 MAX_COMMANDS = 512      # distinct command names tracked; the rest are counted as OTHER
+UNDECODABLE_SAMPLES = 5  # names kept as evidence in that row
+_REFUSED = ("error", "none")
+KNOWN_COMMANDS = frozenset(name.decode() for name in KNOWN)
 EVICT_DIV = 2           # a full top-K table drops at least 1/EVICT_DIV of its entries at once
 
 
@@ -120,13 +125,18 @@ class _Secs:
 
 
 class _Command:
-    __slots__ = ("count", "hist", "exec_ns", "secs")
+    __slots__ = ("count", "hist", "exec_ns", "secs", "samples")
 
     def __init__(self):
         self.count = 0
         self.hist = LatencyHistogram()
         self.exec_ns = 0
         self.secs = _Secs()
+        self.samples: list[str] = []    # the "?" row: a few of the unknown names it holds
+
+    def entry(self, **figures) -> CommandStats:
+        """The row as the report/snapshot shows it: figures, plus samples when there are any."""
+        return CommandStats(**figures, samples=list(self.samples) if self.samples else None)
 
 
 def _segments(req) -> list:
@@ -211,13 +221,29 @@ class Analyzer:
                 cmd = self.commands[name] = _Command()
         return cmd
 
+    def _row(self, name: str, req) -> _Command:
+        """The row of a name not seen yet. A name Redis does not know, answered with an error (a
+        garbage line, a typo: "-ERR unknown command") or not at all (garbage after a protocol error,
+        when Redis has closed the connection), joins the "?" row with a few names as samples,
+        instead of making a one-off row per garbage line."""
+        upper = name.upper()
+        if req.reply_type not in _REFUSED or upper.split(" ", 1)[0] in KNOWN_COMMANDS:
+            return self._command(upper)
+        cmd = self._command(UNDECODABLE)
+        if len(cmd.samples) < UNDECODABLE_SAMPLES and name not in cmd.samples:
+            cmd.samples.append(name)
+        return cmd
+
     def on_request(self, req) -> None:
         # hot path: the phase arithmetic mirrors Request's properties, inlined (tests compare them)
         self.requests += 1
-        name = req.command or "?"
+        name = req.command or UNDECODABLE
         cmd = self.commands.get(name)
+        key = req.key
         if cmd is None:
-            cmd = self._command(name.upper())
+            cmd = self._row(name, req)
+            if cmd.samples:
+                key = None          # the "key" of a garbage line is more garbage
         cmd.count += 1
         arr, wake, rs, re_ = req.arrival_ts, req.wake_ts, req.read_start_ts, req.read_end_ts
         xs, xe, ps, pe = req.exec_start_ts, req.exec_end_ts, req.reply_start_ts, req.reply_end_ts
@@ -279,7 +305,6 @@ class Analyzer:
             self.phase_wait_ns += wait
         if ps and pe and pe > ps:
             self.phase_rw_ns += pe - ps
-        key = req.key
         if key is not None:
             if key.__class__ is not str:
                 key = str(key)
@@ -422,7 +447,7 @@ class Analyzer:
         commands = {}
         for name, c in shown:
             p50, p99, p999 = c.hist.percentiles((50, 99, 99.9))
-            commands[name] = CommandStats(
+            commands[name] = c.entry(
                 count=c.count, rps=_r3(c.secs.total(lo, hi) / window),
                 p50_us=_us(p50), p99_us=_us(p99), p999_us=_us(p999), max_us=_us(c.hist.max),
                 exec_share=_r3(c.exec_ns / self.exec_total_ns) if self.exec_total_ns else 0.0,
@@ -459,7 +484,7 @@ class Analyzer:
         for name in sorted(self.commands):
             c = self.commands[name]
             p50, p99 = c.hist.percentiles((50, 99))
-            commands[name] = CommandStats(count=c.count, p50_us=_us(p50), p99_us=_us(p99), max_us=_us(c.hist.max))
+            commands[name] = c.entry(count=c.count, p50_us=_us(p50), p99_us=_us(p99), max_us=_us(c.hist.max))
         stalls = [format_stall(r, first) for r in self.detector.results()]
         busy = self.busy_ratio()
         return Report(

@@ -27,8 +27,6 @@ def run(args) -> int:
     if options.duration is None:
         print("diagnose: tracing until Ctrl-C (or pass --duration S)", file=sys.stderr, flush=True)
     result = session.run_traced(options, targets, title="diagnose", mode="quiet")
-    if result.reason == "target exited":
-        print("redis-tracer: the traced redis-server exited", file=sys.stderr)
     if args.json:
         print(json.dumps(result.report.to_json(), default=str), flush=True)
     else:

@@ -7,8 +7,6 @@ final summary. The run itself is tracer.runtime.session's, shared with demo, dia
 """
 from __future__ import annotations
 
-import sys
-
 from tracer.options import TraceOptions
 from tracer.runtime import runner, session
 
@@ -29,8 +27,6 @@ def run(args) -> int:
 
     options = TraceOptions.from_args(args)
     result = session.run_traced(options, runner.resolve_targets(options), title="live")
-    if result.reason == "target exited":
-        print("redis-tracer: the traced redis-server exited", file=sys.stderr)
     if args.svg:
         save_svg(args.svg, result.snapshot, result.header)
     session.print_summary(result, options.stall_ms)

@@ -229,6 +229,12 @@ class ProbeSession:
     def targets_alive(self) -> bool:
         return all(_process_alive(t.pid) for t in self.targets)
 
+    def exit_records(self) -> list[bytes]:
+        """An EXIT record for each target that is gone, to be fed and recorded with the stream."""
+        now = time.monotonic_ns()
+        return [events.encode(events.Event(kind=events.EXIT, ts_enter=now, ts_exit=now, tgid=t.pid, tid=t.pid))
+                for t in self.targets if not _process_alive(t.pid)]
+
     def close(self) -> None:
         if self.ring is not None:
             self.ring.close()

@@ -6,7 +6,7 @@ import signal
 import sys
 import time
 
-from tracer.errors import TracerError
+from tracer.errors import Interrupted, TracerError
 from tracer.kernel.bpf_session import ProbeSession
 from tracer.kernel.privileges import require_tracing_privileges
 from tracer.kernel.target import Target, find_target, query_redis_info, redis_pids
@@ -105,7 +105,15 @@ def resolve_targets(options: TraceOptions) -> list[Target]:
 def attach(options: TraceOptions, targets: list[Target]) -> ProbeSession:
     session = ProbeSession(targets, exec_probes=options.exec_probes, capture_max=options.capture_bytes,
                            ringbuf_pages=options.ringbuf_pages)
-    session.attach()
+    try:
+        session.attach()
+    except KeyboardInterrupt:
+        # Ctrl-C while bcc compiles and loads: detach what is attached and say so (exit 130)
+        session.close()
+        raise Interrupted("interrupted while attaching: nothing was traced") from None
+    except BaseException:
+        session.close()
+        raise
     print(f"attached: {session.describe()}", file=sys.stderr, flush=True)
     return session
 
@@ -157,6 +165,8 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
             if not getattr(session, "backlog", False) or session.ring_passed(mark):
                 break
         consume([session.counters_record()])
+        if reason == "target exited":
+            consume(session.exit_records())   # its connections end here: none is left "open"
     finally:
         stop.restore()
     return reason

@@ -149,7 +149,7 @@ class Connection:
         self.accept_ts = 0
         self.established_ts = 0     # handshake done: the accept-queue wait starts
         self.close_ts = 0
-        self.closed_by = None       # "client" (read returned 0) | "server" | None
+        self.closed_by = None       # "client" (read returned 0) | "server" | "exit" | None
         self.requests = 0
         self.kind = "client"        # client | replica | cluster-bus | monitor | pubsub
 

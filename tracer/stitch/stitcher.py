@@ -128,6 +128,7 @@ class Stitcher:
             events.READ: self._on_read, events.WRITE: self._on_write, events.ACCEPT: self._on_accept,
             events.CLOSE: self._on_close, events.FSYNC: self._on_fsync, events.LOOP: self._on_loop,
             events.EXEC: self._on_exec, events.FDINFO: self._on_fdinfo, events.COUNTERS: self._on_counters,
+            events.EXIT: self._on_exit,
         }
 
     # -- entry points -------------------------------------------------------------
@@ -240,6 +241,13 @@ class Stitcher:
         state = self.conns.pop(key, None)
         if state is not None:
             self._end_conn(state, ev.ts_enter, closed_by=state.conn.closed_by or "server")
+
+    def _on_exit(self, ev):
+        """The process is gone: the kernel closed its connections (no close() was traced)."""
+        for key in [k for k in self.conns if k[0] == ev.tgid]:
+            self.aof_fds.discard(key)
+            state = self.conns.pop(key)
+            self._end_conn(state, ev.ts_enter, closed_by=state.conn.closed_by or "exit")
 
     def _end_conn(self, state: ConnState, ts: int, closed_by):
         if state.partial_bytes and state.pending:
