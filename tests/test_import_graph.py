@@ -16,6 +16,7 @@ STAGES = [
     ("decode", ("tracer.decode",)),
     ("stitch", ("tracer.stitch",)),
     ("analyze", ("tracer.analyze",)),
+    ("engine", ("tracer.engine",)),     # the kernel-side aggregation engine's reader (branch `engine`)
     ("views", ("tracer.views", "tracer.dashboards")),
     ("runtime", ("tracer.runtime",)),
     ("commands", ("tracer.commands",)),
