@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from tracer.errors import TracerError
 from tracer.kernel.bpf_session import probe_mode
-from tracer.options import STALL_MS, TraceOptions
+from tracer.options import REFRESH_HZ, STALL_MS, TraceOptions
 from tracer.runtime import offline, runner
 from tracer.runtime.pipeline import Pipeline
 from tracer.schema import Report, ScreenHeader, Snapshot, TraceHeader
@@ -254,11 +254,10 @@ def replay(path: str, *, speed: float | None, stall_ms: float | None = None, ref
     threshold = stall_ms if stall_ms is not None else header.stall_ms or STALL_MS
     frames = Frames(pipeline, f"replay {path}", header.first_target, header.exec_probes, threshold,
                     live_clock=False)
-    options = TraceOptions(stall_ms=threshold, **({} if refresh_hz is None else {"refresh_hz": refresh_hz}))
     reason = "end of file"
     try:
         with screen(pick_mode(mode), frames) as show:
-            player = Player(pipeline, speed, show, options.tick_s)
+            player = Player(pipeline, speed, show, 1.0 / (refresh_hz or REFRESH_HZ))
             for raw in reader.records():
                 player.feed(raw)
             player.flush()
