@@ -71,9 +71,11 @@ def test_secrets_redacted_everywhere_values_only_with_show_values(redis_factory,
         "trace": TracerProcess("trace", "--port", port, "--json"),
         "trace-sv": TracerProcess("trace", "--port", port, "--json", "--show-values"),
         "trace-text": TracerProcess("trace", "--port", port, "--show-values"),
+        # the tracer's own query before attaching authenticates with REDISCLI_AUTH / --password
         "record": TracerProcess("record", "--port", port, "-o", str(plain), "--json-out",
-                                str(tmp_path / "live.json")),
-        "record-sv": TracerProcess("record", "--port", port, "-o", str(shown), "--show-values"),
+                                str(tmp_path / "live.json"), env={"REDISCLI_AUTH": PW.decode()}),
+        "record-sv": TracerProcess("record", "--port", port, "-o", str(shown), "--show-values",
+                                   "--password", PW.decode()),
     }
     client_session(server.port)
     outputs: dict[str, bytes] = {}
@@ -115,6 +117,8 @@ def test_secrets_redacted_everywhere_values_only_with_show_values(redis_factory,
     assert KEY in outputs["trace-text.stdout"] and KEY in outputs["trace-sv.stdout"]
     assert KEY in files["plain.records"]
     report = json.loads(outputs[f"report {plain} --json.stdout"])
+    assert report["target"]["redis_version"].startswith("7.")     # the authenticated query answered
+    assert json.loads(outputs[f"report {shown} --json.stdout"])["target"]["redis_version"].startswith("7.")
     for name in ("AUTH", "HELLO", "CONFIG SET", "ACL SETUSER", "MIGRATE", "SET", "GET", "CONFIG GET"):
         assert report["commands"][name]["count"] >= 1, name
     # the secret-bearing commands were traced (so the test looked at them), masked in place
