@@ -19,6 +19,7 @@ from reliability_util import call, cli, connect, read_some
 from tracer_proc import TracerProcess, json_lines
 
 from tracer.recording import TraceReader
+from tracer.target import redis_connection
 
 pytestmark = pytest.mark.bpf
 
@@ -166,6 +167,9 @@ def test_secrets_through_renamed_config_and_acl_are_masked(redis_factory, tmp_pa
         "record-sv": TracerProcess("record", "--port", port, "-o", str(shown), "--show-values"),
         "record": TracerProcess("record", "--port", port, "-o", str(plain)),
     }
+    # the tracers' own query before attaching did not call the renamed CONFIG: no error reply
+    with redis_connection(server.port) as query:
+        assert "errorstat_" not in query("INFO", "errorstats")
     renamed_session(server.port, cfg, acl)
     outputs: dict[str, bytes] = {}
     for name, t in tracers.items():

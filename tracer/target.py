@@ -229,7 +229,8 @@ def query_redis_info(target: Target, credentials: Credentials = NO_CREDENTIALS, 
                      timeout: float = 2.0) -> dict:
     """Version and the config that shapes the request path; empty values when Redis will not say.
 
-    One command at a time; the first error other than a refused CONFIG ends it."""
+    One command at a time; the first error other than a refused CONFIG ends it; a renamed CONFIG
+    is not called."""
     info = {"redis_version": "", "io_threads": None, "io_threads_do_reads": None,
             "appendonly": None, "appendfsync": None, "dir": None, "appenddirname": None}
     if not target.port:
@@ -240,10 +241,13 @@ def query_redis_info(target: Target, credentials: Credentials = NO_CREDENTIALS, 
             for line in str(server or "").splitlines():
                 if line.startswith("redis_version:"):
                     info["redis_version"] = line.split(":", 1)[1].strip()
+            # COMMAND INFO answers nil for a renamed CONFIG where CONFIG GET would be an error reply
+            if call("COMMAND", "INFO", "CONFIG") in ([None], []):
+                return info
             for name in ("io-threads", "io-threads-do-reads", "appendonly", "appendfsync", "dir", "appenddirname"):
                 try:
                     reply = call("CONFIG", "GET", name)
-                except RespError:    # CONFIG renamed or forbidden by ACL: the rest would fail too
+                except RespError:    # CONFIG forbidden by ACL: the rest would fail too
                     break
                 if isinstance(reply, list) and len(reply) >= 2 and reply[0] == name:
                     info[name.replace("-", "_")] = reply[1]
