@@ -117,6 +117,9 @@ def test_secrets_redacted_everywhere_values_only_with_show_values(redis_factory,
     assert [r["key"] for r in sets] == [KEY.decode()]
     assert KEY in outputs["trace-text.stdout"] and KEY in outputs["trace-sv.stdout"]
     assert KEY in files["plain.records"]
+    # without credentials: one line saying how to pass them, and the trace goes on
+    assert b"did not say its version and config (NOAUTH; tracing works without): set REDISCLI_AUTH=" \
+        in outputs["trace.stderr"]
     report = json.loads(outputs[f"report {plain} --json.stdout"])
     assert report["target"]["redis_version"].startswith("7.")     # the authenticated query answered
     assert json.loads(outputs[f"report {shown} --json.stdout"])["target"]["redis_version"].startswith("7.")

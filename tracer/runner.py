@@ -7,7 +7,7 @@ import sys
 import time
 
 from tracer.bpf_session import ProbeSession
-from tracer.credentials import add_credential_args, credentials_from_args
+from tracer.credentials import HOW_TO_AUTHENTICATE, add_credential_args, credentials_from_args
 from tracer.errors import TracerError
 from tracer.privileges import require_tracing_privileges
 from tracer.target import Target, find_target, query_redis_info, redis_pids
@@ -95,6 +95,10 @@ def resolve_targets(args) -> list[Target]:
     targets = list(unique.values())
     for t in targets:
         t.info = query_redis_info(t, credentials)
+        if str(t.info.get("error", "")).startswith(("NOAUTH", "WRONGPASS")):
+            print(f"redis-tracer: {t.describe()} did not say its version and config "
+                  f"({t.info['error'].split()[0]}; tracing works without): {HOW_TO_AUTHENTICATE}",
+                  file=sys.stderr)
     return targets
 
 
