@@ -247,7 +247,8 @@ class ArgAnalyzer:
             self.sfrom = i + 1          # cannot tell what follows: everything after is secret
         if i == self.kpos:
             self.kpos = 0
-            if spec is DEFAULT and whole and content is not None and content.upper() in RENAMED_SUBS:
+            if spec is DEFAULT and whole and content is not None and len(content) <= 7 and \
+                    content.upper() in RENAMED_SUBS:
                 self.spec = RENAMED     # a renamed CONFIG/ACL/SENTINEL: argv[1] is its subcommand
                 self.vfrom = 2          # what is not a secret is still a value
                 self._set_sub(content, whole)
