@@ -7,6 +7,7 @@ import sys
 import time
 
 from tracer.bpf_session import ProbeSession
+from tracer.credentials import HOW_TO_AUTHENTICATE, add_credential_args, credentials_from_args
 from tracer.errors import Interrupted, TracerError
 from tracer.privileges import require_tracing_privileges
 from tracer.target import Target, find_target, query_redis_info, redis_pids
@@ -38,6 +39,7 @@ def add_target_args(parser, duration_default=None) -> None:
                              "that do not fit are dropped and counted as lost events")
     parser.add_argument("--show-values", action="store_true",
                         help="show values on screen and in files (off: values are masked; secrets always are)")
+    add_credential_args(parser)
 
 
 class StopFlag:
@@ -75,6 +77,7 @@ def resolve_targets(args) -> list[Target]:
     # First: without the capabilities /proc of a root-owned redis-server is unreadable and the
     # target search would fail with a misleading "nothing listens on port N".
     require_tracing_privileges()
+    credentials = credentials_from_args(args)
     pids, ports = getattr(args, "pid", None) or [], getattr(args, "port", None) or []
     if getattr(args, "all", False):
         if pids or ports:
@@ -91,7 +94,11 @@ def resolve_targets(args) -> list[Target]:
         unique.setdefault(t.pid, t)
     targets = list(unique.values())
     for t in targets:
-        t.info = query_redis_info(t)
+        t.info = query_redis_info(t, credentials)
+        if str(t.info.get("error", "")).startswith(("NOAUTH", "WRONGPASS")):
+            print(f"redis-tracer: {t.describe()} did not say its version and config "
+                  f"({t.info['error'].split()[0]}; tracing works without): {HOW_TO_AUTHENTICATE}",
+                  file=sys.stderr)
     return targets
 
 
