@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Lowest first. A module belongs to the longest prefix listed; dashboards/ is installed as tracer.dashboards.
 STAGES = [
-    ("base", ("tracer", "tracer.errors", "tracer.options", "tracer.schema", "tracer.units", "tracer.probes")),
+    ("base", ("tracer", "tracer.errors", "tracer.credentials", "tracer.options", "tracer.schema", "tracer.units", "tracer.probes")),
     ("kernel", ("tracer.kernel",)),
     ("sandbox", ("tracer.sandbox",)),
     ("tracefile", ("tracer.tracefile",)),

@@ -1,4 +1,4 @@
-"""Redaction: tracer/redact.py with the spans of the RESP parsers.
+"""Redaction: tracer/decode/redact.py with the spans of the RESP parsers.
 
 The property that matters: feed → mask → feed a fresh parser the masked bytes → the same
 Commands/Replies, and no secret (nor, without show_values, any value) is left in the masked bytes.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tracer.credentials import NO_CREDENTIALS, Credentials, credentials_from_args
 from tracer.errors import TracerError
 
 STALL_MS = 50.0             # a main-thread busy span this long is a stall
@@ -71,6 +72,7 @@ class TraceOptions:
     stall_ms: float = STALL_MS
     refresh_hz: float = REFRESH_HZ
     record_path: str | None = None
+    credentials: Credentials = NO_CREDENTIALS   # for the one query of each target before attaching
 
     def __post_init__(self):
         check_duration(self.duration)
@@ -97,4 +99,4 @@ class TraceOptions:
                    capture_bytes=get("capture_bytes", CAPTURE_BYTES), poll_ms=get("poll_ms", POLL_MS),
                    ringbuf_pages=get("ringbuf_pages", RINGBUF_PAGES), show_values=bool(get("show_values", False)),
                    stall_ms=get("stall_ms", STALL_MS), refresh_hz=get("refresh", REFRESH_HZ),
-                   record_path=given.get("record"))
+                   record_path=given.get("record"), credentials=credentials_from_args(args))

@@ -1,9 +1,12 @@
 """Find the redis-server to trace: by pid, by listening port (read from /proc), or the only one running."""
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 from dataclasses import dataclass, field
 
+from tracer.credentials import NO_CREDENTIALS, Credentials
 from tracer.errors import TracerError
 
 TCP_LISTEN = "0A"
@@ -143,8 +146,8 @@ def find_target(pid: int | None = None, port: int | None = None, proc: str = "/p
                   comm=process_comm(pid, proc))
 
 
-class _RespError(Exception):
-    pass
+class RespError(Exception):
+    """An error reply of the target (its text, e.g. "NOAUTH Authentication required.")."""
 
 
 def _read_reply(f, depth: int = 0):
@@ -156,7 +159,7 @@ def _read_reply(f, depth: int = 0):
     if kind == b"+":
         return body.decode(errors="replace")
     if kind == b"-":
-        raise _RespError(body.decode(errors="replace"))
+        raise RespError(body.decode(errors="replace"))
     if kind == b":":
         return int(body)
     if kind == b"$":
@@ -187,34 +190,67 @@ def _command(*args: str) -> bytes:
     return b"".join(out)
 
 
-def query_redis_info(target: Target, host: str = "127.0.0.1", timeout: float = 2.0) -> dict:
+@contextlib.contextmanager
+def redis_connection(port: int, credentials: Credentials = NO_CREDENTIALS, host: str = "127.0.0.1",
+                     timeout: float = 2.0):
+    """A plain RESP2 connection, authenticated first when there are credentials; yields
+    call(*args) -> reply (raises RespError on an error reply).
+
+    Not a client library: a library's connection handshake (HELLO, CLIENT SETINFO ... on versions
+    that lack them) adds error replies to the target's statistics."""
+    with socket.create_connection((host, port), timeout=timeout) as sock, sock.makefile("rb") as f:
+        def call(*args: str):
+            sock.sendall(_command(*args))
+            return _read_reply(f)
+
+        auth = credentials.auth_args()
+        if auth:
+            call(*auth)
+        yield call
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def ping_redis(port: int, credentials: Credentials = NO_CREDENTIALS, timeout: float = 2.0) -> str | None:
+    """None when PING answers PONG, else why not (the error reply's text, e.g. "NOAUTH ...").
+    Exactly one command after the optional AUTH: without credentials a protected Redis counts one
+    NOAUTH, which no unauthenticated client can avoid (docs/SECURITY.md)."""
+    try:
+        with redis_connection(port, credentials, timeout=timeout) as call:
+            reply = call("PING")
+    except (OSError, ValueError, RespError) as err:
+        return _first_line(err)
+    return None if reply == "PONG" else f"unexpected reply {str(reply)[:40]!r}"
+
+
+def query_redis_info(target: Target, credentials: Credentials = NO_CREDENTIALS, host: str = "127.0.0.1",
+                     timeout: float = 2.0) -> dict:
     """Version and the config that shapes the request path; empty values when Redis will not say.
 
-    Plain RESP2 over a socket, not a client library: a library's connection handshake (HELLO,
-    CLIENT SETINFO ... on versions that lack them) would add error replies to the traced Redis's
-    statistics. One command at a time; the first error other than a refused CONFIG ends it."""
+    One command at a time; the first error other than a refused CONFIG ends it; a renamed CONFIG
+    is not called."""
     info = {"redis_version": "", "io_threads": None, "io_threads_do_reads": None,
             "appendonly": None, "appendfsync": None, "dir": None, "appenddirname": None}
     if not target.port:
         return info
-    import socket
-
     try:
-        with socket.create_connection((host, target.port), timeout=timeout) as sock, \
-                sock.makefile("rb") as f:
-            sock.sendall(_command("INFO", "server"))
-            server = _read_reply(f)
+        with redis_connection(target.port, credentials, host, timeout) as call:
+            server = call("INFO", "server")
             for line in str(server or "").splitlines():
                 if line.startswith("redis_version:"):
                     info["redis_version"] = line.split(":", 1)[1].strip()
+            # COMMAND INFO answers nil for a renamed CONFIG where CONFIG GET would be an error reply
+            if call("COMMAND", "INFO", "CONFIG") in ([None], []):
+                return info
             for name in ("io-threads", "io-threads-do-reads", "appendonly", "appendfsync", "dir", "appenddirname"):
-                sock.sendall(_command("CONFIG", "GET", name))
                 try:
-                    reply = _read_reply(f)
-                except _RespError:   # CONFIG renamed or forbidden by ACL: the rest would fail too
+                    reply = call("CONFIG", "GET", name)
+                except RespError:    # CONFIG forbidden by ACL: the rest would fail too
                     break
                 if isinstance(reply, list) and len(reply) >= 2 and reply[0] == name:
                     info[name.replace("-", "_")] = reply[1]
-    except (OSError, ValueError, _RespError) as err:  # the tracer works without INFO (auth, protected mode...)
-        info["error"] = str(err).splitlines()[0] if str(err) else type(err).__name__
+    except (OSError, ValueError, RespError) as err:  # the tracer works without INFO (auth, protected mode...)
+        info["error"] = _first_line(err)
     return info

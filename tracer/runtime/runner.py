@@ -6,6 +6,7 @@ import signal
 import sys
 import time
 
+from tracer.credentials import HOW_TO_AUTHENTICATE, add_credential_args
 from tracer.errors import Interrupted, TracerError
 from tracer.kernel.bpf_session import ProbeSession
 from tracer.kernel.privileges import require_tracing_privileges
@@ -36,6 +37,7 @@ def add_target_args(parser, duration_default=None) -> None:
                              "that do not fit are dropped and counted as lost events")
     parser.add_argument("--show-values", action="store_true",
                         help="show values on screen and in files (off: values are masked; secrets always are)")
+    add_credential_args(parser)
 
 
 class StopFlag:
@@ -82,6 +84,7 @@ def resolve_targets(options: TraceOptions) -> list[Target]:
     # First: without the capabilities /proc of a root-owned redis-server is unreadable and the
     # target search would fail with a misleading "nothing listens on port N".
     require_tracing_privileges()
+    credentials = options.credentials
     pids, ports = options.pids, options.ports
     if options.all_instances:
         if pids or ports:
@@ -98,7 +101,11 @@ def resolve_targets(options: TraceOptions) -> list[Target]:
         unique.setdefault(t.pid, t)
     targets = list(unique.values())
     for t in targets:
-        t.info = query_redis_info(t)
+        t.info = query_redis_info(t, credentials)
+        if str(t.info.get("error", "")).startswith(("NOAUTH", "WRONGPASS")):
+            print(f"redis-tracer: {t.describe()} did not say its version and config "
+                  f"({t.info['error'].split()[0]}; tracing works without): {HOW_TO_AUTHENTICATE}",
+                  file=sys.stderr)
     return targets
 
 

@@ -40,12 +40,21 @@ def find_redis_server() -> str:
 
 
 def config_args(config: dict) -> list[str]:
-    """{"appendfsync": "always", "io_threads": 2, "appendonly": True} -> --appendfsync always --io-threads 2 ..."""
+    """{"appendfsync": "always", "io_threads": 2, "appendonly": True} -> --appendfsync always --io-threads 2 ...
+
+    A list repeats the option, each item split into its words (redis-server quotes one argument
+    holding spaces as one word): {"rename_command": ["CONFIG cfg", "ACL acl"]} ->
+    --rename-command CONFIG cfg --rename-command ACL acl."""
     args = []
     for key, value in config.items():
+        option = f"--{key.replace('_', '-')}"
+        if isinstance(value, list):
+            for item in value:
+                args += [option, *str(item).split()]
+            continue
         if value is True or value is False:
             value = "yes" if value else "no"
-        args += [f"--{key.replace('_', '-')}", str(value)]
+        args += [option, str(value)]
     return args
 
 

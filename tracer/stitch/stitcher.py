@@ -12,6 +12,7 @@ import heapq
 from collections import deque
 
 from tracer.kernel import events
+from tracer.decode.keyspec import secret_reply
 from tracer.stitch.model import BusySpan, Connection, FileSync, Request
 from tracer.decode.links import BusParser, LinkStats, looks_like_cluster_bus
 from tracer.decode.resp import ReplyParser, RequestParser
@@ -84,19 +85,12 @@ def _noop(*_args) -> None:
     return None
 
 
-# replies that can hold secrets: CONFIG GET requirepass/masterauth, password hashes of ACL GETUSER/LIST,
-# SENTINEL's auth-pass; "?" is a command whose name was not captured. Masked even with --show-values.
-SECRET_REPLY_COMMANDS = frozenset(("CONFIG GET", "ACL GETUSER", "ACL LIST", "?"))
-
-
 def _secret_reply_pending(pending) -> bool:
+    """A reply to a command in `pending` may carry secrets (keyspec.secret_reply): mask it even
+    with --show-values."""
     if len(pending) > 256:
         return True     # not worth scanning: mask this write
-    for req in pending:
-        c = req.command
-        if c in SECRET_REPLY_COMMANDS or c.startswith("SENTINEL"):
-            return True
-    return False
+    return any(secret_reply(req.command) for req in pending)
 
 
 class Stitcher:
