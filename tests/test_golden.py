@@ -78,5 +78,5 @@ def test_report_view_reads_back_its_own_json(name):
     """Report.from_json(to_json()) is lossless, so hand-built or stored reports render like live ones."""
     from tracer.schema import Report
 
-    doc = json.loads((FIXTURES / f"{name}.report.json").read_text())
+    doc = json.loads(cli("report", str(FIXTURES / f"{name}.rtrace"), "--json"))
     assert Report.from_json(doc).to_json() == doc
