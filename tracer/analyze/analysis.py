@@ -23,6 +23,7 @@ WINDOW_S = 5            # rates are over the last ~5 s of trace time
 SLOW_WINDOW_S = 10      # "recent" slow requests
 SECS_KEPT = 12          # per-second counters kept
 KEY_CAP = 2000
+TOP_N = 10              # slowest requests, hot and big keys listed
 MAX_COMMANDS = 512      # distinct command names tracked; the rest are counted as OTHER
 UNDECODABLE_SAMPLES = 5  # names kept as evidence in that row
 _REFUSED = ("error", "none")
@@ -163,7 +164,7 @@ def _segments(req) -> list:
 
 
 class Analyzer:
-    def __init__(self, stall_ms: float = STALL_MS, top_n: int = 10, key_cap: int = KEY_CAP,
+    def __init__(self, stall_ms: float = STALL_MS, top_n: int = TOP_N, key_cap: int = KEY_CAP,
                  max_commands: int = MAX_COMMANDS, lookback_s: float = 5.0, lookback_max: int = 50_000,
                  on_stall=None):
         self.stall_ms = stall_ms

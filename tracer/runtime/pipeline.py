@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tracer.analyze.analysis import Analyzer
+from tracer.analyze.analysis import TOP_N, Analyzer
 from tracer.analyze.histogram import LatencyHistogram
 from tracer.decode.redact import error_text_spans, redact_spans
 from tracer.kernel import events
@@ -17,7 +17,7 @@ from tracer.units import ns_to_us, r3
 
 class Pipeline:
     def __init__(self, stall_ms: float = STALL_MS, show_values: bool = False, uprobe_exec: bool = False,
-                 on_request=None, on_sync=None, writer=None, top_n: int = 10, targets: list | None = None):
+                 on_request=None, on_sync=None, writer=None, top_n: int = TOP_N, targets: list | None = None):
         tune_gc()  # the hot loop allocates per request: default GC thresholds cost 15-20 % (tuning.py)
         self.analyzer = Analyzer(stall_ms=stall_ms, top_n=top_n)
         # several redis-servers: every figure also per instance (tgid), in an Analyzer of its own
