@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracer.analyze.analysis import Analyzer, SpaceSaving, TopMax
+from tracer.analyze.analysis import Analyzer
+from tracer.analyze.topk import SpaceSaving, TopMax
 from tracer.analyze.histogram import MAX_NS, NBUCKETS, LatencyHistogram, nearest_rank
 from tracer.stitch.model import BusySpan, Connection, FileSync, Request
 
@@ -116,7 +117,7 @@ def feed(an, items, snapshots=False):
 # -- report --------------------------------------------------------------------------------------
 REPORT_KEYS = {"schema", "target", "duration_s", "requests", "lost_events", "commands", "stalls", "fsync",
                "connections"}
-REPORT_EXTRAS = {"hot_keys", "big_keys", "phases_us_total", "unanswered", "busy_ratio"}
+REPORT_EXTRAS = {"hot_keys", "big_keys", "phases_us_total", "unanswered", "busy_ratio", "patterns"}
 STALL_KEYS = {"start_s", "duration_ms", "command", "key", "client", "victims", "victim_added_ms"}
 STALL_EXTRAS = {"class", "evidence", "advice", "culprits", "victim_added_total_ms", "victim_added_mean_ms",
                 "end_s"}

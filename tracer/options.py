@@ -22,6 +22,28 @@ REFRESH_MAX = 20.0
 STALL_MS_MAX = 3_600_000    # beyond an hour a "stall" threshold is a typo (also bounds hostile headers)
 
 
+@dataclass(frozen=True, slots=True)
+class PatternOptions:
+    """Thresholds of the cache-pattern detectors (tracer/analyze/patterns/, docs/ARCHITECTURE.md)."""
+
+    stampede_window_ms: float = 1000.0  # misses of one key this close together are one episode
+    stampede_min_clients: int = 4       # distinct clients missing the same key before one SETs it
+    penetration_min_misses: int = 100   # misses of never-SET keys under one prefix ...
+    penetration_min_share: float = 0.5  # ... that are at least this share of the prefix's reads ...
+    penetration_min_span_s: float = 1.0  # ... spread over at least this long (a steady rate)
+    avalanche_min_keys: int = 20        # keys of one prefix first missing within the same second after a SET
+    race_window_ms: float = 1000.0      # a write this soon after the same client's read derives from it
+    hot_min_requests: int = 500         # a hot key has at least this many requests ...
+    hot_min_share: float = 0.05         # ... this share of all keyed requests ...
+    hot_skew: float = 5.0               # ... this many times the mean of the next keys ...
+    hot_min_read_ratio: float = 2.0     # ... and this many reads per write (else a local cache cannot help)
+    big_value_bytes: int = 10_000       # a reply this large is a big value ...
+    big_value_min_reads: int = 20       # ... worth a pattern when read this often
+    max_keys: int = 10_000              # keys each detector tracks (least recently seen evicted, counted)
+    max_clients: int = 10_000           # clients tracked (race)
+    max_listed: int = 5                 # patterns of one kind listed, and keys/clients per pattern
+
+
 def is_power_of_two(n: int) -> bool:
     return n > 0 and not n & (n - 1)
 
@@ -73,6 +95,7 @@ class TraceOptions:
     refresh_hz: float = REFRESH_HZ
     record_path: str | None = None
     credentials: Credentials = NO_CREDENTIALS   # for the one query of each target before attaching
+    patterns: PatternOptions = PatternOptions()
 
     def __post_init__(self):
         check_duration(self.duration)

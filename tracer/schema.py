@@ -120,6 +120,25 @@ class StallResult(View):
         return next((a for a in self.advice if a), "")
 
 
+# -- cache patterns ------------------------------------------------------------------------------------------
+PATTERN_KINDS = ("stampede", "penetration", "avalanche", "race", "hot-key", "big-value")
+
+
+@dataclass(slots=True)
+class Pattern(View):
+    """One cache-usage pattern found in the request stream (tracer/analyze/patterns/)."""
+
+    kind: str = ""                  # one of PATTERN_KINDS
+    keys: list = field(default_factory=list)        # the key(s), or a prefix such as "user:*"
+    clients: list = field(default_factory=list)     # up to max_listed client addresses involved
+    window_ms: float = 0.0          # how long the pattern took (per kind: see figures)
+    count: int = 0                  # how often it happened (episodes, misses, interleavings, requests)
+    evidence: list = field(default_factory=list)
+    advice: list = field(default_factory=list)
+    input: str = "full"             # "full": every request seen; "sampled": only sampled/slow records
+    figures: dict = field(default_factory=dict)     # the kind's own numbers (missing clients, bytes, shares)
+
+
 # -- figures shared by snapshots and reports ------------------------------------------------------------
 @dataclass(slots=True)
 class CommandStats(View):
@@ -199,10 +218,11 @@ class Snapshot(View):
     hot_keys: list = field(default_factory=list)        # [(key, requests)]
     big_keys: list = field(default_factory=list)        # [(key, largest reply bytes)]
     nodes: list = field(default_factory=list)           # [NodeRow], with several instances
+    patterns: list = field(default_factory=list)        # [Pattern], by kind
 
     NESTED = {"commands": ("dict", CommandStats), "slowest": ("list", SlowRequest),
               "stalls": ("list", StallResult), "fsync": ("one", FsyncStats), "connections": ("one", ConnStats),
-              "nodes": ("list", NodeRow)}
+              "nodes": ("list", NodeRow), "patterns": ("list", Pattern)}
 
 
 @dataclass(slots=True)
@@ -230,6 +250,7 @@ class Report(View):
     phases_us_total: dict = field(default_factory=dict)
     unanswered: int = 0
     busy_ratio: float | None = None
+    patterns: list = field(default_factory=list)        # [Pattern], by kind
     instances: list | None = field(default=None, metadata=OPTIONAL)      # [Report], one per traced instance
     redirects: dict | None = field(default=None, metadata=OPTIONAL)
     links: list | None = field(default=None, metadata=OPTIONAL)          # per instance and overall
@@ -240,7 +261,8 @@ class Report(View):
     slowest: list | None = field(default=None, metadata=OPTIONAL)        # [SlowRequest] of the last frame
 
     NESTED = {"target": ("one", TargetInfo), "commands": ("dict", CommandStats), "stalls": ("list", StallResult),
-              "fsync": ("one", FsyncStats), "connections": ("one", ConnStats), "slowest": ("list", SlowRequest)}
+              "fsync": ("one", FsyncStats), "connections": ("one", ConnStats), "slowest": ("list", SlowRequest),
+              "patterns": ("list", Pattern)}
 
     @classmethod
     def from_json(cls, doc):

@@ -12,8 +12,10 @@ import heapq
 
 from tracer.analyze.diagnosis import StallDetector, format_stall
 from tracer.analyze.histogram import LatencyHistogram
+from tracer.analyze.patterns import PatternDetectors
+from tracer.analyze.topk import KEY_CAP, SpaceSaving, TopMax
 from tracer.decode.keyspec import KNOWN
-from tracer.options import STALL_MS
+from tracer.options import STALL_MS, PatternOptions
 from tracer.schema import (UNDECODABLE, CommandStats, ConnStats, FsyncStats, Report, SlowRequest, Snapshot,
                            TargetInfo)
 from tracer.stitch.model import PHASES
@@ -22,84 +24,11 @@ from tracer.units import NS_PER_S, ns_to_us as _us, r3 as _r3
 WINDOW_S = 5            # rates are over the last ~5 s of trace time
 SLOW_WINDOW_S = 10      # "recent" slow requests
 SECS_KEPT = 12          # per-second counters kept
-KEY_CAP = 2000
 TOP_N = 10              # slowest requests, hot and big keys listed
 MAX_COMMANDS = 512      # distinct command names tracked; the rest are counted as OTHER
 UNDECODABLE_SAMPLES = 5  # names kept as evidence in that row
 _REFUSED = ("error", "none")
 KNOWN_COMMANDS = frozenset(name.decode() for name in KNOWN)
-EVICT_DIV = 2           # a full top-K table drops at least 1/EVICT_DIV of its entries at once
-
-
-class SpaceSaving:
-    """Approximate top-K counts in at most `cap` entries (space-saving with batch eviction:
-    a key entering a full table starts at the largest count evicted so far, an upper bound)."""
-
-    __slots__ = ("cap", "counts", "floor")
-
-    def __init__(self, cap: int = KEY_CAP):
-        self.cap = cap
-        self.counts: dict = {}
-        self.floor = 0
-
-    def add(self, key, n: int = 1) -> None:
-        counts = self.counts
-        c = counts.get(key)
-        if c is not None:
-            counts[key] = c + n
-            return
-        if len(counts) >= self.cap:
-            self._evict()
-        counts[key] = self.floor + n
-
-    def _evict(self) -> None:
-        # drop every key at or below the median count: at least half of the table, and ties go
-        # together, so the result does not depend on insertion order. Half, not less: with many
-        # distinct keys (every request a new key) the sort + rebuild runs once per cap/2 new keys.
-        n = max(1, self.cap // EVICT_DIV)
-        threshold = sorted(self.counts.values())[n - 1]
-        self.floor = max(self.floor, threshold)
-        self.counts = {k: v for k, v in self.counts.items() if v > threshold}
-
-    def top(self, n: int) -> list:
-        return sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
-
-    def __len__(self) -> int:
-        return len(self.counts)
-
-
-class TopMax:
-    """The keys with the largest value seen (e.g. reply bytes), in at most `cap` entries."""
-
-    __slots__ = ("cap", "values", "floor")
-
-    def __init__(self, cap: int = KEY_CAP):
-        self.cap = cap
-        self.values: dict = {}
-        self.floor = 0          # values at or below it were dropped (or would be)
-
-    def add(self, key, value: int) -> None:
-        values = self.values
-        v = values.get(key)
-        if v is not None:
-            if value > v:
-                values[key] = value
-            return
-        if len(values) >= self.cap:
-            if value <= self.floor:
-                return          # would be evicted right away
-            n = max(1, self.cap // EVICT_DIV)     # at least half the table (see SpaceSaving)
-            self.floor = max(self.floor, sorted(values.values())[n - 1])
-            self.values = values = {k: v for k, v in values.items() if v > self.floor}
-            if value <= self.floor:
-                return
-        values[key] = value
-
-    def top(self, n: int) -> list:
-        return sorted(self.values.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
-
-    def __len__(self) -> int:
-        return len(self.values)
 
 
 class _Secs:
@@ -166,7 +95,7 @@ def _segments(req) -> list:
 class Analyzer:
     def __init__(self, stall_ms: float = STALL_MS, top_n: int = TOP_N, key_cap: int = KEY_CAP,
                  max_commands: int = MAX_COMMANDS, lookback_s: float = 5.0, lookback_max: int = 50_000,
-                 on_stall=None):
+                 on_stall=None, patterns: PatternOptions = PatternOptions()):
         self.stall_ms = stall_ms
         self.top_n = top_n
         self.max_commands = max_commands
@@ -202,6 +131,7 @@ class Analyzer:
         self.live_conns: set = set()        # conn_ids seen (accepted or with requests), still open
         self.hot_keys = SpaceSaving(key_cap)
         self.big_keys = TopMax(key_cap)
+        self.patterns = PatternDetectors(patterns, hot_counts=self.hot_keys)
         self.detector = StallDetector(stall_ms, lookback_s=lookback_s, lookback_max=lookback_max,
                                       on_stall=on_stall)
 
@@ -329,6 +259,7 @@ class Analyzer:
         if req.conn_id:
             self.live_conns.add(req.conn_id)
         self.detector.on_request(req, t)
+        self.patterns.on_request(req)
 
     def on_busy(self, span) -> None:
         self.spans += 1
@@ -473,7 +404,8 @@ class Analyzer:
                                   accept_queue_p99_us=_us(self.accept_hist.percentile(99)),
                                   accept_rate=_r3(self.accept_secs.total(lo, hi) / window)),
             hot_keys=self.hot_keys.top(self.top_n),
-            big_keys=self.big_keys.top(self.top_n))
+            big_keys=self.big_keys.top(self.top_n),
+            patterns=self.patterns.results())
 
     def report(self, target: dict, clock_first_ts: int | None = None) -> Report:
         """The report (schema 1; Report.to_json is its JSON). clock_first_ts: the trace's first event (stitcher.first_ts),
@@ -503,4 +435,5 @@ class Analyzer:
             big_keys=[[k, n] for k, n in self.big_keys.top(self.top_n)],
             phases_us_total={p: _us(v) for p, v in self.phase_ns.items()},
             unanswered=self.unanswered,
-            busy_ratio=None if busy is None else _r3(busy))
+            busy_ratio=None if busy is None else _r3(busy),
+            patterns=self.patterns.results())

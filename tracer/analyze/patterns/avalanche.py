@@ -1,0 +1,81 @@
+"""Avalanche: many keys under one prefix expire within the same second (SET together with the same
+EX/PX), and their misses all reach the database at once.
+
+The EX/PX arguments are masked like values and never read; the TTL is inferred instead: a key SET
+during the trace that later gets a nil reply has lived from its SET to that miss. A burst of such first
+misses under one prefix in one second, with alike lifetimes, is the avalanche."""
+from __future__ import annotations
+
+from tracer.analyze.patterns.common import FILL, READ, Bounded, key_prefix, ms, sample
+from tracer.options import PatternOptions
+from tracer.schema import Pattern
+from tracer.units import NS_PER_S
+
+ADVICE = ["add jitter to the TTLs (e.g. EX 3600 + random 0..300) so keys written together do not expire together",
+          "refresh or pre-warm keys that are written in bulk before they expire, or give the hottest ones no TTL "
+          "and a logical expiry"]
+LIFETIMES_KEPT = 256    # per burst, for the inferred TTL
+
+
+class _Burst:
+    __slots__ = ("count", "keys", "lifetimes", "clients")
+
+    def __init__(self):
+        self.count = 0
+        self.keys: list = []
+        self.lifetimes: list = []
+        self.clients: set = set()
+
+
+class AvalancheDetector:
+    def __init__(self, options: PatternOptions = PatternOptions()):
+        self.min_keys = options.avalanche_min_keys
+        self.listed = options.max_listed
+        self.set_at = Bounded(options.max_keys)        # key -> ts of its last SET, until its first miss
+        self.bursts = Bounded(options.max_keys)        # (prefix, second of the miss) -> _Burst
+
+    def on_request(self, req, ts: int, client: str, cls: int) -> None:
+        key = req.key
+        if key is None:
+            return
+        if cls == FILL:
+            self.set_at[key] = ts
+            self.set_at.move_to_end(key)
+        elif cls == READ and req.reply_type == "nil":
+            set_ts = self.set_at.pop(key, None)
+            if set_ts is None or ts <= set_ts:
+                return
+            slot = (key_prefix(key), ts // NS_PER_S)
+            burst = self.bursts.touch(slot)
+            if burst is None:
+                burst = self.bursts[slot] = _Burst()
+            burst.count += 1
+            if len(burst.keys) < LIFETIMES_KEPT:
+                burst.keys.append(key)
+                burst.lifetimes.append(ts - set_ts)
+            if len(burst.clients) < self.listed:
+                burst.clients.add(client)
+
+    def results(self, input_: str = "full") -> list[Pattern]:
+        by_prefix: dict = {}
+        for (prefix, sec), burst in self.bursts.items():
+            if burst.count >= self.min_keys:
+                by_prefix.setdefault(prefix, []).append((sec, burst))
+        out = []
+        ranked = sorted(by_prefix.items(), key=lambda kv: (-max(b.count for _, b in kv[1]), kv[0]))
+        for prefix, bursts in ranked[:self.listed]:
+            sec, worst = max(bursts, key=lambda sb: (sb[1].count, -sb[0]))
+            lives = sorted(worst.lifetimes)
+            ttl_ms, spread_ms = ms(lives[len(lives) // 2]), ms(lives[-1] - lives[0])
+            n = worst.count
+            evidence = [f"{n} keys under {prefix} got their first nil within one second, {ttl_ms / 1000:.1f} s after "
+                        f"they were SET (lifetimes within {spread_ms:g} ms: the same TTL)"]
+            if len(bursts) > 1:
+                evidence.append(f"{len(bursts)} such seconds in the trace")
+            keys = [prefix] + worst.keys[:self.listed]
+            out.append(Pattern(kind="avalanche", keys=keys, clients=sample(worst.clients, self.listed),
+                               window_ms=1000.0, count=sum(b.count for _, b in bursts), evidence=evidence,
+                               advice=list(ADVICE), input=input_,
+                               figures={"prefix": prefix, "keys_in_worst_second": n, "inferred_ttl_ms": ttl_ms,
+                                        "lifetime_spread_ms": spread_ms, "seconds": len(bursts)}))
+        return out
