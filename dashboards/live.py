@@ -27,13 +27,17 @@ from tracer.options import STALL_MS
 from tracer.schema import ScreenHeader, Snapshot
 from tracer.stitch.model import PHASES
 from tracer.units import fmt_bytes, fmt_count, fmt_ms, fmt_pct, fmt_rate, fmt_us
-from tracer.views.common import PHASE_SHORT, big_keys, by_count, longest_first, phase_values
+from tracer.views.common import PHASE_SHORT, big_keys, by_count, longest_first, pattern_line, patterns_note, phase_values
 
 PHASE_STYLES = {"socket_queue": "dodger_blue1", "wait": "gold3", "exec": "green3", "reply_write": "orchid"}
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 BAR_CHAR = "█"
 MIDDLE_LINES = 6          # the request path / AOF / connections / keys strip
 MIDDLE_COMPACT_LINES = 5  # the same folded into one panel (narrow or short screens)
+PATTERN_ROWS = 3          # cache patterns shown, each with its first advice when there is room
+PATTERN_MIN_HEIGHT = 24   # smaller screens leave the patterns panel out
+PATTERN_STYLES = {"stampede": "bold red", "race": "bold red", "avalanche": "bold yellow",
+                  "penetration": "bold yellow", "hot-key": "bold cyan", "big-value": "bold cyan"}
 
 BORDER = "grey42"
 TITLE = "bold"
@@ -187,11 +191,15 @@ class Dashboard:
         mid_lines = 0 if not with_mid else (MIDDLE_COMPACT_LINES if compact_mid else MIDDLE_LINES)
         nodes = self._nodes(snap, width) if snap.nodes and height >= 30 else None
         node_lines = len(snap.nodes) + 3 if nodes is not None else 0
-        rest = max(0, height - head.row_count - mid_lines - node_lines)
+        patterns = self._patterns(snap, width, advice=height >= 40) if height >= PATTERN_MIN_HEIGHT else None
+        pattern_lines = patterns.height if patterns is not None else 0
+        rest = max(0, height - head.row_count - mid_lines - node_lines - pattern_lines)
         cmd_rows, slow_rows, stall_lines = self._budget(snap, rest)
         parts = [head] + ([nodes] if nodes is not None else []) + [self._commands(snap, width, cmd_rows, stall_ms)]
         if mid is not None:
             parts.append(mid)
+        if patterns is not None:
+            parts.append(patterns)
         parts.append(self._stalls(snap, width, stall_lines, stall_ms))
         if slow_rows > 0:
             parts.append(self._slowest(snap, width, slow_rows, stall_ms))
@@ -480,6 +488,36 @@ class Dashboard:
             cells.append(panel("keys", self._key_lines(snap, key_inner), MIDDLE_LINES))
         grid.add_row(*cells)
         return grid
+
+    # -- cache patterns ------------------------------------------------------------------------------
+    def _patterns(self, snap: Snapshot, width: int, advice: bool) -> Panel:
+        """Stampedes, races, ...: one line each (kind and evidence), its first advice under it on tall screens."""
+        shown = snap.patterns[:PATTERN_ROWS]
+        lines = []
+        for p in shown:
+            line = Text()
+            line.append(f"{p.kind:<11} ", style=PATTERN_STYLES.get(p.kind, "bold"))
+            line.append(pattern_line(p).split(": ", 1)[-1])
+            lines.append(line)
+            if advice and p.advice:
+                lines.append(Text(" " * 12 + "↳ " + p.advice[0], style="grey62 italic"))
+        if len(snap.patterns) > len(shown):
+            lines.append(Text(" " * 12 + f"+{len(snap.patterns) - len(shown)} more", style=DIM))
+        if not lines:
+            lines.append(Text("no stampede, penetration, avalanche, race, hot key or big value seen yet", style=DIM))
+        for t in lines:
+            t.no_wrap = True
+            t.overflow = "ellipsis"
+        height = len(lines) + 2
+        note = patterns_note(snap.patterns_input)
+        if note:     # wrapped, not cut: it says what to do
+            lines.append(Text(note, style=DIM))
+            height += math.ceil(len(note) / max(1, width - 4))
+        title = Text("cache patterns", style=TITLE)
+        if snap.patterns:
+            title.append(f" {len(snap.patterns)}", style="bold red")
+        return Panel(Group(*lines), title=title, title_align="left", border_style=BORDER, box=box.ROUNDED,
+                     height=height, padding=(0, 1))
 
     # -- stalls -------------------------------------------------------------------------------------
     def _stalls(self, snap: Snapshot, width: int, lines: int, stall_ms: float) -> RenderableType:

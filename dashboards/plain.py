@@ -13,12 +13,14 @@ import time
 from tracer.schema import UNDECODABLE, CommandStats, ConnStats, FsyncStats, Report, ScreenHeader, Snapshot, StallResult
 from tracer.stitch.model import PHASES
 from tracer.units import fmt_bytes, fmt_count, fmt_ms, fmt_pct, fmt_rate, fmt_us
-from tracer.views.common import BIG_KEY_MIN_BYTES, PHASE_LABELS, big_keys, by_count, longest_first, phase_values
+from tracer.views.common import (BIG_KEY_MIN_BYTES, PHASE_LABELS, big_keys, by_count, longest_first, pattern_line,
+                                 patterns_note, phase_values)
 
 BLOCK_COMMANDS = 6
 FINAL_COMMANDS = 15
 FINAL_STALLS = 10
 FINAL_SLOWEST = 5
+FINAL_PATTERNS = 12
 
 
 def _path_line(phases_us_total: dict, busy: float | None) -> str:
@@ -101,7 +103,26 @@ def summary_block(snapshot: Snapshot, header: ScreenHeader, now: float | None = 
         lines.append("  stalls: none" + (f" >= {float(stall_ms):g} ms" if stall_ms else ""))
     lines.append("  aof: " + _fsync_line(snap.fsync))
     lines.append("  conns: " + _conn_line(snap.connections))
+    lines.append("  patterns: " + (", ".join(f"{p.kind} {p.keys[0] if p.keys else ''}".strip() for p in snap.patterns)
+                                   or "none"))
     return "\n".join(lines)
+
+
+def _pattern_lines(patterns: list, patterns_input: str) -> list[str]:
+    """Cache patterns with their evidence and advice (docs/ARCHITECTURE.md, cache patterns)."""
+    out = [f"Cache patterns: {len(patterns)}" if patterns else "Cache patterns: none found"]
+    for p in patterns[:FINAL_PATTERNS]:
+        out.append(f"  - {pattern_line(p)}")
+        out.extend(f"      {line}" for line in p.evidence[1:])
+        if p.clients:
+            out.append("      clients: " + ", ".join(p.clients))
+        out.extend(f"      advice: {a}" for a in p.advice)
+    if len(patterns) > FINAL_PATTERNS:
+        out.append(f"  ... and {len(patterns) - FINAL_PATTERNS} more (see --json)")
+    note = patterns_note(patterns_input)
+    if note:
+        out.append("  " + note)
+    return out
 
 
 # -- final summary --------------------------------------------------------------------------------
@@ -151,6 +172,8 @@ def final_summary(report: Report) -> str:
             out.append(f"  ... and {len(stalls) - FINAL_STALLS} shorter stalls (see --json)")
     else:
         out.append(f"Stalls{limit}: none")
+    out.append("")
+    out.extend(_pattern_lines(report.patterns, report.patterns_input))
     out.append("")
 
     cmds = by_count(report.commands)

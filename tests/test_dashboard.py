@@ -350,3 +350,38 @@ def test_nodes_panel_one_row_per_instance():
     assert ":7000 pid 11" in text and ":7001 pid 12" in text
     row = next(line for line in text.splitlines() if ":7000 pid 11" in line)
     assert "120" in row and "25" in row and "2" in row
+
+
+# -- cache patterns ---------------------------------------------------------------------------------------
+STAMPEDE = {"kind": "stampede", "keys": ["product:42"], "clients": ["127.0.0.1:50001"], "window_ms": 14.0,
+            "count": 1, "evidence": ["8 clients got nil for product:42 within 14 ms; the first SET came 46 ms after"],
+            "advice": ["let one caller rebuild the key: a mutex (SET lock:<key> <id> NX PX <ms>)"], "input": "full"}
+RACE = dict(STAMPEDE, kind="race", keys=["stock:1"], evidence=["5 times a client read stock:1 and wrote it back"],
+            advice=["do the check and the write in one atomic step: a Lua script"])
+
+
+def test_patterns_panel_with_evidence_and_advice():
+    text, _ = screen(render(dict(SNAPSHOT, patterns=[STAMPEDE, RACE]), HEADER), 120, 48)
+    assert "cache patterns 2" in text
+    assert "stampede" in row_of(text, "stampede") and "8 clients got nil for product:42" in text
+    assert "race" in row_of(text, "race") and "↳ do the check and the write in one atomic step" in text
+    assert "sampled" not in text
+    text, _ = screen(render(dict(SNAPSHOT, patterns_input="sampled"), HEADER), 120, 48)
+    assert "no stampede, penetration, avalanche, race, hot key or big value seen yet" in text
+    assert "trace with --full" in text
+
+
+@pytest.mark.parametrize("width,height", [(120, 40), (80, 24)])
+def test_patterns_panel_fits_the_screen(width, height):
+    text, _ = screen(render(dict(SNAPSHOT, patterns=[STAMPEDE, RACE] * 3), HEADER), width, height)
+    lines = text.rstrip("\n").splitlines()
+    assert len(lines) <= height and "stampede" in text and "DEL demo:bighash" in text
+
+
+def test_plain_views_list_patterns_with_advice():
+    report = dict(SNAPSHOT, target={"pid": 1}, patterns=[STAMPEDE], patterns_input="sampled")
+    text = final_summary(report)
+    assert "Cache patterns: 1" in text and "  - stampede: 8 clients got nil for product:42" in text
+    assert "advice: let one caller rebuild the key" in text and "trace with --full" in text
+    assert "Cache patterns: none found" in final_summary(dict(SNAPSHOT, target={"pid": 1}))
+    assert "patterns: stampede product:42" in summary_block(dict(SNAPSHOT, patterns=[STAMPEDE]), HEADER)

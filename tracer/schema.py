@@ -219,6 +219,7 @@ class Snapshot(View):
     big_keys: list = field(default_factory=list)        # [(key, largest reply bytes)]
     nodes: list = field(default_factory=list)           # [NodeRow], with several instances
     patterns: list = field(default_factory=list)        # [Pattern], by kind
+    patterns_input: str = "full"    # what the pattern detectors saw: "full" (every request) or "sampled"
 
     NESTED = {"commands": ("dict", CommandStats), "slowest": ("list", SlowRequest),
               "stalls": ("list", StallResult), "fsync": ("one", FsyncStats), "connections": ("one", ConnStats),
@@ -251,6 +252,7 @@ class Report(View):
     unanswered: int = 0
     busy_ratio: float | None = None
     patterns: list = field(default_factory=list)        # [Pattern], by kind
+    patterns_input: str = "full"    # what the pattern detectors saw: "full" (every request) or "sampled"
     instances: list | None = field(default=None, metadata=OPTIONAL)      # [Report], one per traced instance
     redirects: dict | None = field(default=None, metadata=OPTIONAL)
     links: list | None = field(default=None, metadata=OPTIONAL)          # per instance and overall

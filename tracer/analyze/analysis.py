@@ -405,7 +405,7 @@ class Analyzer:
                                   accept_rate=_r3(self.accept_secs.total(lo, hi) / window)),
             hot_keys=self.hot_keys.top(self.top_n),
             big_keys=self.big_keys.top(self.top_n),
-            patterns=self.patterns.results())
+            patterns=self.patterns.results(), patterns_input=self.patterns.input)
 
     def report(self, target: dict, clock_first_ts: int | None = None) -> Report:
         """The report (schema 1; Report.to_json is its JSON). clock_first_ts: the trace's first event (stitcher.first_ts),
@@ -436,4 +436,4 @@ class Analyzer:
             phases_us_total={p: _us(v) for p, v in self.phase_ns.items()},
             unanswered=self.unanswered,
             busy_ratio=None if busy is None else _r3(busy),
-            patterns=self.patterns.results())
+            patterns=self.patterns.results(), patterns_input=self.patterns.input)

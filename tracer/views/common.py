@@ -9,6 +9,9 @@ from tracer.stitch.model import PHASES
 PHASE_LABELS = {"socket_queue": "socket queue", "wait": "wait", "exec": "exec", "reply_write": "reply write"}
 PHASE_SHORT = {"socket_queue": "queue", "wait": "wait", "exec": "exec", "reply_write": "reply"}
 BIG_KEY_MIN_BYTES = 1000  # smaller replies are not worth calling a key big
+# the one wording of what cache-pattern detection misses when it sees only sampled/slow requests
+SAMPLED_PATTERNS_NOTE = ("cache patterns: this mode sees only sampled and slow requests, so stampedes, "
+                         "penetration, avalanches and races can go unseen; trace with --full to see every request")
 
 
 def phase_values(phases) -> dict:
@@ -29,3 +32,14 @@ def longest_first(stalls: list) -> list:
 
 def big_keys(keys: list) -> list:
     return [kv for kv in keys if (kv[1] or 0) >= BIG_KEY_MIN_BYTES]
+
+
+def patterns_note(patterns_input: str) -> str | None:
+    """The note a view prints under its cache patterns when the detectors did not see every request."""
+    return None if patterns_input == "full" else SAMPLED_PATTERNS_NOTE
+
+
+def pattern_line(p) -> str:
+    """'stampede: 8 clients got nil for product:42 …': a pattern in one line (its first evidence)."""
+    what = p.evidence[0] if p.evidence else ", ".join(str(k) for k in p.keys)
+    return f"{p.kind}: {what}"
