@@ -68,6 +68,12 @@ def test_demo_dashboard_in_a_terminal(tmux_session, tmp_path):
     assert re.search(r"\d+\.\s+[\d.]+m?s\s+DEL demo:bighash", final), final  # and in the diagnosis
     assert "victims:" in final and "advice:" in final
 
+    # the cache thread's stampede and inventory race: on the live panel and in the diagnosis, with advice
+    assert any("cache patterns" in s and "stampede" in s for s in dashboards), dashboards[-1]
+    assert re.search(r"- stampede: 8 clients got nil for demo:product:\d+", final), final
+    assert "- race: " in final and "demo:stock:1" in final, final
+    assert "advice: let one caller rebuild the key" in final and "a Lua script" in final
+
     # everything the demo started is gone
     m = re.search(r"demo: redis-server pid (\d+) on 127\.0\.0\.1:(\d+) \(data in (\S+)\)", final)
     assert m, final

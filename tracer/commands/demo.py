@@ -2,7 +2,8 @@
 
 Starts a throw-away redis-server (127.0.0.1, free port, temp dir, AOF everysec), attaches the
 probes, then starts a bounded mixed workload (tracer.sandbox.workload) whose trouble thread builds and
-DELetes a BigKey every ~6 s and runs a slow Lua script every ~9 s. The live dashboard shows it
+DELetes a BigKey every ~6 s and runs a slow Lua script every ~9 s, and whose cache thread sets off a
+cache stampede and the inventory read-modify-write race every ~7 s. The live dashboard shows it
 for --duration seconds; then the diagnosis is printed and everything the demo started (server,
 temp dir, threads) is removed, also on Ctrl-C/SIGTERM/SIGHUP.
 """
@@ -19,8 +20,8 @@ DEMO_POLL_MS = 50   # the demo's own small server: drain often, for a lively scr
 
 
 def add_parser(sub):
-    p = sub.add_parser("demo", help="trace a throw-away redis-server under a mixed workload with a BigKey "
-                                    "and a slow script, live")
+    p = sub.add_parser("demo", help="trace a throw-away redis-server under a mixed workload with a BigKey, "
+                                    "a slow script, a cache stampede and an inventory race, live")
     p.add_argument("--duration", type=float, default=30, metavar="S", help="seconds to run (default 30)")
     runner.add_analysis_args(p)
     p.add_argument("--no-dashboard", action="store_true",
@@ -60,7 +61,8 @@ def run(args) -> int:
     try:
         server.start()
         print(f"demo: redis-server pid {server.pid} on 127.0.0.1:{server.port} (data in {server.dir}); "
-              f"{args.clients} clients, a BigKey DEL every ~6 s, a slow Lua script every ~9 s",
+              f"{args.clients} clients, a BigKey DEL every ~6 s, a slow Lua script every ~9 s, "
+              f"a cache stampede and an inventory race every ~7 s",
               file=sys.stderr, flush=True)
         target = find_target(pid=server.pid)
         target.info = query_redis_info(target)

@@ -6,7 +6,11 @@ trouble thread regularly
 
 * builds a BigKey (a hash of `bigkey_fields` fields, in small HSET batches so the build itself
   never blocks Redis for long) and DELetes it: freeing it stalls the main thread for hundreds of ms;
-* runs a slow Lua script (a busy loop of `lua_ms` ms).
+* runs a slow Lua script (a busy loop of `lua_ms` ms);
+
+and a cache thread regularly (every `cache_every` s) sets off a cache stampede (8 clients miss an expired
+product key at once and all rebuild it) and the inventory read-modify-write race (two clients GET the
+stock, then both DECRBY it), from tracer.sandbox.cache_trouble.
 
 Every loop is bounded in operations AND in time (`max_seconds`), and stop() ends them all.
 Nothing here needs the tracer.
@@ -17,8 +21,15 @@ import random
 import threading
 import time
 
+from tracer.sandbox.cache_trouble import inventory_race, stampede
+
 HOST = "127.0.0.1"
 BIGKEY = "demo:bighash"
+STAMPEDE_KEY = "demo:product:{n}"       # a fresh product key per round: each round is one stampede
+STOCK_KEY = "demo:stock:1"
+USER_KEYS = 1000
+STAMPEDE_CLIENTS = 8
+RACE_ROUNDS = 10
 LUA_KEY = "demo:slow-lua"
 # Busy loop until ARGV[1] µs passed (TIME is real time inside a script), with an iteration cap.
 SLOW_LUA = """
@@ -41,7 +52,8 @@ class Workload:
     def __init__(self, port: int, host: str = HOST, clients: int = 4, rate_per_client: float = 250.0,
                  max_seconds: float = 60.0, bigkey_every: float = 6.0, bigkey_fields: int = 400_000,
                  bigkey_first: float = 0.0, lua_every: float = 9.0, lua_ms: float = 250.0,
-                 lua_first: float = 2.5, churn_every: float = 1.0, batch_fields: int = 1000, seed: int | None = None):
+                 lua_first: float = 2.5, churn_every: float = 1.0, batch_fields: int = 1000, seed: int | None = None,
+                 cache_every: float = 7.0, cache_first: float = 1.5):
         self.host = host
         self.port = port
         self.clients = clients
@@ -56,11 +68,13 @@ class Workload:
         self.churn_every = churn_every
         self.batch_fields = batch_fields
         self.seed = seed
+        self.cache_every = cache_every
+        self.cache_first = cache_first
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
         self.lock = threading.Lock()
         self.stats = {"ops": 0, "errors": 0, "bigkey_deletes": 0, "lua_runs": 0, "connections": 0,
-                      "bigkey_build_s": None}
+                      "bigkey_build_s": None, "stampedes": 0, "races": 0}
         self.last_error = ""
         self.started = 0.0
         self._next_lua = float("inf")
@@ -69,12 +83,15 @@ class Workload:
     def start(self) -> "Workload":
         self.started = time.monotonic()
         self.stop_event.clear()
+        self._warm_up()
         for i in range(self.clients):
             self._spawn(f"client-{i}", self._client_loop, i)
         if self.churn_every:
             self._spawn("churn", self._churn_loop)
         if self.bigkey_every or self.lua_every:
             self._spawn("trouble", self._trouble_loop)
+        if self.cache_every:
+            self._spawn("cache", self._cache_loop)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -129,6 +146,22 @@ class Workload:
         return not self.stop_event.is_set() and time.monotonic() < self._deadline()
 
     # -- the steady traffic ------------------------------------------------------------------------------
+    def _warm_up(self) -> None:
+        """A warm cache: every user key exists before the clients start, so their misses are the cache
+        thread's doing, not a cold start (which the stampede detector would rightly report)."""
+        try:
+            c = self._client()
+            try:
+                pipe = c.pipeline(transaction=False)
+                for i in range(USER_KEYS):
+                    pipe.set(f"demo:user:{i}", "v" * 16)
+                pipe.execute()
+                self._count("ops", USER_KEYS)
+            finally:
+                c.close()
+        except Exception as err:  # the demo goes on with a cold cache
+            self._error(err)
+
     def _client_loop(self, idx: int) -> None:
         rng = random.Random(None if self.seed is None else self.seed + idx)
         c = self._client()
@@ -160,8 +193,8 @@ class Workload:
 
     @staticmethod
     def _user_key(rng: random.Random) -> str:
-        # skewed: user:0 is the hottest, then user:1, ... (about 1000 keys in all)
-        return f"demo:user:{int(1000 ** rng.random()) - 1}"
+        # skewed: user:0 is the hottest, then user:1, ... (USER_KEYS keys in all)
+        return f"demo:user:{int(USER_KEYS ** rng.random()) - 1}"
 
     def _one_op(self, c, rng: random.Random, idx: int) -> int:
         r = rng.random()
@@ -210,6 +243,22 @@ class Workload:
             self.stop_event.wait(self.churn_every)
 
     # -- the trouble ----------------------------------------------------------------------------------------
+    def _cache_loop(self) -> None:
+        """A stampede and an inventory race every cache_every seconds (each takes well under a second)."""
+        if self.stop_event.wait(self.cache_first):
+            return
+        max_rounds = int(self.max_seconds / self.cache_every) + 1
+        for n in range(max_rounds):
+            if not self._running():
+                return
+            missed = stampede(self.port, STAMPEDE_KEY.format(n=n), clients=STAMPEDE_CLIENTS, host=self.host)
+            self._count("stampedes")
+            self._count("ops", 2 * missed + STAMPEDE_CLIENTS - missed)
+            inventory_race(self.port, STOCK_KEY, rounds=RACE_ROUNDS, host=self.host)
+            self._count("races")
+            self._count("ops", 4 * RACE_ROUNDS)
+            self.stop_event.wait(self.cache_every)
+
     def _trouble_loop(self) -> None:
         c = self._client()
         try:

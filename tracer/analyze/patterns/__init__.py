@@ -47,6 +47,10 @@ class PatternDetectors:
             detect(req, ts, client, cls)
 
     def results(self) -> list[Pattern]:
+        """Every pattern found, the worst of each kind first (a short list shows every kind), then the rest."""
         kind = self.input
-        return (self.stampede.results(kind) + self.penetration.results(kind) + self.avalanche.results(kind)
-                + self.race.results(kind) + self.hot_key.results(kind, self.requests) + self.big_value.results(kind))
+        per_kind = [self.stampede.results(kind), self.race.results(kind), self.avalanche.results(kind),
+                    self.penetration.results(kind), self.hot_key.results(kind, self.requests),
+                    self.big_value.results(kind)]
+        rounds = max((len(found) for found in per_kind), default=0)
+        return [found[i] for i in range(rounds) for found in per_kind if i < len(found)]

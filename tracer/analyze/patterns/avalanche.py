@@ -9,7 +9,7 @@ from __future__ import annotations
 from tracer.analyze.patterns.common import FILL, READ, Bounded, key_prefix, ms, sample
 from tracer.options import PatternOptions
 from tracer.schema import Pattern
-from tracer.units import NS_PER_S
+from tracer.units import NS_PER_S, fmt_ms
 
 ADVICE = ["add jitter to the TTLs (e.g. EX 3600 + random 0..300) so keys written together do not expire together",
           "refresh or pre-warm keys that are written in bulk before they expire, or give the hottest ones no TTL "
@@ -69,7 +69,7 @@ class AvalancheDetector:
             ttl_ms, spread_ms = ms(lives[len(lives) // 2]), ms(lives[-1] - lives[0])
             n = worst.count
             evidence = [f"{n} keys under {prefix} got their first nil within one second, {ttl_ms / 1000:.1f} s after "
-                        f"they were SET (lifetimes within {spread_ms:g} ms: the same TTL)"]
+                        f"they were SET (lifetimes within {fmt_ms(spread_ms)}: the same TTL)"]
             if len(bursts) > 1:
                 evidence.append(f"{len(bursts)} such seconds in the trace")
             keys = [prefix] + worst.keys[:self.listed]

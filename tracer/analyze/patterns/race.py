@@ -11,6 +11,7 @@ from __future__ import annotations
 from tracer.analyze.patterns.common import FILL, NS_PER_MS, READ, TXN, UPDATE, Bounded, ms, sample
 from tracer.options import PatternOptions
 from tracer.schema import Pattern
+from tracer.units import fmt_ms
 
 ADVICE = ["do the check and the write in one atomic step: a Lua script (EVAL/EVALSHA/FUNCTION) that reads, "
           "checks and writes, e.g. if stock >= n then DECRBY",
@@ -129,7 +130,7 @@ class RaceDetector:
         out = []
         for key, f in ranked[:self.listed]:
             evidence = [f"{f.count} times a client read {key} and wrote it back after another client's "
-                        f"read-modify-write of it took effect (lost update); read to write at most {ms(f.max_gap):g} ms",
+                        f"read-modify-write of it took effect (lost update); read to write at most {fmt_ms(ms(f.max_gap))}",
                         "no WATCH/MULTI or script around them"]
             out.append(Pattern(kind="race", keys=[key], clients=sample(f.clients, self.listed),
                                window_ms=ms(f.max_gap), count=f.count, evidence=evidence, advice=list(ADVICE),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from tracer.analyze.patterns.common import FILL, NS_PER_MS, READ, Bounded, ms, sample
 from tracer.options import PatternOptions
 from tracer.schema import Pattern
+from tracer.units import fmt_ms
 
 ADVICE = ["let one caller rebuild the key: a mutex (SET lock:<key> <id> NX PX <ms>) or request coalescing "
           "(single-flight; JetCache penetrationProtect), the others wait or serve the stale value",
@@ -92,8 +93,8 @@ class StampedeDetector:
             ep = found.worst
             missing, setters = len(ep.clients), len(ep.setters)
             window, to_set = ms(ep.last_miss - ep.first_miss), ms(ep.first_set - ep.first_miss)
-            evidence = [f"{missing} clients got nil for {key} within {window:g} ms; the first SET came "
-                        f"{to_set:g} ms after the first miss" + (f", {setters} clients SET it" if setters > 1 else "")]
+            evidence = [f"{missing} clients got nil for {key} within {fmt_ms(window)}; the first SET came "
+                        f"{fmt_ms(to_set)} after the first miss" + (f", {setters} clients SET it" if setters > 1 else "")]
             if found.episodes > 1:
                 evidence.append(f"it happened {found.episodes} times")
             out.append(Pattern(kind="stampede", keys=[key], clients=sample(ep.clients, self.listed), window_ms=window,
