@@ -2,9 +2,10 @@
 unknown fd is classified from /proc once per batch, not once per record."""
 from __future__ import annotations
 
+import ctypes
+
 from tracer import events
 from tracer.bpf_session import ProbeSession
-from tracer.fdinfo import STALE
 from tracer.target import Target
 
 from test_ringbuf import FakeRing
@@ -30,28 +31,42 @@ class FakeBPF:
 
 
 class CountingClassifier:
-    def __init__(self, kind=events.FD_CLIENT):
+    """FdClassifier's interface: every fd is `link` (None: closed) and of kind `kind`."""
+
+    proc = "/nonexistent"
+
+    def __init__(self, kind=events.FD_CLIENT, link="socket:[100]"):
         self.kind = kind
+        self.fd_link = link
         self.calls = []
         self.forgotten = []
+        self.seen = {}
 
-    def classify(self, tgid, fd):
+    def link(self, tgid, fd):
+        return self.fd_link
+
+    def reported(self, tgid, fd, link):
+        return self.seen.get((tgid, fd)) == link
+
+    def classify(self, tgid, fd, link, sockets):
         self.calls.append((tgid, fd))
-        if self.kind in (STALE, events.FD_IGNORE):
+        self.seen[(tgid, fd)] = link
+        if self.kind == events.FD_IGNORE:
             return self.kind, None
         info = events.Event(kind=events.FDINFO, tgid=tgid, tid=tgid, fd=fd, ret=self.kind, payload=b"in:6379")
         return self.kind, info
 
     def forget(self, tgid, fd):
         self.forgotten.append((tgid, fd))
+        self.seen.pop((tgid, fd), None)
 
 
-def _session(kind=events.FD_CLIENT, size=1 << 20):
+def _session(kind=events.FD_CLIENT, size=1 << 20, link="socket:[100]"):
     ring = FakeRing(size=size)
     s = ProbeSession([Target(pid=PID, exe="/usr/bin/redis-server", listen_ports=[6379], port=6379)])
     s.bpf = FakeBPF()
     s.ring = ring.reader()
-    s.classifier = CountingClassifier(kind)
+    s.classifier = CountingClassifier(kind, link)
     return s, ring
 
 
@@ -72,16 +87,48 @@ def test_unknown_fd_classified_once_per_batch():
     assert s.bpf["fd_kinds"][(PID, 9)] == events.FD_CLIENT
 
 
-def test_ignored_and_stale_fds_drop_their_records():
+def test_ignored_fds_drop_their_records():
     s, ring = _session(kind=events.FD_IGNORE)
     for _ in range(50):
         ring.reserve(_rec(events.READ, 12, events.RTF_UNKNOWN_FD, b"x"))
     assert s.drain() == [] and len(s.classifier.calls) == 1
-    s, ring = _session(kind=STALE)
-    for _ in range(50):
-        ring.reserve(_rec(events.READ, 7, events.RTF_UNKNOWN_FD, b"x"))
-    assert s.drain() == [] and len(s.classifier.calls) == 1
-    assert (PID, 7) not in s.bpf["fd_kinds"]      # the kernel's mark is left alone
+    assert s.bpf["fd_kinds"][(PID, 12)] == events.FD_IGNORE
+
+
+def test_record_of_a_closed_fd_is_dropped_and_leaves_no_mark():
+    # A mark written for a closed number would hide its next holder (say, a connection Redis
+    # makes to its master) from the probes.
+    s, ring = _session(link=None)
+    ring.reserve(_rec(events.READ, 8, events.RTF_UNKNOWN_FD, b"12735 (redis-server) S 1"))
+    assert s.drain() == [] and s.classifier.calls == []
+    assert (PID, 8) not in s.bpf["fd_kinds"] and s.dropped_unknown == 1
+
+
+def test_record_older_than_the_kernels_mark_is_dropped():
+    # Redis read a file on fd 7 (unmarked), closed it, and accept() reused 7 and marked it before
+    # user space saw the read: the record is the file's, not the new client's.
+    s, ring = _session()
+    s.bpf["fd_kinds"][(PID, 7)] = ctypes.c_uint8(events.FD_CLIENT)
+    ring.reserve(_rec(events.READ, 7, events.RTF_UNKNOWN_FD, b"12735 (redis-server) S 1"))
+    assert s.drain() == [] and s.classifier.calls == []
+    assert s.bpf["fd_kinds"][(PID, 7)] == events.FD_CLIENT      # the kernel's mark is left alone
+    # a record of a holder classified here earlier (in an earlier batch) is kept
+    s, ring = _session()
+    s.classifier.seen[(PID, 7)] = "socket:[100]"
+    s.bpf["fd_kinds"][(PID, 7)] = ctypes.c_uint8(events.FD_CLIENT)
+    ring.reserve(_rec(events.READ, 7, events.RTF_UNKNOWN_FD, b"*1\r\n$4\r\nPING\r\n"))
+    assert [events.decode(r).kind for r in s.drain()] == [events.FDINFO, events.READ]
+
+
+def test_file_writes_are_classified_despite_the_kernels_mark():
+    # probes/fds.c marks files the target opens FD_FILE; their writes come up for user space to
+    # tell the AOF (kept, marked FD_AOF from now on) from other files (dropped, FD_IGNORE)
+    for kind, kept in ((events.FD_AOF, 2), (events.FD_IGNORE, 0)):
+        s, ring = _session(kind=kind, link="/data/appendonlydir/appendonly.aof.1.incr.aof")
+        s.bpf["fd_kinds"][(PID, 9)] = ctypes.c_uint8(events.FD_FILE)
+        ring.reserve(_rec(events.WRITE, 9, events.RTF_UNKNOWN_FD | events.RTF_FILE_FD))
+        assert len(s.drain()) == kept
+        assert s.bpf["fd_kinds"][(PID, 9)] == kind
 
 
 def test_close_resets_the_decision():

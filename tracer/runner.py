@@ -114,8 +114,8 @@ def attach(args, targets) -> ProbeSession:
     pages = check_ringbuf_pages(getattr(args, "ringbuf_pages", RINGBUF_PAGES))
     session = ProbeSession(targets, exec_probes=args.exec_probes, capture_max=args.capture_bytes,
                            ringbuf_pages=pages)
-    session.attach()
-    print(f"attached: {session.describe()}", file=sys.stderr, flush=True)
+    session.attach(progress=lambda message: print(message, file=sys.stderr, flush=True))
+    print(f"attached: {session.describe()} ({session.times.describe()})", file=sys.stderr, flush=True)
     return session
 
 
