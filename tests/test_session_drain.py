@@ -22,6 +22,11 @@ class FakeFdKinds(dict):
         super().__setitem__(key, int(value.value))
 
 
+class FakeMap(dict):
+    def __setitem__(self, key, value):
+        super().__setitem__(int(key.value), int(value.value))
+
+
 class FakeBPF:
     def __init__(self):
         self.maps = {"fd_kinds": FakeFdKinds()}
@@ -152,3 +157,32 @@ def test_drain_caps_the_batch_and_reports_backlog():
     assert len(s.drain(max_records=4)) == 4 and s.backlog and not s.ring_passed(mark)
     assert len(s.drain(max_records=4)) == 4 and s.backlog
     assert len(s.drain(max_records=4)) == 2 and not s.backlog and s.ring_passed(mark)
+
+
+def _attach_maps_session(tmp_path, nfds):
+    from test_fdinfo import PID as FAKE_PID, fake_proc
+
+    from tracer.fdinfo import FdClassifier
+
+    proc = fake_proc(tmp_path, {10 + i: "/dev/null" for i in range(nfds)}, [])
+    s = ProbeSession([Target(pid=FAKE_PID, exe="/usr/bin/redis-server", listen_ports=[6379], port=6379)])
+    s.bpf = FakeBPF()
+    s.bpf.maps.update(targets=FakeMap(), listen_ports=FakeMap())
+    s.classifier = FdClassifier(proc=proc, listen_ports={FAKE_PID: {6379}})
+    return s
+
+
+def test_slow_fd_discovery_reports_progress(tmp_path, monkeypatch):
+    from tracer import bpf_session, fdinfo
+
+    s = _attach_maps_session(tmp_path, 2 * fdinfo.SCAN_TICK_FDS + 10)
+    messages = []
+    s._fill_maps(progress=messages.append)          # fast: silent
+    assert messages == [] and s.times.fds == 2 * fdinfo.SCAN_TICK_FDS + 10
+    assert len(s.bpf["fd_kinds"]) == s.times.fds and set(s.bpf["fd_kinds"].values()) == {events.FD_IGNORE}
+    monkeypatch.setattr(bpf_session, "PROGRESS_AFTER_S", 0.0)   # as if each fd took long
+    s = _attach_maps_session(tmp_path / "again", 2 * fdinfo.SCAN_TICK_FDS + 10)
+    s._fill_maps(progress=messages.append)
+    total = 2 * fdinfo.SCAN_TICK_FDS + 10
+    assert [m.split(" fds")[0] for m in messages] == [f"attaching: {fdinfo.SCAN_TICK_FDS}/{total}",
+                                                       f"attaching: {2 * fdinfo.SCAN_TICK_FDS}/{total}"]
