@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import time
+from dataclasses import dataclass
 from importlib import resources
 from typing import Callable
 
@@ -67,18 +68,18 @@ def _deferred_attach(bpf_class):
     return DeferredAttachBPF
 
 
+@dataclass
 class AttachTimes:
     """Where attaching spent its time (seconds), for the `attached:` line and benchmarks."""
 
-    def __init__(self):
-        self.compile_s = 0.0   # clang + loading the maps
-        self.scan_s = 0.0      # /proc discovery of the fds the targets hold, map updates
-        self.probes_s = 0.0    # verifying and attaching the programs
-        self.fds = 0           # fds classified at attach
+    compile_s: float = 0.0   # clang + creating the maps
+    scan_s: float = 0.0      # /proc discovery of the fds the targets hold, map updates
+    probes_s: float = 0.0    # verifying and attaching the programs
+    fds: int = 0             # fds classified at attach
 
     def describe(self) -> str:
         return (f"{self.fds} fds classified in {self.scan_s:.2f} s, probes compiled in {self.compile_s:.1f} s"
-                f" and attached in {self.probes_s:.1f} s")
+                f" and attached in {self.probes_s:.2f} s")
 
 
 class ProbeSession:
