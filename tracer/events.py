@@ -39,10 +39,10 @@ KIND_NAMES = {ACCEPT: "accept", READ: "read", WRITE: "write", CLOSE: "close", FS
               LOOP: "loop", EXEC: "exec", FDINFO: "fdinfo", COUNTERS: "counters", EXIT: "exit"}
 
 # enum rt_fd_kind
-FD_UNKNOWN, FD_CLIENT, FD_AOF, FD_IGNORE = 0, 1, 2, 3
+FD_UNKNOWN, FD_CLIENT, FD_AOF, FD_IGNORE, FD_FILE = 0, 1, 2, 3, 4
 
 # enum rt_flags
-RTF_WRITEV, RTF_FDATASYNC, RTF_UNKNOWN_FD, RTF_ACCEPT4, RTF_EPOLL_PWAIT = 1, 2, 4, 8, 16
+RTF_WRITEV, RTF_FDATASYNC, RTF_UNKNOWN_FD, RTF_ACCEPT4, RTF_EPOLL_PWAIT, RTF_FILE_FD = 1, 2, 4, 8, 16, 32
 
 # enum rt_counter
 CNT_LOST, CNT_LOOP_BUSY_NS, CNT_LOOP_IDLE_NS, CNT_LOOPS, CNT_MAX = 0, 1, 2, 3, 4

@@ -122,7 +122,7 @@ def attach(args, targets) -> ProbeSession:
     session = ProbeSession(targets, exec_probes=args.exec_probes, capture_max=args.capture_bytes,
                            ringbuf_pages=pages)
     try:
-        session.attach()
+        session.attach(progress=lambda message: print(message, file=sys.stderr, flush=True))
     except KeyboardInterrupt:
         # Ctrl-C while bcc compiles and loads: detach what is attached and say so (exit 130)
         session.close()
@@ -130,7 +130,7 @@ def attach(args, targets) -> ProbeSession:
     except BaseException:
         session.close()
         raise
-    print(f"attached: {session.describe()}", file=sys.stderr, flush=True)
+    print(f"attached: {session.describe()} ({session.times.describe()})", file=sys.stderr, flush=True)
     return session
 
 
