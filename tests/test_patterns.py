@@ -290,9 +290,9 @@ def test_big_value_read_often():
 def test_bounded_table_evicts_least_recent_and_counts():
     b = Bounded(3)
     for k in "abc":
-        b[k] = 1
+        b.put(k, 1)
     b.touch("a")
-    b["d"] = 1
+    b.put("d", 1)
     assert list(b) == ["c", "a", "d"]
     assert "b" not in b and b.evicted == 1
 
@@ -304,7 +304,7 @@ def test_detector_state_stays_bounded_under_many_keys():
         w(i + 0.5, i % 50, "SET", f"k:{i}")
     d = w.detectors
     assert len(d.stampede.episodes) <= 100 and len(d.penetration.missing) <= 100
-    assert len(d.race.clients) <= 10 and len(d.race.keys) <= 100 and len(d.avalanche.set_at) <= 100
+    assert len(d.race.clients) <= 10 and len(d.race.last_rmw) <= 100 and len(d.avalanche.set_at) <= 100
     assert d.race.clients.evicted > 0
 
 

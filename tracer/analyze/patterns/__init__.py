@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from tracer.analyze.patterns.avalanche import AvalancheDetector
 from tracer.analyze.patterns.big_value import BigValueDetector
-from tracer.analyze.patterns.common import CLASS, OTHER, client_of, request_ts
+from tracer.analyze.patterns.common import CLASS, FILL, OTHER, READ, TXN, UPDATE, Written, client_of, request_ts
 from tracer.analyze.patterns.hot_key import HotKeyDetector
 from tracer.analyze.patterns.penetration import PenetrationDetector
 from tracer.analyze.patterns.race import RaceDetector
@@ -28,23 +28,51 @@ class PatternDetectors:
 
     def __init__(self, options: PatternOptions = PatternOptions(), hot_counts=None, complete: bool = True):
         self.input = FULL if complete else SAMPLED
+        self.written = Written(options.max_keys)        # one table of written keys for the two that need it
         self.stampede = StampedeDetector(options)
-        self.penetration = PenetrationDetector(options)
-        self.avalanche = AvalancheDetector(options)
+        self.penetration = PenetrationDetector(options, self.written)
+        self.avalanche = AvalancheDetector(options, self.written)
         self.race = RaceDetector(options)
         self.hot_key = HotKeyDetector(options, counts=hot_counts)
         self.big_value = BigValueDetector(options)
         self.requests = 0
-        self._all = (self.stampede.on_request, self.penetration.on_request, self.avalanche.on_request,
-                     self.race.on_request, self.hot_key.on_request, self.big_value.on_request)
+        self.big_bytes = options.big_value_bytes
 
     def on_request(self, req) -> None:
+        """The one dispatch: each detector hears only the requests of the classes it uses (this runs
+        once per request; benchmarks/patterns_cost.py)."""
         self.requests += 1
-        ts = request_ts(req)
-        client = client_of(req)
+        key = req.key
         cls = CLASS.get(req.command, OTHER)
-        for detect in self._all:
-            detect(req, ts, client, cls)
+        race = self.race
+        client = req.client or client_of(req)
+        if key is None:
+            if cls == TXN or client in race.clients:
+                race.on_request(req, request_ts(req), client, cls)
+            elif req.command == "CLIENT TRACKING":
+                self.hot_key.on_tracking(client)
+            return
+        ts = req.exec_start_ts or request_ts(req)
+        if cls == READ:
+            nil = req.reply_type == "nil"
+            if nil:
+                self.stampede.on_miss(key, ts, client)
+                self.avalanche.on_miss(key, ts, client)
+            self.penetration.on_read(key, nil, ts, client)
+            race.on_request(req, ts, client, cls)
+        elif cls == FILL or cls == UPDATE:
+            if cls == FILL:
+                self.written.on_fill(key, ts)
+                self.stampede.on_fill(key, ts, client)
+            else:
+                self.written.on_update(key)
+            self.penetration.on_write(key)
+            race.on_request(req, ts, client, cls)
+        elif cls == TXN or client in race.clients:
+            race.on_request(req, ts, client, cls)
+        self.hot_key.on_keyed(key, ts, cls == READ)
+        if req.reply_bytes >= self.big_bytes:
+            self.big_value.on_reply(key, req.reply_bytes, ts, client)
 
     def results(self) -> list[Pattern]:
         """Every pattern found, the worst of each kind first (a short list shows every kind), then the rest."""

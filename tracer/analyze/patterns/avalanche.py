@@ -6,7 +6,7 @@ during the trace that later gets a nil reply has lived from its SET to that miss
 misses under one prefix in one second, with alike lifetimes, is the avalanche."""
 from __future__ import annotations
 
-from tracer.analyze.patterns.common import FILL, READ, Bounded, key_prefix, ms, sample
+from tracer.analyze.patterns.common import Bounded, Written, key_prefix, ms, sample
 from tracer.options import PatternOptions
 from tracer.schema import Pattern
 from tracer.units import NS_PER_S, fmt_ms
@@ -28,33 +28,28 @@ class _Burst:
 
 
 class AvalancheDetector:
-    def __init__(self, options: PatternOptions = PatternOptions()):
+    def __init__(self, options: PatternOptions = PatternOptions(), written: Written | None = None):
         self.min_keys = options.avalanche_min_keys
         self.listed = options.max_listed
-        self.set_at = Bounded(options.max_keys)        # key -> ts of its last SET, until its first miss
+        # key -> ts of its last SET, 0 after its first miss (fed by the caller: Written.on_fill)
+        self.set_at = Written(options.max_keys) if written is None else written
         self.bursts = Bounded(options.max_keys)        # (prefix, second of the miss) -> _Burst
 
-    def on_request(self, req, ts: int, client: str, cls: int) -> None:
-        key = req.key
-        if key is None:
+    def on_miss(self, key, ts: int, client: str) -> None:
+        set_ts = self.set_at.get(key)
+        if not set_ts or ts <= set_ts:
             return
-        if cls == FILL:
-            self.set_at[key] = ts
-            self.set_at.move_to_end(key)
-        elif cls == READ and req.reply_type == "nil":
-            set_ts = self.set_at.pop(key, None)
-            if set_ts is None or ts <= set_ts:
-                return
-            slot = (key_prefix(key), ts // NS_PER_S)
-            burst = self.bursts.touch(slot)
-            if burst is None:
-                burst = self.bursts[slot] = _Burst()
-            burst.count += 1
-            if len(burst.keys) < LIFETIMES_KEPT:
-                burst.keys.append(key)
-                burst.lifetimes.append(ts - set_ts)
-            if len(burst.clients) < self.listed:
-                burst.clients.add(client)
+        self.set_at[key] = 0    # one first miss per SET
+        slot = (key_prefix(key), ts // NS_PER_S)
+        burst = self.bursts.touch(slot)
+        if burst is None:
+            burst = self.bursts.put(slot, _Burst())
+        burst.count += 1
+        if len(burst.keys) < LIFETIMES_KEPT:
+            burst.keys.append(key)
+            burst.lifetimes.append(ts - set_ts)
+        if len(burst.clients) < self.listed:
+            burst.clients.add(client)
 
     def results(self, input_: str = "full") -> list[Pattern]:
         by_prefix: dict = {}

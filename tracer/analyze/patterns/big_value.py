@@ -31,13 +31,11 @@ class BigValueDetector:
         self.listed = options.max_listed
         self.values = Bounded(options.max_keys)       # key -> _Value, only replies >= big_value_bytes
 
-    def on_request(self, req, ts: int, client: str, cls: int) -> None:
-        size = req.reply_bytes
-        if size < self.min_bytes or req.key is None:
-            return
-        v = self.values.touch(req.key)
+    def on_reply(self, key, size: int, ts: int, client: str) -> None:
+        """A reply of at least min_bytes to a request for `key`."""
+        v = self.values.touch(key)
         if v is None:
-            v = self.values[req.key] = _Value(ts)
+            v = self.values.put(key, _Value(ts))
         v.reads += 1
         v.bytes += size
         v.max = max(v.max, size)

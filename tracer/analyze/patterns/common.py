@@ -47,19 +47,21 @@ def ms(ns: int) -> float:
 
 
 class Bounded(OrderedDict):
-    """A dict of at most `cap` entries: setting a new key past the cap evicts the least recently
-    set or touched one (touch() on reads), counted in `evicted`."""
+    """A dict of at most `cap` entries: put() of a new key past the cap evicts the least recently
+    put or touched one (touch() on reads), counted in `evicted`. Plain item assignment (C speed) is
+    for keys already present."""
 
     def __init__(self, cap: int):
         super().__init__()
         self.cap = cap
         self.evicted = 0
 
-    def __setitem__(self, key, value) -> None:
-        if key not in self and len(self) >= self.cap:
+    def put(self, key, value):
+        if len(self) >= self.cap and key not in self:
             self.popitem(last=False)
             self.evicted += 1
-        super().__setitem__(key, value)
+        self[key] = value
+        return value
 
     def touch(self, key):
         """The entry of `key` (None when absent), marked most recently used."""
@@ -72,3 +74,18 @@ class Bounded(OrderedDict):
 def sample(items, n: int) -> list:
     """Up to n items, sorted, for a pattern's keys/clients lists."""
     return sorted(items)[:n]
+
+
+class Written(Bounded):
+    """Keys written during the trace (shared by the penetration and avalanche detectors): key -> the
+    time of its latest SET-like write, 0 when it was only updated (INCR...) or its first miss since that
+    SET was seen."""
+
+    def on_fill(self, key, ts: int) -> None:
+        if key in self:
+            del self[key]       # the newest write is the youngest entry
+        self.put(key, ts)
+
+    def on_update(self, key) -> None:
+        if key not in self:
+            self.put(key, 0)

@@ -3,7 +3,7 @@
 most of that load off Redis."""
 from __future__ import annotations
 
-from tracer.analyze.patterns.common import READ, ms
+from tracer.analyze.patterns.common import ms
 from tracer.analyze.topk import SpaceSaving
 from tracer.options import PatternOptions
 from tracer.schema import Pattern
@@ -34,21 +34,26 @@ class HotKeyDetector:
         self.first = self.last = 0
         self.tracking_clients: set = set()
 
-    def on_request(self, req, ts: int, client: str, cls: int) -> None:
-        key = req.key
+    def on_keyed(self, key, ts: int, read: bool) -> None:
         if ts:
             if not self.first:
                 self.first = ts
             self.last = ts
-        if key is None:
-            if req.command == "CLIENT TRACKING" and len(self.tracking_clients) < 1024:
-                self.tracking_clients.add(client)
-            return
         self.keyed += 1
         if self.own:
             self.counts.add(key)
-        if cls == READ:
-            self.reads.add(key)
+        if read:
+            reads = self.reads.counts
+            n = reads.get(key)
+            if n is None:
+                self.reads.add(key)
+            else:
+                reads[key] = n + 1
+
+    def on_tracking(self, client: str) -> None:
+        """A client turned on CLIENT TRACKING (server-assisted client-side caching)."""
+        if len(self.tracking_clients) < 1024:
+            self.tracking_clients.add(client)
 
     def results(self, input_: str = "full", total_requests: int = 0) -> list[Pattern]:
         top = self.counts.top(1 + NEXT_KEYS)

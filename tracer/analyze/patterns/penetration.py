@@ -3,7 +3,7 @@ same missing key asked again and again, or random IDs under one prefix): every o
 and the cache never learns."""
 from __future__ import annotations
 
-from tracer.analyze.patterns.common import FILL, READ, UPDATE, Bounded, key_prefix, ms, sample
+from tracer.analyze.patterns.common import Bounded, Written, key_prefix, ms, sample
 from tracer.options import PatternOptions
 from tracer.schema import Pattern
 from tracer.units import NS_PER_S
@@ -28,27 +28,23 @@ class _Prefix:
 
 
 class PenetrationDetector:
-    def __init__(self, options: PatternOptions = PatternOptions()):
+    def __init__(self, options: PatternOptions = PatternOptions(), written: Written | None = None):
         self.min_misses = options.penetration_min_misses
         self.min_share = options.penetration_min_share
         self.min_span_ns = int(options.penetration_min_span_s * NS_PER_S)
         self.listed = options.max_listed
         self.prefixes = Bounded(options.max_keys)      # prefix -> _Prefix
         self.missing = Bounded(options.max_keys)       # key never SET -> [prefix, misses]
-        self.written = Bounded(options.max_keys)       # keys SET during the trace: their misses are expiries
+        # keys written during the trace: their misses are expiries (fed by the caller)
+        self.written = Written(options.max_keys) if written is None else written
 
-    def on_request(self, req, ts: int, client: str, cls: int) -> None:
-        key = req.key
-        if key is None:
-            return
-        if cls == READ:
-            prefix = key_prefix(key)
-            p = self.prefixes.touch(prefix)
-            if p is None:
-                p = self.prefixes[prefix] = _Prefix(ts)
-            p.reads += 1
-            if req.reply_type != "nil":
-                return
+    def on_read(self, key, nil: bool, ts: int, client: str) -> None:
+        prefix = key_prefix(key)
+        p = self.prefixes.get(prefix)
+        if p is None:
+            p = self.prefixes.put(prefix, _Prefix(ts))
+        p.reads += 1
+        if nil:
             p.misses += 1
             p.last = max(p.last, ts)
             if key in self.written:
@@ -58,14 +54,16 @@ class PenetrationDetector:
                 p.clients.add(client)
             entry = self.missing.touch(key)
             if entry is None:
-                self.missing[key] = [prefix, 1]
+                self.missing.put(key, [prefix, 1])
                 p.keys += 1
             else:
                 entry[1] += 1
-        elif cls == FILL or cls == UPDATE:
-            self.written[key] = True
+
+    def on_write(self, key) -> None:
+        """`key` was written (after `written` heard of it)."""
+        if self.missing:
             entry = self.missing.pop(key, None)
-            if entry is not None:       # it was missing, then the application stored it: a normal fill
+            if entry is not None:   # it was missing, then the application stored it: a normal fill
                 p = self.prefixes.get(entry[0])
                 if p is not None:
                     p.unfilled -= entry[1]

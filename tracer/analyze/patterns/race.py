@@ -18,27 +18,17 @@ ADVICE = ["do the check and the write in one atomic step: a Lua script (EVAL/EVA
           "or WATCH the key and write in MULTI/EXEC (retry when EXEC returns nil)",
           "or write with an atomic command and check its result: DECRBY stock n, and INCRBY it back when the "
           "result is negative; SET ... GET to swap a value"]
-MAX_READERS = 64    # clients remembered with a pending read of one key
+MAX_CLIENTS_LISTED = 64    # clients remembered per raced key
 
 
 class _Client:
-    __slots__ = ("key", "read_ts", "reply_end", "stale_by", "in_multi")
+    __slots__ = ("key", "read_ts", "reply_end", "in_multi")
 
     def __init__(self):
         self.key = None          # the key its last command read, while a write may follow
         self.read_ts = 0
         self.reply_end = 0
-        self.stale_by = None     # the client whose read-modify-write landed after that read
         self.in_multi = False
-
-
-class _Key:
-    __slots__ = ("readers", "last_ts", "last_client")
-
-    def __init__(self):
-        self.readers: set = set()
-        self.last_ts = 0         # the latest read-modify-write of the key, and whose
-        self.last_client = None
 
 
 class _Found:
@@ -52,11 +42,16 @@ class _Found:
 
 
 class RaceDetector:
+    """Per client: the key its last command read (when a value came back). Per key: the latest
+    read-modify-write (when, by whom). A client's read-modify-write is lost when the key's latest one,
+    by another client, took effect after its read: compared by execution time, so the order in which
+    replies reach the tracer does not matter."""
+
     def __init__(self, options: PatternOptions = PatternOptions()):
         self.window_ns = int(options.race_window_ms * NS_PER_MS)
         self.listed = options.max_listed
         self.clients = Bounded(options.max_clients)    # client -> _Client
-        self.keys = Bounded(options.max_keys)          # key -> _Key
+        self.last_rmw = Bounded(options.max_keys)      # key -> (ts, client) of its latest read-modify-write
         self.found: dict = {}                           # key -> _Found
         self.max_found = options.max_keys
 
@@ -65,14 +60,14 @@ class RaceDetector:
         if c is None:
             if cls != READ and cls != TXN:
                 return          # nothing pending, nothing to start
-            c = self.clients[client] = _Client()
+            c = self.clients.put(client, _Client())
         if cls == TXN:
             name = req.command
             if name == "MULTI":
                 c.in_multi = True
             elif name == "EXEC" or name == "DISCARD":
                 c.in_multi = False
-            self._clear(c, client)
+            c.key = None
             return
         if c.in_multi:
             return              # queued: takes effect at EXEC, atomically
@@ -81,49 +76,30 @@ class RaceDetector:
             start = req.arrival_ts or req.read_start_ts
             if ts - c.read_ts <= self.window_ns and not (start and c.reply_end and start < c.reply_end):
                 self._rmw_write(c, client, key, ts)
-            self._clear(c, client)
+            c.key = None
             return
-        if c.key is not None:
-            self._clear(c, client)
         if cls == READ and key is not None and req.reply_type not in ("nil", "error", "none"):
-            k = self.keys.touch(key)
-            if k is None:
-                k = self.keys[key] = _Key()
-            if len(k.readers) >= MAX_READERS:
-                return
-            k.readers.add(client)
-            c.key, c.read_ts, c.reply_end, c.stale_by = key, ts, req.reply_end_ts, None
-            if k.last_ts > ts and k.last_client != client:
-                c.stale_by = k.last_client      # that write took effect after this read (reported later)
+            c.key, c.read_ts, c.reply_end = key, ts, req.reply_end_ts
+        else:
+            c.key = None
 
     def _rmw_write(self, c: _Client, client: str, key, ts: int) -> None:
-        k = self.keys.get(key)
-        if c.stale_by is not None:
+        last = self.last_rmw.get(key)
+        if last is not None and last[0] > c.read_ts and last[1] != client:
             found = self.found.get(key)
             if found is None and len(self.found) < self.max_found:
                 found = self.found[key] = _Found(ts)
             if found is not None:
                 found.count += 1
-                if len(found.clients) < MAX_READERS:
-                    found.clients.update((c.stale_by, client))
+                if len(found.clients) < MAX_CLIENTS_LISTED:
+                    found.clients.update((last[1], client))
                 found.max_gap = max(found.max_gap, ts - c.read_ts)
                 found.last = ts
-        if k is None:
-            return
-        for other in k.readers:
-            if other != client:
-                oc = self.clients.get(other)
-                if oc is not None and oc.key == key and oc.read_ts < ts and oc.stale_by is None:
-                    oc.stale_by = client
-        k.last_ts, k.last_client = ts, client
-
-    def _clear(self, c: _Client, client: str) -> None:
-        if c.key is not None:
-            k = self.keys.get(c.key)
-            if k is not None:
-                k.readers.discard(client)
-            c.key = None
-            c.stale_by = None
+        if last is None or ts >= last[0]:
+            if last is None:
+                self.last_rmw.put(key, (ts, client))
+            else:
+                self.last_rmw[key] = (ts, client)
 
     def results(self, input_: str = "full") -> list[Pattern]:
         ranked = sorted(self.found.items(), key=lambda kv: (-kv[1].count, kv[0]))

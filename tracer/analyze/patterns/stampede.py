@@ -2,7 +2,7 @@
 same key, then one or more of them SET it — every one of them went to the database for it."""
 from __future__ import annotations
 
-from tracer.analyze.patterns.common import FILL, NS_PER_MS, READ, Bounded, ms, sample
+from tracer.analyze.patterns.common import NS_PER_MS, Bounded, ms, sample
 from tracer.options import PatternOptions
 from tracer.schema import Pattern
 from tracer.units import fmt_ms
@@ -47,7 +47,7 @@ class StampedeDetector:
     def on_miss(self, key, ts: int, client: str) -> None:
         ep = self.episodes.touch(key)
         if ep is None or ep.first_set or ts - ep.first_miss > self.window_ns:
-            ep = self.episodes[key] = _Episode(ts)
+            ep = self.episodes.put(key, _Episode(ts))
         if len(ep.clients) < MAX_CLIENTS:
             ep.clients.add(client)
         ep.misses += 1
@@ -66,15 +66,6 @@ class StampedeDetector:
                 self._count(key, ep)
         if len(ep.setters) < MAX_CLIENTS:
             ep.setters.add(client)
-
-    def on_request(self, req, ts: int, client: str, cls: int) -> None:
-        key = req.key
-        if key is None:
-            return
-        if cls == READ and req.reply_type == "nil":
-            self.on_miss(key, ts, client)
-        elif cls == FILL:
-            self.on_fill(key, ts, client)
 
     def _count(self, key, ep: _Episode) -> None:
         found = self.found.get(key)
