@@ -27,7 +27,8 @@ from tracer.options import STALL_MS
 from tracer.schema import ScreenHeader, Snapshot
 from tracer.stitch.model import PHASES
 from tracer.units import fmt_bytes, fmt_count, fmt_ms, fmt_pct, fmt_rate, fmt_us
-from tracer.views.common import PHASE_SHORT, big_keys, by_count, longest_first, pattern_line, patterns_note, phase_values
+from tracer.views.common import (PHASE_SHORT, big_keys, by_count, longest_first, pattern_line, patterns_note,
+                                 phase_values)
 
 PHASE_STYLES = {"socket_queue": "dodger_blue1", "wait": "gold3", "exec": "green3", "reply_write": "orchid"}
 SPARK_CHARS = "▁▂▃▄▅▆▇█"

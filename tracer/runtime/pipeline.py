@@ -7,7 +7,7 @@ from tracer.analyze.analysis import TOP_N, Analyzer
 from tracer.analyze.histogram import LatencyHistogram
 from tracer.decode.redact import error_text_spans, redact_spans
 from tracer.kernel import events
-from tracer.options import STALL_MS
+from tracer.options import STALL_MS, PatternOptions
 from tracer.runtime.tuning import tune_gc
 from tracer.schema import NodeRow, Report, Snapshot
 from tracer.stitch.cluster import RedirectTracker
@@ -17,12 +17,13 @@ from tracer.units import ns_to_us, r3
 
 class Pipeline:
     def __init__(self, stall_ms: float = STALL_MS, show_values: bool = False, uprobe_exec: bool = False,
-                 on_request=None, on_sync=None, writer=None, top_n: int = TOP_N, targets: list | None = None):
+                 on_request=None, on_sync=None, writer=None, top_n: int = TOP_N, targets: list | None = None,
+                 patterns: PatternOptions = PatternOptions()):
         tune_gc()  # the hot loop allocates per request: default GC thresholds cost 15-20 % (tuning.py)
-        self.analyzer = Analyzer(stall_ms=stall_ms, top_n=top_n)
+        self.analyzer = Analyzer(stall_ms=stall_ms, top_n=top_n, patterns=patterns)
         # several redis-servers: every figure also per instance (tgid), in an Analyzer of its own
         self.targets = [t for t in (targets or []) if t.get("pid")]
-        self.instances = {t["pid"]: Analyzer(stall_ms=stall_ms, top_n=top_n) for t in self.targets} \
+        self.instances = {t["pid"]: Analyzer(stall_ms=stall_ms, top_n=top_n, patterns=patterns) for t in self.targets} \
             if len(self.targets) > 1 else {}
         port_to_tgid = {p: t["pid"] for t in self.targets for p in (t.get("listen_ports") or [t.get("port")]) if p}
         self.redirects = RedirectTracker(port_to_tgid)

@@ -169,7 +169,8 @@ def run_traced(options: TraceOptions, targets: list, *, title: str = "live", mod
         header = trace_header.build(session, targets, time.time_ns() - time.monotonic_ns(), options)
         writer = open_recording(record, header, overwrite) if record else None
         pipeline = Pipeline(stall_ms=options.stall_ms, show_values=options.show_values,
-                            uprobe_exec=session.exec_attached, writer=writer, targets=header.targets)
+                            uprobe_exec=session.exec_attached, writer=writer, targets=header.targets,
+                            patterns=options.patterns)
         # the screen and the report's "target" name the first target; "instances" has all
         frames = Frames(pipeline, title, header.targets[0], session.exec_attached, options.stall_ms,
                         live_clock=True)

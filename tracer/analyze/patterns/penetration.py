@@ -88,7 +88,8 @@ class PenetrationDetector:
                        "miss_share": share, "distinct_keys": p.keys}
             if self.missing.evicted:
                 figures["keys_evicted"] = self.missing.evicted
-            out.append(Pattern(kind="penetration", keys=[prefix] + keys, clients=sample(p.clients, self.listed), window_ms=ms(p.last - p.first),
+            out.append(Pattern(kind="penetration", keys=[prefix] + keys, clients=sample(p.clients, self.listed),
+                               window_ms=ms(p.last - p.first),
                                count=p.unfilled, evidence=evidence, advice=list(ADVICE), input=input_,
                                figures=figures))
         return out

@@ -106,7 +106,8 @@ class RaceDetector:
         out = []
         for key, f in ranked[:self.listed]:
             evidence = [f"{f.count} times a client read {key} and wrote it back after another client's "
-                        f"read-modify-write of it took effect (lost update); read to write at most {fmt_ms(ms(f.max_gap))}",
+                        f"read-modify-write of it took effect (lost update); "
+                        f"read to write at most {fmt_ms(ms(f.max_gap))}",
                         "no WATCH/MULTI or script around them"]
             out.append(Pattern(kind="race", keys=[key], clients=sample(f.clients, self.listed),
                                window_ms=ms(f.max_gap), count=f.count, evidence=evidence, advice=list(ADVICE),

@@ -85,7 +85,8 @@ class StampedeDetector:
             missing, setters = len(ep.clients), len(ep.setters)
             window, to_set = ms(ep.last_miss - ep.first_miss), ms(ep.first_set - ep.first_miss)
             evidence = [f"{missing} clients got nil for {key} within {fmt_ms(window)}; the first SET came "
-                        f"{fmt_ms(to_set)} after the first miss" + (f", {setters} clients SET it" if setters > 1 else "")]
+                        f"{fmt_ms(to_set)} after the first miss"
+                        + (f", {setters} clients SET it" if setters > 1 else "")]
             if found.episodes > 1:
                 evidence.append(f"it happened {found.episodes} times")
             out.append(Pattern(kind="stampede", keys=[key], clients=sample(ep.clients, self.listed), window_ms=window,
