@@ -43,12 +43,7 @@ class HotKeyDetector:
         if self.own:
             self.counts.add(key)
         if read:
-            reads = self.reads.counts
-            n = reads.get(key)
-            if n is None:
-                self.reads.add(key)
-            else:
-                reads[key] = n + 1
+            self.reads.add(key)
 
     def on_tracking(self, client: str) -> None:
         """A client turned on CLIENT TRACKING (server-assisted client-side caching)."""
