@@ -60,6 +60,10 @@ def test_enums_match():
                                   "RTF_EPOLL_PWAIT": events.RTF_EPOLL_PWAIT}
     assert c_enum("rt_counter") == {"CNT_LOST": events.CNT_LOST, "CNT_LOOP_BUSY_NS": events.CNT_LOOP_BUSY_NS,
                                     "CNT_LOOP_IDLE_NS": events.CNT_LOOP_IDLE_NS, "CNT_LOOPS": events.CNT_LOOPS,
+                                    "CNT_REFUSED_FULL": events.CNT_REFUSED_FULL,
+                                    "CNT_REFUSED_ROOM": events.CNT_REFUSED_ROOM,
+                                    "CNT_RESCUED": events.CNT_RESCUED,
+                                    "CNT_REFUSED_AVAIL_MAX": events.CNT_REFUSED_AVAIL_MAX,
                                     "CNT_MAX": events.CNT_MAX}
 
 

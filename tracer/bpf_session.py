@@ -7,6 +7,7 @@ on the way, ready for the recorder and the stitcher alike.
 from __future__ import annotations
 
 import ctypes
+import heapq
 import time
 from importlib import resources
 
@@ -26,9 +27,17 @@ PROBE_FILES = {
     "exec": "exec.c",    # uprobes on call()
 }
 DEFAULT_PROBES = ("conn", "io", "loop", "fsync")
+RESCUE_FRACTION = 16        # the rescue ring is 1/16 of events (at least RESCUE_PAGES_MIN pages)
+RESCUE_PAGES_MIN = 16
 MATCH_TGIDS_MAX = 16        # up to this many targets, their tgids are compiled into the probes
 DRAIN_MAX_RECORDS = 65_536  # per drain() call: bounds the batch in memory; `backlog` says there is more
 EXEC_SYMBOL = "call"
+# enum rt_counter -> the name counters() reports it under
+COUNTER_NAMES = {events.CNT_LOST: "lost", events.CNT_LOOP_BUSY_NS: "busy_ns", events.CNT_LOOP_IDLE_NS: "idle_ns",
+                 events.CNT_LOOPS: "loops", events.CNT_REFUSED_FULL: "refused_full",
+                 events.CNT_REFUSED_ROOM: "refused_room", events.CNT_RESCUED: "rescued",
+                 events.CNT_REFUSED_AVAIL_MAX: "refused_avail_max"}
+COUNTER_MAXIMA = {events.CNT_REFUSED_AVAIL_MAX}  # per-CPU maxima: the largest CPU's, not the sum
 
 
 def probe_source(names) -> tuple[str, str]:
@@ -58,6 +67,8 @@ class ProbeSession:
         self.exec_attached = False
         self.records = 0
         self.ring = None            # ringbuf.RingBufReader: the ring read from its mapped memory
+        self.rescue = None          # the same for the rescue ring (records `events` refused)
+        self._rescued: list[bytes] = []  # rescue ring records from bcc's callback
         self.ring_mode = ""         # "mmap" | "callback" (bcc's per-record ctypes callback)
         self.ring_note = ""         # why the mmap reader is not used
         self.backlog = False        # the last drain() stopped at max_records: drain again soon
@@ -73,6 +84,7 @@ class ProbeSession:
         text, include = probe_source([p for p in self.probes])
         cflags = [f"-I{include}", f"-DCAPTURE_MAX={self.capture_max}",
                   f"-DLOOP_MIN_NS={self.loop_min_us * 1000}ULL", f"-DRINGBUF_PAGES={self.ringbuf_pages}",
+                  f"-DRESCUE_PAGES={max(RESCUE_PAGES_MIN, self.ringbuf_pages // RESCUE_FRACTION)}",
                   "-Wno-unused-function"]
         pids = sorted({int(t.pid) for t in self.targets})
         if 0 < len(pids) <= MATCH_TGIDS_MAX:
@@ -85,20 +97,27 @@ class ProbeSession:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise BPFUnavailable(f"could not load the BPF probes: {first}",
                                  "run `redis-tracer doctor` to see what is missing") from None
+        ring_ref = self.bpf["ring_ref"]
+        ring_ref[ctypes.c_int(0)] = ctypes.c_int(self.bpf["events"].map_fd)
         self._fill_maps()
         if "exec" in self.probes:
             self._attach_exec()
         self._open_ring()
 
     def _open_ring(self) -> None:
-        """Read the ring from its mapped pages; bcc's per-record callback if that is not possible."""
-        table = self.bpf["events"]
+        """Read the rings from their mapped pages; bcc's per-record callback if that is not possible."""
+        table, rescue = self.bpf["events"], self.bpf["rescue"]
         self.ring, self.ring_note = ringbuf.open_reader(table.map_fd, int(table.max_entries))
         if self.ring is not None:
-            self.ring_mode = "mmap"
-            return
+            self.rescue, note = ringbuf.open_reader(rescue.map_fd, int(rescue.max_entries))
+            if self.rescue is not None:
+                self.ring_mode = "mmap"
+                return
+            self.ring.close()
+            self.ring, self.ring_note = None, note
         self.ring_mode = "callback"
         table.open_ring_buffer(self._on_record)
+        rescue.open_ring_buffer(self._on_rescued)
 
     def _fill_maps(self) -> None:
         targets = self.bpf["targets"]
@@ -138,16 +157,27 @@ class ProbeSession:
     def _on_record(self, _ctx, data, size) -> None:
         self._pending.append(ctypes.string_at(data, size))
 
+    def _on_rescued(self, _ctx, data, size) -> None:
+        self._rescued.append(ctypes.string_at(data, size))
+
     def drain(self, max_records: int = DRAIN_MAX_RECORDS) -> list[bytes]:
         """The records the probes produced since the last call, in ring-buffer order: all of them,
         or the first max_records (then `backlog` is True and the rest wait for the next call)."""
         batch, self._pending = self._pending, []
+        rescued, self._rescued = self._rescued, []
         if self.ring is not None:
+            # the rescue ring first: each record in it was made before the drain of events
+            # starts, so the records events holds from before it are in this batch too
+            self.rescue.drain(rescued)
             self.backlog = self.ring.drain(batch, max_records) >= max_records
         else:
             self.bpf.ring_buffer_consume()
             batch += self._pending
             self._pending = []
+            rescued += self._rescued
+            self._rescued = []
+        if rescued:
+            batch = merge_in_time_order(batch, rescued)
         if not batch:
             return batch
         out = []
@@ -207,12 +237,12 @@ class ProbeSession:
         return mark is None or self.ring is None or self.ring.consumer_pos >= mark
 
     def counters(self) -> dict:
+        """The kernel counters, summed over CPUs (`refused_avail_max`: the largest per-CPU value)."""
         table = self.bpf["counters"]
-        names = {events.CNT_LOST: "lost", events.CNT_LOOP_BUSY_NS: "busy_ns",
-                 events.CNT_LOOP_IDLE_NS: "idle_ns", events.CNT_LOOPS: "loops"}
         out = {}
-        for idx, name in names.items():
-            out[name] = sum(int(v) for v in table[ctypes.c_int(idx)])
+        for idx, name in COUNTER_NAMES.items():
+            values = [int(v) for v in table[ctypes.c_int(idx)]]
+            out[name] = max(values, default=0) if idx in COUNTER_MAXIMA else sum(values)
         return out
 
     def counters_record(self) -> bytes:
@@ -226,12 +256,23 @@ class ProbeSession:
         return all(_process_alive(t.pid) for t in self.targets)
 
     def close(self) -> None:
-        if self.ring is not None:
-            self.ring.close()
-            self.ring = None
+        for reader in (self.ring, self.rescue):
+            if reader is not None:
+                reader.close()
+        self.ring = self.rescue = None
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None
+
+
+def _ts_exit(raw: bytes) -> int:
+    return int.from_bytes(raw[8:16], "little")
+
+
+def merge_in_time_order(batch: list[bytes], rescued: list[bytes]) -> list[bytes]:
+    """Records from events and the rescue ring as one batch: each keeps its own ring order and
+    a rescued record goes where its end time puts it (ts_exit, bytes 8..16 of the header)."""
+    return list(heapq.merge(batch, rescued, key=_ts_exit))
 
 
 def _process_alive(pid: int) -> bool:

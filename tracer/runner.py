@@ -166,9 +166,19 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
             if not getattr(session, "backlog", False) or session.ring_passed(mark):
                 break
         consume([session.counters_record()])
+        if hasattr(session, "counters"):
+            print(ring_health(session.counters()), file=sys.stderr, flush=True)
     finally:
         stop.restore()
     return reason
+
+
+def ring_health(c: dict) -> str:
+    """One line on how the ring buffer took the probes' records (kernel counters of a session)."""
+    refused = c["refused_full"] + c["refused_room"]
+    return (f"ring: {refused} records refused ({c['refused_full']} ring full, {c['refused_room']} with room, "
+            f"most unread bytes at a refusal {c['refused_avail_max']}), {c['rescued']} taken by the rescue ring, "
+            f"{c['lost']} lost")
 
 
 def check_duration(args) -> None:
