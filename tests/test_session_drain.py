@@ -48,9 +48,11 @@ class CountingClassifier:
 
 def _session(kind=events.FD_CLIENT, size=1 << 20):
     ring = FakeRing(size=size)
+    ring.rescue = FakeRing(size=4096)   # the kernel side of the rescue ring, for tests that fill it
     s = ProbeSession([Target(pid=PID, exe="/usr/bin/redis-server", listen_ports=[6379], port=6379)])
     s.bpf = FakeBPF()
     s.ring = ring.reader()
+    s.rescue = ring.rescue.reader()
     s.classifier = CountingClassifier(kind)
     return s, ring
 
@@ -105,3 +107,16 @@ def test_drain_caps_the_batch_and_reports_backlog():
     assert len(s.drain(max_records=4)) == 4 and s.backlog and not s.ring_passed(mark)
     assert len(s.drain(max_records=4)) == 4 and s.backlog
     assert len(s.drain(max_records=4)) == 2 and not s.backlog and s.ring_passed(mark)
+
+
+def test_rescued_records_join_the_batch_in_time_order():
+    # events refused the records of ts 20 and 40 (its lock failed): the rescue ring took them
+    s, ring = _session()
+    for ts, body in ((10, b"+1"), (30, b"+3"), (50, b"+5")):
+        ring.reserve(_rec(events.WRITE, 5, 0, body, ts=ts))
+    for ts, body in ((20, b"+2"), (40, b"+4")):
+        ring.rescue.reserve(_rec(events.WRITE, 5, 0, body, ts=ts))
+    assert [events.decode(r).payload for r in s.drain()] == [b"+1", b"+2", b"+3", b"+4", b"+5"]
+    ring.rescue.reserve(_rec(events.WRITE, 5, 0, b"+6", ts=60))
+    assert [events.decode(r).payload for r in s.drain()] == [b"+6"]    # alone: still drained
+    assert s.drain() == []
