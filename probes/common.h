@@ -31,6 +31,12 @@ struct sock_info {
     __u64 arrival_ts;               /* first request bytes not yet read by Redis */
 };
 
+struct lost_span {                  /* records of one fd neither ring took (user space reads and clears) */
+    __u64 first_ts;                 /* end time of the first and of the last of them */
+    __u64 last_ts;
+    __u64 records;
+};
+
 struct inflight {                   /* a syscall between its enter and exit, per thread */
     __u64 ts;
     __u64 buf;                      /* user buffer, iovec array or sockaddr */
@@ -59,6 +65,7 @@ BPF_HASH(inflight, __u32, struct inflight, 16384);
 BPF_HASH(last_wake, __u32, __u64, 256);                    /* main thread (tid == tgid) -> epoll return */
 BPF_PERCPU_ARRAY(scratch, struct rt_record, 1);
 BPF_PERCPU_ARRAY(counters, __u64, CNT_MAX);
+BPF_HASH(lost_fds, struct fd_key, struct lost_span, 1024); /* which connection lost what, and when */
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 /* events again, as a map pointer bpf_ringbuf_query() accepts (bcc rewrites only events.method()
  * calls into map references); user space stores the ring at index 0 right after loading. */
@@ -133,6 +140,17 @@ static __always_inline void emit_refused(struct rt_record *r, __u32 len)
         return;
     }
     count_add(CNT_LOST, 1);
+    /* gone: remember whose record it was, so the requests around it are not silently miscounted */
+    struct fd_key k = {.tgid = r->ev.tgid, .fd = r->ev.fd};
+    __u64 ts = r->ev.ts_exit;
+    struct lost_span *span = lost_fds.lookup(&k);
+    if (span) {
+        span->last_ts = ts;
+        span->records += 1;
+    } else {
+        struct lost_span fresh = {.first_ts = ts, .last_ts = ts, .records = 1};
+        lost_fds.update(&k, &fresh);
+    }
 }
 
 static __always_inline void emit(struct rt_record *r)

@@ -165,6 +165,7 @@ class ProbeSession:
         or the first max_records (then `backlog` is True and the rest wait for the next call)."""
         batch, self._pending = self._pending, []
         rescued, self._rescued = self._rescued, []
+        lost = self._lost_records()     # before the rings: a loss is older than what follows it there
         if self.ring is not None:
             # the rescue ring first: each record in it was made before the drain of events
             # starts, so the records events holds from before it are in this batch too
@@ -176,6 +177,8 @@ class ProbeSession:
             self._pending = []
             rescued += self._rescued
             self._rescued = []
+        if lost:
+            rescued = sorted(rescued + lost, key=_ts_exit)
         if rescued:
             batch = merge_in_time_order(batch, rescued)
         if not batch:
@@ -208,6 +211,19 @@ class ProbeSession:
                 decided.pop((tgid, fd), None)
             append(raw)
         self.records += len(out)
+        return out
+
+    def _lost_records(self) -> list[bytes]:
+        """A LOST record per fd whose records neither ring took since the last call (the kernel
+        notes them in lost_fds), placed by time among the records around the loss."""
+        table = self.bpf["lost_fds"]
+        spans = list(table.items())
+        out = []
+        for key, span in spans:
+            del table[key]
+            out.append(events.encode(events.Event(kind=events.LOST, tgid=key.tgid, tid=key.tgid, fd=key.fd,
+                                                  ts_enter=span.first_ts, ts_exit=span.last_ts,
+                                                  ret=span.records)))
         return out
 
     def _classify_unknown(self, tgid: int, fd: int, raw: bytes, fd_kinds, append) -> bool:

@@ -34,8 +34,9 @@ ACCEPT, READ, WRITE, CLOSE, FSYNC, LOOP, EXEC = 1, 2, 3, 4, 5, 6, 7
 # Made in user space, recorded like the rest so that replay sees exactly what live mode saw:
 FDINFO = 100    # an fd classified after the fact (ret = fd kind, payload = path or peer)
 COUNTERS = 101  # kernel counters read on a tick (ret = lost records, aux_ts = busy ns, aux_ts2 = idle ns)
+LOST = 102      # records of one fd neither ring took: ret = how many, ts_enter..ts_exit = their end times
 KIND_NAMES = {ACCEPT: "accept", READ: "read", WRITE: "write", CLOSE: "close", FSYNC: "fsync",
-              LOOP: "loop", EXEC: "exec", FDINFO: "fdinfo", COUNTERS: "counters"}
+              LOOP: "loop", EXEC: "exec", FDINFO: "fdinfo", COUNTERS: "counters", LOST: "lost"}
 
 # enum rt_fd_kind
 FD_UNKNOWN, FD_CLIENT, FD_AOF, FD_IGNORE = 0, 1, 2, 3
