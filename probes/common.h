@@ -65,6 +65,7 @@ BPF_HASH(inflight, __u32, struct inflight, 16384);
 BPF_HASH(last_wake, __u32, __u64, 256);                    /* main thread (tid == tgid) -> epoll return */
 BPF_PERCPU_ARRAY(scratch, struct rt_record, 1);
 BPF_PERCPU_ARRAY(counters, __u64, CNT_MAX);
+BPF_PERCPU_ARRAY(refused_kinds, __u64, 8);                 /* refusals of events per enum rt_kind */
 BPF_HASH(lost_fds, struct fd_key, struct lost_span, 1024); /* which connection lost what, and when */
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 /* events again, as a map pointer bpf_ringbuf_query() accepts (bcc rewrites only events.method()
@@ -133,6 +134,13 @@ static __always_inline void emit_refused(struct rt_record *r, __u32 len)
         size = bpf_ringbuf_query(ring, BPF_RB_RING_SIZE);
     }
     count_max(CNT_REFUSED_AVAIL_MAX, avail);
+    __u64 now = bpf_ktime_get_ns();
+    if (r->ev.ts_exit && now > r->ev.ts_exit)
+        count_max(CNT_REFUSED_NS_MAX, now - r->ev.ts_exit);
+    int kind = r->ev.kind & 7;
+    __u64 *per_kind = refused_kinds.lookup(&kind);
+    if (per_kind)
+        *per_kind += 1;
     __u64 need = (len + 8 + 7) & ~7ULL;     /* header and padding: the kernel's own test below */
     count_add(avail + need > size - 1 ? CNT_REFUSED_FULL : CNT_REFUSED_ROOM, 1);
     if (rescue.ringbuf_output(r, len, BPF_RB_NO_WAKEUP_FLAG) == 0) {

@@ -61,7 +61,9 @@ enum rt_counter {
     CNT_REFUSED_ROOM = 5,  /* events refused a record although it had room (its lock failed) */
     CNT_RESCUED = 6,       /* refused records the rescue ring took */
     CNT_REFUSED_AVAIL_MAX = 7, /* most unconsumed bytes in events at a refusal (a maximum, not a sum) */
-    CNT_MAX = 8,
+    CNT_REFUSED_NS_MAX = 8,    /* longest from a refused record's end time to its refusal (a maximum):
+                                * about the reserve's wait, which tells a lock timeout from a deadlock */
+    CNT_MAX = 9,
 };
 
 #endif

@@ -64,6 +64,7 @@ def test_enums_match():
                                     "CNT_REFUSED_ROOM": events.CNT_REFUSED_ROOM,
                                     "CNT_RESCUED": events.CNT_RESCUED,
                                     "CNT_REFUSED_AVAIL_MAX": events.CNT_REFUSED_AVAIL_MAX,
+                                    "CNT_REFUSED_NS_MAX": events.CNT_REFUSED_NS_MAX,
                                     "CNT_MAX": events.CNT_MAX}
 
 

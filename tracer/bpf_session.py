@@ -36,8 +36,8 @@ EXEC_SYMBOL = "call"
 COUNTER_NAMES = {events.CNT_LOST: "lost", events.CNT_LOOP_BUSY_NS: "busy_ns", events.CNT_LOOP_IDLE_NS: "idle_ns",
                  events.CNT_LOOPS: "loops", events.CNT_REFUSED_FULL: "refused_full",
                  events.CNT_REFUSED_ROOM: "refused_room", events.CNT_RESCUED: "rescued",
-                 events.CNT_REFUSED_AVAIL_MAX: "refused_avail_max"}
-COUNTER_MAXIMA = {events.CNT_REFUSED_AVAIL_MAX}  # per-CPU maxima: the largest CPU's, not the sum
+                 events.CNT_REFUSED_AVAIL_MAX: "refused_avail_max", events.CNT_REFUSED_NS_MAX: "refused_ns_max"}
+COUNTER_MAXIMA = {events.CNT_REFUSED_AVAIL_MAX, events.CNT_REFUSED_NS_MAX}  # per-CPU maxima: the largest CPU's, not the sum
 
 
 def probe_source(names) -> tuple[str, str]:
@@ -259,6 +259,9 @@ class ProbeSession:
         for idx, name in COUNTER_NAMES.items():
             values = [int(v) for v in table[ctypes.c_int(idx)]]
             out[name] = max(values, default=0) if idx in COUNTER_MAXIMA else sum(values)
+        kinds = self.bpf["refused_kinds"]
+        out["refused_by_kind"] = {events.KIND_NAMES[k]: n for k in events.KIND_NAMES if k < 8
+                                  for n in [sum(int(v) for v in kinds[ctypes.c_int(k)])] if n}
         return out
 
     def counters_record(self) -> bytes:
