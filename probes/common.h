@@ -8,7 +8,7 @@
 #define RINGBUF_PAGES 16384         /* 64 MiB ring buffer (user space passes its own) */
 #endif
 #ifndef RESCUE_PAGES
-#define RESCUE_PAGES 1024           /* 4 MiB: only records events refused go there */
+#define RESCUE_PAGES 256            /* 1 MiB: only records events refused go there */
 #endif
 #ifndef LOOP_MIN_NS
 #define LOOP_MIN_NS 1000000ULL      /* main-thread busy spans shorter than this only feed counters */

@@ -27,8 +27,8 @@ PROBE_FILES = {
     "exec": "exec.c",    # uprobes on call()
 }
 DEFAULT_PROBES = ("conn", "io", "loop", "fsync")
-RESCUE_FRACTION = 16        # the rescue ring is 1/16 of events (at least RESCUE_PAGES_MIN pages: 256 KiB)
-RESCUE_PAGES_MIN = 64
+RESCUE_FRACTION = 64        # the rescue ring is 1/64 of events (at least RESCUE_PAGES_MIN pages: 1 MiB)
+RESCUE_PAGES_MIN = 256
 MATCH_TGIDS_MAX = 16        # up to this many targets, their tgids are compiled into the probes
 DRAIN_MAX_RECORDS = 65_536  # per drain() call: bounds the batch in memory; `backlog` says there is more
 EXEC_SYMBOL = "call"
