@@ -168,7 +168,8 @@ class ProbeSession:
         lost = self._lost_records()     # before the rings: a loss is older than what follows it there
         if self.ring is not None:
             # the rescue ring first: each record in it was made before the drain of events
-            # starts, so the records events holds from before it are in this batch too
+            # starts, so the records events holds from before it are in this batch too (unless
+            # that drain stops at max_records: then they follow in the next batch)
             self.rescue.drain(rescued)
             self.backlog = self.ring.drain(batch, max_records) >= max_records
         else:
@@ -253,15 +254,19 @@ class ProbeSession:
         return mark is None or self.ring is None or self.ring.consumer_pos >= mark
 
     def counters(self) -> dict:
-        """The kernel counters, summed over CPUs (`refused_avail_max`: the largest per-CPU value)."""
+        """The kernel counters summed over CPUs (COUNTER_MAXIMA: the largest CPU's value), and the
+        main ring's refusals per record kind."""
         table = self.bpf["counters"]
         out = {}
         for idx, name in COUNTER_NAMES.items():
             values = [int(v) for v in table[ctypes.c_int(idx)]]
             out[name] = max(values, default=0) if idx in COUNTER_MAXIMA else sum(values)
         kinds = self.bpf["refused_kinds"]
-        out["refused_by_kind"] = {events.KIND_NAMES[k]: n for k in events.KIND_NAMES if k < 8
-                                  for n in [sum(int(v) for v in kinds[ctypes.c_int(k)])] if n}
+        out["refused_by_kind"] = {}
+        for kind in range(events.ACCEPT, events.EXEC + 1):
+            n = sum(int(v) for v in kinds[ctypes.c_int(kind)])
+            if n:
+                out["refused_by_kind"][events.KIND_NAMES[kind]] = n
         return out
 
     def counters_record(self) -> bytes:
