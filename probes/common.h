@@ -132,6 +132,13 @@ static __always_inline void emit_refused(struct rt_record *r, __u32 len)
     if (ring) {
         avail = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
         size = bpf_ringbuf_query(ring, BPF_RB_RING_SIZE);
+        int cons = CNT_REFUSED_CONS_POS, prod = CNT_REFUSED_PROD_POS;
+        __u64 *c = counters.lookup(&cons);
+        if (c)
+            *c = bpf_ringbuf_query(ring, BPF_RB_CONS_POS);
+        __u64 *p = counters.lookup(&prod);
+        if (p)
+            *p = bpf_ringbuf_query(ring, BPF_RB_PROD_POS);
     }
     count_max(CNT_REFUSED_AVAIL_MAX, avail);
     __u64 now = bpf_ktime_get_ns();

@@ -63,7 +63,9 @@ enum rt_counter {
     CNT_REFUSED_AVAIL_MAX = 7, /* most unconsumed bytes in events at a refusal (a maximum, not a sum) */
     CNT_REFUSED_NS_MAX = 8,    /* longest from a refused record's end time to its refusal (a maximum):
                                 * about the reserve's wait, which tells a lock timeout from a deadlock */
-    CNT_MAX = 9,
+    CNT_REFUSED_CONS_POS = 9,  /* events' consumer and producer positions at the last refusal (per CPU) */
+    CNT_REFUSED_PROD_POS = 10,
+    CNT_MAX = 11,
 };
 
 #endif

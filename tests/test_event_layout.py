@@ -65,6 +65,8 @@ def test_enums_match():
                                     "CNT_RESCUED": events.CNT_RESCUED,
                                     "CNT_REFUSED_AVAIL_MAX": events.CNT_REFUSED_AVAIL_MAX,
                                     "CNT_REFUSED_NS_MAX": events.CNT_REFUSED_NS_MAX,
+                                    "CNT_REFUSED_CONS_POS": events.CNT_REFUSED_CONS_POS,
+                                    "CNT_REFUSED_PROD_POS": events.CNT_REFUSED_PROD_POS,
                                     "CNT_MAX": events.CNT_MAX}
 
 

@@ -36,8 +36,10 @@ EXEC_SYMBOL = "call"
 COUNTER_NAMES = {events.CNT_LOST: "lost", events.CNT_LOOP_BUSY_NS: "busy_ns", events.CNT_LOOP_IDLE_NS: "idle_ns",
                  events.CNT_LOOPS: "loops", events.CNT_REFUSED_FULL: "refused_full",
                  events.CNT_REFUSED_ROOM: "refused_room", events.CNT_RESCUED: "rescued",
-                 events.CNT_REFUSED_AVAIL_MAX: "refused_avail_max", events.CNT_REFUSED_NS_MAX: "refused_ns_max"}
-COUNTER_MAXIMA = {events.CNT_REFUSED_AVAIL_MAX, events.CNT_REFUSED_NS_MAX}  # per-CPU maxima: the largest CPU's, not the sum
+                 events.CNT_REFUSED_AVAIL_MAX: "refused_avail_max", events.CNT_REFUSED_NS_MAX: "refused_ns_max",
+                 events.CNT_REFUSED_CONS_POS: "refused_cons_pos", events.CNT_REFUSED_PROD_POS: "refused_prod_pos"}
+COUNTER_MAXIMA = {events.CNT_REFUSED_AVAIL_MAX, events.CNT_REFUSED_NS_MAX, events.CNT_REFUSED_CONS_POS,
+                  events.CNT_REFUSED_PROD_POS}  # per-CPU maxima: the largest CPU's, not the sum
 
 
 def probe_source(names) -> tuple[str, str]:
@@ -267,6 +269,8 @@ class ProbeSession:
             n = sum(int(v) for v in kinds[ctypes.c_int(kind)])
             if n:
                 out["refused_by_kind"][events.KIND_NAMES[kind]] = n
+        # drains that found events' consumer position not where we left it (nobody else may move it)
+        out["consumer_moved"] = self.ring.moved if self.ring is not None else 0
         return out
 
     def counters_record(self) -> bytes:
