@@ -2,10 +2,14 @@
 lost, with the connection and time window, instead of being silently mispaired or counted unanswered."""
 from __future__ import annotations
 
+import io
+
 from eventstream import PID, Stream, bulk, cmd
+from rich.console import Console
 
 from tracer import events
 from tracer.pipeline import Pipeline
+from tracer.report_text import print_report
 
 
 def lost(stream: Stream, fd: int, records: int = 1) -> events.Event:
@@ -41,6 +45,10 @@ def test_a_lost_reply_is_reported_not_paired_with_the_next_one():
         ("127.0.0.1:50000", 7, PID, 1, 1)
     assert 0 < span["start_s"] <= span["end_s"]
     assert p.stitcher.stats.lost_records == 1
+    # the text report names the connection and the window too
+    out = io.StringIO()
+    print_report(report, console=Console(file=out, width=200))
+    assert "127.0.0.1:50000 (pid 1000, conn 1): 1 records between" in out.getvalue()
 
 
 def test_a_lost_read_restarts_the_parser_at_the_next_record():
