@@ -189,6 +189,22 @@ static __always_inline struct inflight *inflight_take(__u32 tid)
     return in;
 }
 
+/* At a syscall's exit: the call this thread recorded at its entry, copied to *call and its slot
+ * freed in place. Returns the pid_tgid, or 0 when the thread is no target's or has no call in
+ * flight (tgid 0 is never a target). The target test comes first: most exits are other processes'. */
+static __always_inline __u64 take_call(struct inflight *call)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    if (!is_target(id >> 32))
+        return 0;
+    struct inflight *in = inflight_take((__u32)id);
+    if (!in)
+        return 0;
+    *call = *in;
+    in->kind = RT_NONE;
+    return id;
+}
+
 static __always_inline void enter_syscall_kind(__u16 kind, __s32 fd, __u64 buf, __u64 count, __u16 flags,
                                                __u32 fdk)
 {
