@@ -205,6 +205,21 @@ static __always_inline __u64 take_call(struct inflight *call)
     return id;
 }
 
+/* The record of a call that has just returned: entered at call->ts, exited now, with its result
+ * and the flags its entry noted (NULL: no scratch record, which a per-CPU array always has). */
+static __always_inline struct rt_record *call_record(__u16 kind, __u64 id, __s32 fd, struct inflight *call,
+                                                     long ret)
+{
+    struct rt_record *r = new_record(kind, id, fd);
+    if (!r)
+        return NULL;
+    r->ev.ts_enter = call->ts;
+    r->ev.ts_exit = bpf_ktime_get_ns();
+    r->ev.ret = ret;
+    r->ev.flags = call->flags;
+    return r;
+}
+
 static __always_inline void enter_syscall_kind(__u16 kind, __s32 fd, __u64 buf, __u64 count, __u16 flags,
                                                __u32 fdk)
 {

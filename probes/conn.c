@@ -17,13 +17,9 @@ static __always_inline int accept_exit(long ret)
     if (!id || ret < 0 || call.kind != RT_ACCEPT)
         return 0;
 
-    struct rt_record *r = new_record(RT_ACCEPT, id, (__s32)ret);
+    struct rt_record *r = call_record(RT_ACCEPT, id, (__s32)ret, &call, ret);
     if (!r)
         return 0;
-    r->ev.ts_enter = call.ts;
-    r->ev.ts_exit = bpf_ktime_get_ns();
-    r->ev.ret = ret;
-    r->ev.flags = call.flags;
 
     struct peer_key pk = {};
     if (call.buf) {

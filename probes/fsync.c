@@ -16,13 +16,9 @@ static __always_inline int fsync_exit(long ret)
     __u64 id = take_call(&call);
     if (!id || call.kind != RT_FSYNC)
         return 0;
-    struct rt_record *r = new_record(RT_FSYNC, id, call.fd);
+    struct rt_record *r = call_record(RT_FSYNC, id, call.fd, &call, ret);
     if (!r)
         return 0;
-    r->ev.ts_enter = call.ts;
-    r->ev.ts_exit = bpf_ktime_get_ns();
-    r->ev.ret = ret;
-    r->ev.flags = call.flags;
     emit(r);
     return 0;
 }

@@ -79,13 +79,9 @@ static __always_inline int io_exit(long ret)
     if (ret < 0 || (ret == 0 && call.kind == RT_WRITE))
         return 0;
 
-    struct rt_record *r = new_record(call.kind, id, call.fd);
+    struct rt_record *r = call_record(call.kind, id, call.fd, &call, ret);
     if (!r)
         return 0;
-    r->ev.ts_enter = call.ts;
-    r->ev.ts_exit = bpf_ktime_get_ns();
-    r->ev.ret = ret;
-    r->ev.flags = call.flags;
 
     __u32 tgid = id >> 32;
     __u32 fk = call.fd_kind;        /* looked up at enter: one map lookup less per record */
