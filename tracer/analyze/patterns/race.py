@@ -78,7 +78,7 @@ class RaceDetector:
                 self._rmw_write(c, client, key, ts)
             c.key = None
             return
-        if cls == READ and key is not None and req.reply_type not in ("nil", "error", "none"):
+        if cls == READ and key is not None and req.reply_type == "ok":     # a value came back
             c.key, c.read_ts, c.reply_end = key, ts, req.reply_end_ts
         else:
             c.key = None
