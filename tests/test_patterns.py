@@ -191,7 +191,7 @@ def test_race_found_when_replies_come_out_of_execution_order():
 
 
 @pytest.mark.parametrize("case", ["sequential", "multi", "lua", "pipelined", "cache fill", "other command between",
-                                  "one client", "plain writer"])
+                                  "one client", "plain writer", "lost reads"])
 def test_race_near_misses(case):
     w = Wire()
     for round_ in range(5):
@@ -232,6 +232,11 @@ def test_race_near_misses(case):
         elif case == "one client":
             w(t, 1, "GET", "stock:1")
             w(t + 2, 1, "DECRBY", "stock:1")
+        elif case == "lost reads":          # the records of the replies were lost: no value known to have come
+            w(t, 1, "GET", "stock:1", reply="lost")
+            w(t + 1, 2, "GET", "stock:1", reply="lost")
+            w(t + 2, 1, "DECRBY", "stock:1")
+            w(t + 3, 2, "DECRBY", "stock:1")
         else:                               # B overwrites without reading: last write wins, no derived value
             w(t, 1, "GET", "stock:1")
             w(t + 1, 2, "SET", "stock:1")
