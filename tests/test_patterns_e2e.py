@@ -168,10 +168,12 @@ def test_report_text_gives_the_advice(traced):
 def test_calm_benchmark_traffic_has_no_patterns(redis_server, tmp_path):
     trace = tmp_path / "calm.rtrace"
     tracer = TracerProcess("record", "--port", str(redis_server.port), "-o", str(trace))
-    for args in (["-t", "set,get,lpush,hset"], ["-t", "set,get,incr", "-r", "1000"]):
-        subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(redis_server.port), "-n", "10000", "-c", "10",
+    # every default test (LRANGE_600's 5.4 kB replies included), then random keys
+    for n, args in (("2000", []), ("10000", ["-t", "set,get,incr", "-r", "1000"])):
+        subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(redis_server.port), "-n", n, "-c", "10",
                         "-q", *args], check=True, capture_output=True, timeout=120)
     rc, _ = tracer.stop()
     report = report_of(trace)
-    assert report["requests"] >= 50000
+    assert report["requests"] >= 70000
     assert report["patterns"] == []
+    assert report["big_keys"][0] == ["mylist", 5406]       # LRANGE 0 599 of 3-byte elements, not a sum

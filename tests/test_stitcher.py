@@ -254,3 +254,21 @@ def test_outgoing_link_recognised_as_master_link_from_later_traffic():
     assert got == []  # applied commands are not client requests
     (link,) = st.links
     assert link.kind == "master-link" and link.bytes_in > 0 and link.writes == 1
+
+
+def test_replies_larger_than_the_capture_do_not_add_up_across_requests():
+    """An array reply whose headers fall in uncaptured bytes ends when the client sends its next
+    request (resync). The bytes of that reply must not carry over to the next ones: before the fix
+    they summed over the connection, and the last request was reported 'partial' with them all."""
+    s = Stream(capture=4096)
+    s.accept(10, 50000)
+    reply = b"*600\r\n" + bulk(b"xxx") * 600          # 5,406 bytes, LRANGE mylist 0 599
+    for _ in range(20):
+        s.wake()
+        s.read(10, cmd("LRANGE", "mylist", 0, 599), arrival_us_before=5)
+        s.write(10, reply)
+    s.close(10)
+    got, *_ = run(s)
+    assert len(got) == 20
+    assert max(r.reply_bytes for r in got) <= len(reply)
+    assert all(r.reply_type != "partial" for r in got[:-1])

@@ -288,6 +288,7 @@ class Stitcher:
                 self._pair(state, lost, state.reply_partial_start or state.last_write_end,
                            state.last_write_end, state.last_write_tid)
             state.reply_partial_start = 0
+            state.partial_bytes = 0     # they were that reply's: the next one starts from nothing
         if not state.req.pending:
             state.frame_arrival = ev.aux_ts
             state.frame_read_start = ev.ts_enter
