@@ -216,6 +216,28 @@ def test_a_rescued_record_waits_while_events_still_holds_older_records():
     assert s.drain() == []
 
 
+def test_a_record_rescued_while_events_is_drained_comes_before_its_successors():
+    # the request's read is refused by events and taken by the rescue ring just as the drain of
+    # events reads its reply (made later: the thread rescued the read before it went on). Draining
+    # the rescue ring first would leave the read for the next batch, behind its own reply.
+    s, ring = _session()
+    ring.reserve(_rec(events.WRITE, 5, 0, b"+reply", ts=20))
+
+    class EventsRescuingAsItIsDrained:
+        def __init__(self, reader):
+            self.reader = reader
+
+        def drain(self, out, max_records):
+            ring.rescue.reserve(_rec(events.READ, 5, 0, b"*1\r\n$4\r\nPING\r\n", ts=10))
+            return self.reader.drain(out, max_records)
+
+        def pending_bytes(self):
+            return self.reader.pending_bytes()
+
+    s.ring = EventsRescuingAsItIsDrained(s.ring)
+    assert [events.decode(r).kind for r in s.drain()] == [events.READ, events.WRITE]
+
+
 class LostKey:
     def __init__(self, tgid, fd):
         self.tgid, self.fd = tgid, fd

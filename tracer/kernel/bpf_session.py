@@ -231,18 +231,19 @@ class ProbeSession:
         or the first max_records (then `backlog` is True and the rest wait for the next call)."""
         batch, self._pending = self._pending, []
         rescued, self._rescued = self._rescued, []
-        lost = self._lost_records()     # before the rings: a loss is older than what follows it there
         if self.ring is not None:
-            # the rescue ring first: each record in it was made before the drain of events
-            # starts, so the records events holds from before it are in this batch too (unless
-            # that drain stops at max_records: then they follow in the next batch)
-            self.rescue.drain(rescued)
+            # events first, then the rescue ring, then the loss notes: a record that reached the
+            # rescue ring (or neither ring) was put there before its thread went on, so before any
+            # later record of its connection (the reply to a request) reached events. Reading
+            # events first therefore never takes a record whose predecessors are still to come.
             before = len(batch)
             self.backlog = self.ring.drain(batch, max_records) >= max_records
+            self.rescue.drain(rescued)
+            rescued += self._lost_records()
             if rescued and self.ring.pending_bytes():
                 # events stopped early (max_records, or a record still being written): a rescued
                 # record newer than the last one drained from events waits for the next batch,
-                # or it would overtake older events records (a reply ahead of its request)
+                # or it would overtake older events records
                 newest = _ts_exit(batch[-1]) if len(batch) > before else 0
                 self._rescued = [raw for raw in rescued if _ts_exit(raw) > newest]
                 rescued = [raw for raw in rescued if _ts_exit(raw) <= newest]
@@ -250,10 +251,9 @@ class ProbeSession:
             self.bpf.ring_buffer_consume()
             batch += self._pending
             self._pending = []
-            rescued += self._rescued
+            rescued += self._rescued + self._lost_records()
             self._rescued = []
-        if lost:
-            rescued = sorted(rescued + lost, key=_ts_exit)
+        rescued.sort(key=_ts_exit)
         if rescued:
             batch = merge_in_time_order(batch, rescued)
         if not batch:
