@@ -5,7 +5,12 @@ still installs, and the pure-Python reference path runs (`redis-tracer doctor` s
 """
 from setuptools import Extension, setup
 
-setup(ext_modules=[
-    Extension("tracer.decode._resp_native", ["tracer/decode/_resp_native.c"], optional=True,
-              extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]),
-])
+FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
+# each compiled module sits in the stage whose Python it replaces (tests/test_import_graph.py)
+MODULES = {
+    "tracer.kernel._events_native": "tracer/kernel/_events_native.c",   # events.decode
+    "tracer.decode._resp_native": "tracer/decode/_resp_native.c",       # RESP fast paths
+}
+
+setup(ext_modules=[Extension(name, [source], optional=True, extra_compile_args=FLAGS)
+                   for name, source in MODULES.items()])

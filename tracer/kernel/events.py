@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 import struct
 
+from tracer import native
+
 # Field order, C type and name exactly as in struct rt_event; tests compare with the header.
 FIELDS = (
     ("Q", "ts_enter"),
@@ -115,6 +117,21 @@ def decode(record: bytes | memoryview) -> Event:
     else:
         ev.payload = b""
     return ev
+
+
+decode_py = decode  # the reference: tests compare the compiled decode with it
+
+
+def _native_decode():
+    """The compiled decode (same Event, same errors), or None on the reference path."""
+    mod = native.load("tracer.kernel._events_native")
+    if mod is None:
+        return None
+    mod.configure(Event, FIELDS)
+    return mod.decode
+
+
+decode = _native_decode() or decode_py
 
 
 def field_reader(name: str):
