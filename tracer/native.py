@@ -36,6 +36,5 @@ def status() -> tuple[bool, str]:
         return False, f"pure-Python reference path ({PURE_ENV} is set)"
     missing = [name for name in MODULES if load(name) is None]
     if missing:
-        return False, ("pure-Python reference path: compiled modules not built (" + ", ".join(missing) +
-                       "); rerun scripts/bootstrap with a C compiler and python3-dev to build them")
+        return False, "pure-Python reference path: compiled modules not built (" + ", ".join(missing) + ")"
     return True, "compiled fast path (" + ", ".join(MODULES) + ")"
