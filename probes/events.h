@@ -24,6 +24,7 @@ enum rt_fd_kind {
     FD_CLIENT = 1,   /* accepted TCP connection */
     FD_AOF = 2,      /* the append-only file */
     FD_IGNORE = 3,   /* anything else: no records */
+    FD_FILE = 4,     /* a file the target opened while traced (fds.c): no reads; writes flagged RTF_FILE_FD */
 };
 
 enum rt_flags {
@@ -32,6 +33,7 @@ enum rt_flags {
     RTF_UNKNOWN_FD = 4,  /* fd was not classified when the record was made */
     RTF_ACCEPT4 = 8,
     RTF_EPOLL_PWAIT = 16,
+    RTF_FILE_FD = 32,    /* a write to an FD_FILE fd: user space tells the AOF from other files */
 };
 
 struct rt_event {

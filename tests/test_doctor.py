@@ -223,7 +223,7 @@ def test_cli_text_and_exit_codes():
     assert lines[-1] == "doctor: tracing can work"
     out = io.StringIO()
     assert doctor_cmd.run(args, probes=FakeProbes(tracefs_root=None), out=out) == 1
-    assert out.getvalue().splitlines()[-1] == "doctor: 11 problems to fix before tracing"  # tracefs + 10 syscalls
+    assert out.getvalue().splitlines()[-1] == "doctor: 15 problems to fix before tracing"  # tracefs + 14 syscalls
     assert "✗ tracefs: not mounted (fix: mount -t tracefs nodev /sys/kernel/tracing" in out.getvalue()
 
 

@@ -35,6 +35,6 @@ def run(args) -> int:
             raise TracerError(f"cannot write {args.json_out}: {err.strerror} (the trace itself is complete: "
                               f"{args.output})") from None
     done = result.recorded
-    print(f"recorded: {done['records']} records, {done['requests']} requests, {done['lost_events']} lost events "
+    print(f"recorded: {done['records']} records, {done['requests']} requests, {done['lost_events']} lost events after attach "
           f"-> {args.output}", file=sys.stderr)
     return 0

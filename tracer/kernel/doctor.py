@@ -28,7 +28,7 @@ BOOTSTRAP = "sudo scripts/bootstrap"
 
 # Every tracepoint probes/*.c attaches to. Syscall ones are required (enter and exit).
 SYSCALL_TRACEPOINTS = ("accept", "accept4", "read", "write", "writev", "epoll_wait", "epoll_pwait",
-                       "fsync", "fdatasync", "close")
+                       "fsync", "fdatasync", "close", "openat", "pipe2", "eventfd2", "socket")
 # The sock ones only add the kernel-side arrival and handshake times.
 SOCK_TRACEPOINTS = {
     "inet_sock_set_state": "accept-queue wait will be unknown",

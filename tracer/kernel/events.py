@@ -49,10 +49,10 @@ KIND_NAMES = {ACCEPT: "accept", READ: "read", WRITE: "write", CLOSE: "close", FS
               LOOP: "loop", EXEC: "exec", FDINFO: "fdinfo", COUNTERS: "counters", EXIT: "exit"}
 
 # enum rt_fd_kind
-FD_UNKNOWN, FD_CLIENT, FD_AOF, FD_IGNORE = 0, 1, 2, 3
+FD_UNKNOWN, FD_CLIENT, FD_AOF, FD_IGNORE, FD_FILE = 0, 1, 2, 3, 4
 
 # enum rt_flags
-RTF_WRITEV, RTF_FDATASYNC, RTF_UNKNOWN_FD, RTF_ACCEPT4, RTF_EPOLL_PWAIT = 1, 2, 4, 8, 16
+RTF_WRITEV, RTF_FDATASYNC, RTF_UNKNOWN_FD, RTF_ACCEPT4, RTF_EPOLL_PWAIT, RTF_FILE_FD = 1, 2, 4, 8, 16, 32
 
 # enum rt_counter
 CNT_LOST, CNT_LOOP_BUSY_NS, CNT_LOOP_IDLE_NS, CNT_LOOPS, CNT_MAX = 0, 1, 2, 3, 4
@@ -147,13 +147,15 @@ cap_len_of = field_reader("cap_len")
 # little-endian u16 holds every kind and flag the filter needs (asserted below).
 KIND_BYTE = OFFSETS["kind"]
 FLAGS_BYTE = OFFSETS["flags"]
-assert CLOSE < 256 and RTF_UNKNOWN_FD < 256
+assert CLOSE < 256 and max(RTF_UNKNOWN_FD, RTF_FILE_FD) < 256
 _tgid_fd = struct.Struct("<I4xi")       # tgid, (tid), fd: adjacent fields read in one call
 assert OFFSETS["fd"] - OFFSETS["tgid"] == 8
 
 
 def tgid_fd_of(raw) -> tuple[int, int]:
     return _tgid_fd.unpack_from(raw, OFFSETS["tgid"])
+
+
 _ts_exit_of = field_reader("ts_exit")
 ts_enter_of = field_reader("ts_enter")
 

@@ -85,8 +85,11 @@ def is_redis(pid: int, proc: str = "/proc") -> bool:
     return comm.startswith("redis-server") or os.path.basename(process_exe(pid, proc)).startswith("redis-server")
 
 
-def listen_ports_of(pid: int, proc: str = "/proc") -> list[int]:
-    listening = listening_inodes(proc)
+def listen_ports_of(pid: int, proc: str = "/proc", listening: dict[int, int] | None = None) -> list[int]:
+    """The process's TCP listening ports; `listening` (listening_inodes()) when the caller has it:
+    /proc/net/tcp lists every socket of the namespace, thousands on a busy host."""
+    if listening is None:
+        listening = listening_inodes(proc)
     return sorted({listening[ino] for ino in socket_inodes(pid, proc) if ino in listening})
 
 
@@ -98,49 +101,53 @@ def redis_pids(proc: str = "/proc") -> list[int]:
     return sorted(pids)
 
 
-def pid_listening_on(port: int, proc: str = "/proc") -> int | None:
-    """The process holding the TCP socket listening on `port`, found through socket inodes."""
-    inodes = {ino for ino, p in listening_inodes(proc).items() if p == port}
+def pid_listening_on(port: int, proc: str = "/proc", listening: dict[int, int] | None = None) -> int | None:
+    """The process holding the TCP socket listening on `port`, found through socket inodes.
+    redis-servers are looked at first: other processes may hold thousands of fds (clients)."""
+    if listening is None:
+        listening = listening_inodes(proc)
+    inodes = {ino for ino, p in listening.items() if p == port}
     if not inodes:
         return None
-    for name in os.listdir(proc):
-        if not name.isdigit():
-            continue
-        if inodes & socket_inodes(int(name), proc).keys():
-            return int(name)
+    redis = redis_pids(proc)
+    others = [int(name) for name in os.listdir(proc) if name.isdigit() and int(name) not in redis]
+    for pid in redis + others:
+        if inodes & socket_inodes(pid, proc).keys():
+            return pid
     return None
 
 
 def find_target(pid: int | None = None, port: int | None = None, proc: str = "/proc") -> Target:
     """Resolve --pid/--port/nothing to one redis-server, or raise a TracerError saying why not."""
+    listening = listening_inodes(proc)
     if pid is not None:
         if not os.path.isdir(f"{proc}/{pid}"):
             raise TracerError(f"no process with pid {pid}", "check the pid with `pgrep -a redis-server`")
         if not is_redis(pid, proc):
             raise TracerError(f"pid {pid} is {process_comm(pid, proc) or 'unknown'}, not redis-server",
                               "pass the pid of a redis-server")
-        ports = listen_ports_of(pid, proc)
+        ports = listen_ports_of(pid, proc, listening)
         if port is not None and port not in ports:
             raise TracerError(f"redis-server pid {pid} does not listen on port {port}",
                               f"it listens on {ports or 'no TCP port'}")
     elif port is not None:
-        pid = pid_listening_on(port, proc)
+        pid = pid_listening_on(port, proc, listening)
         if pid is None:
             raise TracerError(f"nothing listens on TCP port {port}", "start Redis or pass the right --port")
         if not is_redis(pid, proc):
             raise TracerError(f"port {port} belongs to pid {pid} ({process_comm(pid, proc)}), not redis-server",
                               "pass the port of a redis-server")
-        ports = listen_ports_of(pid, proc)
+        ports = listen_ports_of(pid, proc, listening)
     else:
         pids = redis_pids(proc)
         if not pids:
             raise TracerError("no redis-server is running", "start one, or pass --pid/--port")
         if len(pids) > 1:
-            listing = ", ".join(f"pid {p} port {listen_ports_of(p, proc) or '-'}" for p in pids)
+            listing = ", ".join(f"pid {p} port {listen_ports_of(p, proc, listening) or '-'}" for p in pids)
             raise TracerError(f"{len(pids)} redis-server processes are running ({listing})",
                               "choose one with --pid or --port")
         pid = pids[0]
-        ports = listen_ports_of(pid, proc)
+        ports = listen_ports_of(pid, proc, listening)
     return Target(pid=pid, exe=process_exe(pid, proc), listen_ports=ports,
                   port=port if port is not None else (ports[0] if ports else None),
                   comm=process_comm(pid, proc))

@@ -113,7 +113,7 @@ def attach(options: TraceOptions, targets: list[Target]) -> ProbeSession:
     session = ProbeSession(targets, exec_probes=options.exec_probes, capture_max=options.capture_bytes,
                            ringbuf_pages=options.ringbuf_pages)
     try:
-        session.attach()
+        session.attach(progress=lambda message: print(message, file=sys.stderr, flush=True))
     except KeyboardInterrupt:
         # Ctrl-C while bcc compiles and loads: detach what is attached and say so (exit 130)
         session.close()
@@ -121,7 +121,7 @@ def attach(options: TraceOptions, targets: list[Target]) -> ProbeSession:
     except BaseException:
         session.close()
         raise
-    print(f"attached: {session.describe()}", file=sys.stderr, flush=True)
+    print(f"attached: {session.describe()} ({session.times.describe()})", file=sys.stderr, flush=True)
     return session
 
 

@@ -58,6 +58,18 @@ def config_args(config: dict) -> list[str]:
     return args
 
 
+def raise_open_files_limit(need: int) -> None:
+    """Raise this process's RLIMIT_NOFILE soft limit to `need` (a redis-server started afterwards
+    inherits it: many-connection tests and benchmarks); TracerError when the hard limit is lower."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < need:   # raising it needs CAP_SYS_RESOURCE
+        raise TracerError(f"{need} open files needed, the hard limit is {hard}", "raise it: ulimit -Hn")
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+
+
 def ping(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
     """One raw RESP PING: no client library, so it works while redis-py is busy elsewhere."""
     try:
