@@ -10,6 +10,7 @@ FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field
 MODULES = {
     "tracer.kernel._events_native": "tracer/kernel/_events_native.c",   # events.decode
     "tracer.decode._resp_native": "tracer/decode/_resp_native.c",       # RESP fast paths
+    "tracer.stitch._stitch_native": "tracer/stitch/_stitch_native.c",   # Stitcher.feed_raw
 }
 
 setup(ext_modules=[Extension(name, [source], optional=True, extra_compile_args=FLAGS)

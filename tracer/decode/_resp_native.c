@@ -13,6 +13,8 @@
 #include <Python.h>
 #include <string.h>
 
+#include "resp_native.h"
+
 /* configure() sets these once: the Python objects the fast paths build or consult */
 static PyObject *fast_specs;     /* dict: command name bytes -> (name str, key pos, vfrom) or None */
 static PyObject *command_cls;    /* resp.Command */
@@ -136,30 +138,22 @@ static PyObject *spec_of(const char *name, Py_ssize_t ln)
     return Py_NewRef(spec);
 }
 
-/* request_fast(data, pos, limit, show_values, max_bulk, out, spans) -> int
- * Decodes whole multibulk frames of simple commands from pos, below limit. Returns the position
- * where it stopped: >= 0 when the frame there is not a whole, well-formed multibulk frame inside
- * the window (the Python fast path stops there too); -(pos + 1) when it is one but not a simple
- * command (the Python fast path decodes it). */
-static PyObject *py_request_fast(PyObject *self, PyObject *args)
+/* request_fast: decodes whole multibulk frames of simple commands of d[0:len] from pos, below
+ * limit. Returns the position where it stopped: >= 0 when the frame there is not a whole,
+ * well-formed multibulk frame inside the window (the Python fast path stops there too); -(pos + 1)
+ * when it is one but not a simple command (the Python fast path decodes it); RESP_FAILED with a
+ * Python error set. */
+static Py_ssize_t request_fast(const char *d, Py_ssize_t len, Py_ssize_t pos, Py_ssize_t limit, int sv,
+                               Py_ssize_t max_bulk, PyObject *out, PyObject *spans)
 {
-    Py_buffer buf;
-    Py_ssize_t pos, limit, max_bulk;
-    int sv;
-    PyObject *out, *spans;
     if (fast_specs == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "configure() first");
-        return NULL;
+        return RESP_FAILED;
     }
-    if (!PyArg_ParseTuple(args, "y*nnpnO!O!", &buf, &pos, &limit, &sv, &max_bulk,
-                          &PyList_Type, &out, &PyList_Type, &spans))
-        return NULL;
-    const char *d = buf.buf;
-    if (limit > buf.len)
-        limit = buf.len;
+    if (limit > len)
+        limit = len;
     if (pos < 0)
         pos = 0;
-    Py_ssize_t result = pos;
     Py_ssize_t argpos[2 * 64 + 2];  /* (start, len) of each argument */
     while (pos < limit) {
         /* "*<argc>\r\n" */
@@ -194,25 +188,24 @@ static PyObject *py_request_fast(PyObject *self, PyObject *args)
             break;
         PyObject *spec = spec_of(d + argpos[0], argpos[1]);
         if (spec == NULL)
-            goto fail;
+            return RESP_FAILED;
         if (spec == Py_None) {
             Py_DECREF(spec);
-            result = -(pos + 1);
-            goto done;
+            return -(pos + 1);
         }
         PyObject *name = PyTuple_GET_ITEM(spec, 0);
         Py_ssize_t kp = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 1));
         Py_ssize_t vf = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 2));
         if ((kp == -1 || vf == -1) && PyErr_Occurred()) {
             Py_DECREF(spec);
-            goto fail;
+            return RESP_FAILED;
         }
         PyObject *key;
         if (kp > 0 && argc > kp) {
             key = key_of(d + argpos[2 * kp], argpos[2 * kp + 1]);
             if (key == NULL) {
                 Py_DECREF(spec);
-                goto fail;
+                return RESP_FAILED;
             }
         } else {
             key = Py_NewRef(Py_None);
@@ -222,7 +215,7 @@ static PyObject *py_request_fast(PyObject *self, PyObject *args)
                 if (argpos[2 * a + 1] && append_span(spans, argpos[2 * a], argpos[2 * a + 1]) < 0) {
                     Py_DECREF(key);
                     Py_DECREF(spec);
-                    goto fail;
+                    return RESP_FAILED;
                 }
             }
         }
@@ -231,20 +224,29 @@ static PyObject *py_request_fast(PyObject *self, PyObject *args)
         Py_DECREF(key);
         Py_DECREF(spec);
         if (cmd == NULL)
-            goto fail;
+            return RESP_FAILED;
         int rc = PyList_Append(out, cmd);
         Py_DECREF(cmd);
         if (rc < 0)
-            goto fail;
+            return RESP_FAILED;
         pos = p;
-        result = pos;
     }
-done:
+    return pos;
+}
+
+/* request_fast(data, pos, limit, show_values, max_bulk, out, spans) -> int (see above) */
+static PyObject *py_request_fast(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    Py_ssize_t pos, limit, max_bulk;
+    int sv;
+    PyObject *out, *spans;
+    if (!PyArg_ParseTuple(args, "y*nnpnO!O!", &buf, &pos, &limit, &sv, &max_bulk,
+                          &PyList_Type, &out, &PyList_Type, &spans))
+        return NULL;
+    Py_ssize_t r = request_fast(buf.buf, buf.len, pos, limit, sv, max_bulk, out, spans);
     PyBuffer_Release(&buf);
-    return PyLong_FromSsize_t(result);
-fail:
-    PyBuffer_Release(&buf);
-    return NULL;
+    return r == RESP_FAILED ? NULL : PyLong_FromSsize_t(r);
 }
 
 static int is_allowed(const char *s, Py_ssize_t ln, int *answer)
@@ -270,27 +272,20 @@ static int append_reply(PyObject *out, PyObject *type, Py_ssize_t size)
     return rc;
 }
 
-/* reply_fast(data, pos, limit, show_values, out, spans) -> int
- * Decodes whole scalar replies (+, $, $-1, :) from pos, below limit; the same return convention
- * as request_fast: -(pos + 1) hands an error or aggregate reply to the Python fast path. */
-static PyObject *py_reply_fast(PyObject *self, PyObject *args)
+/* reply_fast: decodes whole scalar replies (+, $, $-1, :) of d[0:len] from pos, below limit; the
+ * same return convention as request_fast: -(pos + 1) hands an error or aggregate reply to the
+ * Python fast path. */
+static Py_ssize_t reply_fast(const char *d, Py_ssize_t len, Py_ssize_t pos, Py_ssize_t limit, int sv,
+                             PyObject *out, PyObject *spans)
 {
-    Py_buffer buf;
-    Py_ssize_t pos, limit;
-    int sv;
-    PyObject *out, *spans;
     if (reply_cls == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "configure() first");
-        return NULL;
+        return RESP_FAILED;
     }
-    if (!PyArg_ParseTuple(args, "y*nnpO!O!", &buf, &pos, &limit, &sv, &PyList_Type, &out, &PyList_Type, &spans))
-        return NULL;
-    const char *d = buf.buf;
-    if (limit > buf.len)
-        limit = buf.len;
+    if (limit > len)
+        limit = len;
     if (pos < 0)
         pos = 0;
-    Py_ssize_t result = pos;
     while (pos < limit) {
         Py_ssize_t e = find_crlf(d, pos, limit);
         if (e < 0 || e == pos)
@@ -301,12 +296,12 @@ static PyObject *py_reply_fast(PyObject *self, PyObject *args)
             if (k && !sv) {
                 int ok = 0;
                 if (k <= short_len && is_allowed(d + pos + 1, k, &ok) < 0)
-                    goto fail;
+                    return RESP_FAILED;
                 if (!ok && append_span(spans, pos + 1, k) < 0)
-                    goto fail;
+                    return RESP_FAILED;
             }
             if (append_reply(out, str_ok, k + 3) < 0)
-                goto fail;
+                return RESP_FAILED;
             pos += k + 3;
         } else if (t == '$') {
             Py_ssize_t ln = parse_digits(d, pos + 1, e);
@@ -317,33 +312,40 @@ static PyObject *py_reply_fast(PyObject *self, PyObject *args)
                     break;
                 Py_ssize_t hl = e - pos + 2;
                 if (ln && !sv && append_span(spans, s, ln) < 0)
-                    goto fail;
+                    return RESP_FAILED;
                 if (append_reply(out, str_ok, hl + ln + 2) < 0)
-                    goto fail;
+                    return RESP_FAILED;
                 pos = pe + 2;
             } else if (e - pos == 3 && d[pos + 1] == '-' && d[pos + 2] == '1') {
                 if (append_reply(out, str_nil, 5) < 0)
-                    goto fail;
+                    return RESP_FAILED;
                 pos += 5;
             } else {
                 break;
             }
         } else if (t == ':') {
             if (append_reply(out, str_ok, e - pos + 2) < 0)
-                goto fail;
+                return RESP_FAILED;
             pos = e + 2;
         } else {
-            result = -(pos + 1);
-            goto done;
+            return -(pos + 1);
         }
-        result = pos;
     }
-done:
+    return pos;
+}
+
+/* reply_fast(data, pos, limit, show_values, out, spans) -> int (see above) */
+static PyObject *py_reply_fast(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    Py_ssize_t pos, limit;
+    int sv;
+    PyObject *out, *spans;
+    if (!PyArg_ParseTuple(args, "y*nnpO!O!", &buf, &pos, &limit, &sv, &PyList_Type, &out, &PyList_Type, &spans))
+        return NULL;
+    Py_ssize_t r = reply_fast(buf.buf, buf.len, pos, limit, sv, out, spans);
     PyBuffer_Release(&buf);
-    return PyLong_FromSsize_t(result);
-fail:
-    PyBuffer_Release(&buf);
-    return NULL;
+    return r == RESP_FAILED ? NULL : PyLong_FromSsize_t(r);
 }
 
 static PyMethodDef methods[] = {
@@ -356,11 +358,24 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_resp_native", NULL, -1, methods};
 
+/* For the compiled stitcher (tracer/stitch/_stitch_native.c): the same two functions, called
+ * without building Python arguments, through the capsule resp_native.h describes. */
+static RespNativeAPI api = {request_fast, reply_fast};
+
 PyMODINIT_FUNC PyInit__resp_native(void)
 {
     str_ok = PyUnicode_InternFromString("ok");
     str_nil = PyUnicode_InternFromString("nil");
     if (str_ok == NULL || str_nil == NULL)
         return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    PyObject *capsule = PyCapsule_New(&api, RESP_NATIVE_CAPSULE, NULL);
+    if (capsule == NULL || PyModule_AddObject(m, "C_API", capsule) < 0) {
+        Py_XDECREF(capsule);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

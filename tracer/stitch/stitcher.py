@@ -11,6 +11,8 @@ from __future__ import annotations
 import heapq
 from collections import deque
 
+from tracer import native
+from tracer.decode import resp
 from tracer.kernel import events
 from tracer.decode.keyspec import secret_reply
 from tracer.stitch.model import BusySpan, Connection, FileSync, Request
@@ -26,6 +28,8 @@ UNSUBSCRIBE_HEADS = {"unsubscribe", "punsubscribe", "sunsubscribe", "subscribe",
 PUSH_HEADS = {"message", "pmessage", "smessage"}
 # commands _queue_request() treats specially (every other one is simply queued for its reply)
 QUEUE_SPECIAL = frozenset({"PSYNC", "SYNC", "REPLCONF", "MONITOR"} | SUBSCRIBE_COMMANDS)
+# commands whose reply is followed by one more confirmation per extra channel (absorbed by _pair)
+ABSORBING_COMMANDS = frozenset({"UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE"} | SUBSCRIBE_COMMANDS)
 
 
 _REPLICA_WRITES = (b"REPLCONF", b"PSYNC", b"PING", b"AUTH")
@@ -127,6 +131,11 @@ class Stitcher:
 
     # -- entry points -------------------------------------------------------------
     def feed_raw(self, records) -> None:
+        if _native is not None and self.__class__ is Stitcher:
+            # compiled: the same loop, the plain READ/WRITE records stitched in C on these same
+            # objects, every other record handed to the handlers below (tracer/stitch/_stitch_native.c)
+            _native.feed_batch(self, records)
+            return
         # the hot loop: feed() inlined, with everything it looks up bound once per batch
         decode = events.decode
         dispatch_get = self._dispatch.get
@@ -421,7 +430,7 @@ class Stitcher:
             self.stats.unpaired_replies += 1
             return
         req = state.pending.popleft()
-        if req.command in SUBSCRIBE_COMMANDS or req.command in ("UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE"):
+        if req.command in ABSORBING_COMMANDS:
             state.absorb_replies += max(0, req.argc - 2)
         req.reply_bytes = reply.size
         req.reply_type = reply.type
@@ -538,3 +547,20 @@ class Stitcher:
 
     def _on_loop(self, ev) -> None:
         self.on_busy(BusySpan(ev.tgid, ev.aux_ts, ev.ts_enter))
+
+
+def _load_native():
+    """The compiled feed_raw loop, configured with this module's tables; None on the reference path
+    (or when the compiled RESP fast paths it calls are not there)."""
+    mod = native.load("tracer.stitch._stitch_native")
+    resp_mod = native.load("tracer.decode._resp_native")
+    if mod is None or resp_mod is None:
+        return None
+    mod.configure(Request, Request(), events.decode, events.OFFSETS,
+                  (events.READ, events.WRITE, events.FDINFO, events.EXEC),
+                  (resp.ST_START, resp.R_START, resp.R_DESYNC), QUEUE_SPECIAL, ABSORBING_COMMANDS, deque,
+                  MAX_PENDING_PER_CONN, resp.FAST_WINDOW, events.HEADER_SIZE, resp_mod.C_API)
+    return mod
+
+
+_native = _load_native()
