@@ -243,3 +243,116 @@ def test_record_decode_identical(tail, cap):
     raw = events.HEADER.pack(*fields) + tail
     for record in (raw, memoryview(raw), raw[:random.Random(cap).randrange(1, 120)]):
         assert _decoded(events.decode, record) == _decoded(events.decode_py, record)
+
+
+# -- the stitcher, fed random record streams --------------------------------------------------------
+TGID = 100
+FDS = (5, 6, 7)
+
+
+def _record(kind, fd, ts, payload=b"", ret=None, tid=TGID, aux=0, aux2=0, flags=0):
+    return events.encode(events.Event(ts_enter=ts, ts_exit=ts + 500, aux_ts=aux, aux_ts2=aux2,
+                                      ret=len(payload) if ret is None else ret, tgid=TGID, tid=tid, fd=fd,
+                                      kind=kind, flags=flags, payload=payload))
+
+
+simple_command_st = st.builds(lambda name, args: b"*%d\r\n" % (len(args) + 1) + _bulk(name) + b"".join(map(_bulk, args)),
+                              st.sampled_from([b"GET", b"SET", b"get", b"INCR", b"HSET", b"MGET", b"DEL"]),
+                              st.lists(st.sampled_from([b"k", b"key:1", b"", b"v" * 30, b"\xff"]), max_size=3))
+simple_reply_st = st.sampled_from([b"+OK\r\n", b"$3\r\nabc\r\n", b"$-1\r\n", b":7\r\n", b"+PONG\r\n", b"$0\r\n\r\n"])
+clean_steps = (   # the common case the compiled loop stitches itself
+    st.tuples(st.just("read"), st.sampled_from(FDS), st.lists(simple_command_st, min_size=1, max_size=4),
+              st.just([]), st.just(0), st.booleans()),
+    st.tuples(st.just("write"), st.sampled_from(FDS), st.lists(simple_reply_st, min_size=1, max_size=4),
+              st.just([]), st.just(0), st.booleans()))
+step_st = st.one_of(
+    *clean_steps, *clean_steps,
+    st.tuples(st.just("read"), st.sampled_from(FDS), st.lists(command_st, min_size=1, max_size=4), edits_st,
+              st.integers(0, 3), st.booleans()),
+    st.tuples(st.just("write"), st.sampled_from(FDS), st.lists(reply_st, min_size=1, max_size=4), edits_st,
+              st.integers(0, 3), st.booleans()),
+    st.tuples(st.sampled_from(["accept", "close", "exec", "loop", "aof", "client", "short"]), st.sampled_from(FDS)))
+
+
+def _stream(steps):
+    ts = 10_000_000
+    out = []
+    for step in steps:
+        ts += 10_000
+        kind, fd = step[0], step[1]
+        if kind in ("read", "write"):
+            _, _, frames, edits, extra, io_thread = step
+            data = b"".join(frames)
+            data = _mutate(data, edits) if edits and extra == 0 else data
+            out.append(_record(events.READ if kind == "read" else events.WRITE, fd, ts, data,
+                               ret=len(data) + (extra if extra > 1 else 0), tid=TGID + 1 if io_thread else TGID,
+                               aux=ts - 3000 if kind == "read" else 0, aux2=ts - 1000 if kind == "read" else 0))
+        elif kind == "accept":
+            out.append(_record(events.ACCEPT, fd, ts, aux=ts - 100))
+        elif kind == "close":
+            out.append(_record(events.CLOSE, fd, ts))
+        elif kind == "exec":
+            out.append(_record(events.EXEC, -1, ts))
+        elif kind == "loop":
+            out.append(_record(events.LOOP, -1, ts, ret=1, aux=ts - 2_000_000))
+        elif kind in ("aof", "client"):
+            out.append(_record(events.FDINFO, fd, ts, b"",
+                               ret=events.FD_AOF if kind == "aof" else events.FD_CLIENT))
+        else:
+            out.append(_record(events.READ, fd, ts, b"*1\r\n$4\r\nPING\r\n")[:-3])   # shorter than it says
+    return out
+
+
+def _stitch(records, compiled: bool, uprobe_exec: bool, show_values: bool, mask: bool):
+    from tracer.stitch import stitcher as stitcher_mod
+    from tracer.stitch.model import Clock
+
+    saved = stitcher_mod._native
+    stitched = []
+
+    class Counting:     # the compiled loop, counting the records it stitched itself
+        @staticmethod
+        def feed_batch(stitcher, batch):
+            stitched.append(saved.feed_batch(stitcher, batch))
+
+    stitcher_mod._native = Counting if compiled else None
+    try:
+        got = []
+        s = stitcher_mod.Stitcher(on_request=lambda req: got.append(
+                                      (req.to_json(Clock(0)), [getattr(req, name) for name in req.__slots__])),
+                                  on_busy=lambda span: got.append(("busy", span.start_ts, span.end_ts)),
+                                  show_values=show_values, mask_payloads=mask, uprobe_exec=uprobe_exec)
+        error = None
+        for at in range(0, len(records), 7):     # batches, as a drain hands them over
+            try:
+                s.feed_raw(records[at:at + 7])
+            except ValueError as e:
+                error = str(e)
+                break
+        if error is None:
+            s.finish()
+        return (got, error, s.stats.as_dict(), s.first_ts, s.last_ts, sorted(s.conns)), sum(stitched)
+    finally:
+        stitcher_mod._native = saved
+
+
+STITCHED = []
+
+
+@SETTINGS
+@given(st.lists(step_st, min_size=1, max_size=25), st.booleans(), st.booleans(), st.booleans())
+def test_stitcher_identical_on_random_record_streams(steps, uprobe_exec, show_values, mask):
+    from tracer.stitch import stitcher as stitcher_mod
+
+    assert stitcher_mod._native is not None
+    records = _stream(steps)
+    compiled, stitched = _stitch(records, True, uprobe_exec, show_values, mask)
+    assert compiled == _stitch(records, False, uprobe_exec, show_values, mask)[0]
+    STITCHED.append(stitched)
+
+
+def test_the_random_streams_reach_the_compiled_stitching():
+    """(runs after the test above) most streams had records the compiled loop stitched itself"""
+    if not STITCHED:
+        pytest.skip("run with the random stream test")
+    assert sum(1 for n in STITCHED if n) > len(STITCHED) // 4, STITCHED
