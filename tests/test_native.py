@@ -356,3 +356,56 @@ def test_the_random_streams_reach_the_compiled_stitching():
     if not STITCHED:
         pytest.skip("run with the random stream test")
     assert sum(1 for n in STITCHED if n) > len(STITCHED) // 4, STITCHED
+
+
+# -- the analyzer, fed random requests --------------------------------------------------------------
+ts_st = st.one_of(st.just(0), st.integers(1, 10**10), st.integers(10**12, 10**12 + 10**9),
+                  st.integers(10**12, 10**12 + 10**9), st.integers(10**12, 10**12 + 10**9))
+odd_ts_st = st.one_of(st.none(), st.none(), st.none(), st.tuples(st.integers(0, 7), st.sampled_from([2**63 + 5, -7])))
+request_st = st.fixed_dictionaries({
+    "command": st.sampled_from(["GET", "SET", "", "FLUBBER", "CONFIG GET", "DEL"]),
+    "key": st.one_of(st.none(), st.sampled_from(["k1", "k2", "k3"]), st.integers(0, 3)),
+    "reply_type": st.sampled_from(["ok", "error", "none", "nil"]),
+    "reply_bytes": st.integers(0, 5000), "conn_id": st.integers(0, 4),
+    "ts": st.lists(ts_st, min_size=8, max_size=8), "odd": odd_ts_st})
+
+
+def _analyse(requests, compiled: bool, top_n: int):
+    from tracer.analyze import analysis
+    from tracer.stitch.model import Request
+
+    saved = analysis._native
+    if not compiled:
+        analysis._native = None
+    try:
+        a = analysis.Analyzer(stall_ms=1, top_n=top_n, key_cap=4, max_commands=4)
+        for spec in requests:
+            req = Request()
+            for name in ("command", "key", "reply_type", "reply_bytes", "conn_id"):
+                setattr(req, name, spec[name])
+            (req.arrival_ts, req.wake_ts, req.read_start_ts, req.read_end_ts, req.exec_start_ts, req.exec_end_ts,
+             req.reply_start_ts, req.reply_end_ts) = spec["ts"]
+            if spec["odd"]:     # outside what the compiled path computes with: the reference takes it
+                at, value = spec["odd"]
+                setattr(req, ("arrival_ts", "wake_ts", "read_start_ts", "read_end_ts", "exec_start_ts",
+                              "exec_end_ts", "reply_start_ts", "reply_end_ts")[at], value)
+            a.on_request(req)
+        inner = {name: getattr(a, name) for name in ("requests", "unanswered", "first_ts", "last_ts", "seq",
+                                                     "exec_total_ns", "phase_sq_ns", "phase_wait_ns",
+                                                     "phase_exec_ns", "phase_rw_ns")}
+        hists = {name: (c.count, c.hist.counts, c.hist.sum, c.hist.min, c.hist.max, c.hist._lo, c.hist._hi,
+                        c.exec_ns, c.secs.counts, c.samples) for name, c in a.commands.items()}
+        slow = {sec: sorted((lat, seq) for lat, seq, _ in heap) for sec, heap in a.slow_secs.items()}
+        return (a.report({"pid": 1}).to_json(), inner, hists, slow, a.hot_keys.counts, a.big_keys.values,
+                sorted(a.live_conns), a.req_secs.counts)
+    finally:
+        analysis._native = saved
+
+
+@SETTINGS
+@given(st.lists(request_st, min_size=1, max_size=30), st.integers(1, 3))
+def test_analyzer_identical_on_random_requests(requests, top_n):
+    from tracer.analyze import analysis
+
+    assert analysis._native is not None
+    assert _analyse(requests, True, top_n) == _analyse(requests, False, top_n)

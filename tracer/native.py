@@ -13,7 +13,8 @@ import os
 PURE_ENV = "REDIS_TRACER_PURE_PYTHON"
 # every compiled module, by the stage whose Python it replaces (named, not imported, here: this base
 # module must not import upper stages)
-MODULES = ("tracer.kernel._events_native", "tracer.decode._resp_native", "tracer.stitch._stitch_native")
+MODULES = ("tracer.kernel._events_native", "tracer.decode._resp_native", "tracer.stitch._stitch_native",
+           "tracer.analyze._analysis_native")
 
 
 def forced_pure() -> bool:

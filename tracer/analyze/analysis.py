@@ -9,8 +9,12 @@ bounded: it scales with open connections and the configured top-N/caps, not with
 from __future__ import annotations
 
 import heapq
+import types
+
+from tracer import native
 
 from tracer.analyze.diagnosis import StallDetector, format_stall
+from tracer.analyze import histogram
 from tracer.analyze.histogram import LatencyHistogram
 from tracer.decode.keyspec import KNOWN
 from tracer.options import STALL_MS
@@ -204,6 +208,9 @@ class Analyzer:
         self.big_keys = TopMax(key_cap)
         self.detector = StallDetector(stall_ms, lookback_s=lookback_s, lookback_max=lookback_max,
                                       on_stall=on_stall)
+        if _native is not None and self.__class__ is Analyzer:
+            # compiled: the same counters on these same objects (tracer/analyze/_analysis_native.c)
+            self.on_request = types.MethodType(_native.on_request, self)
 
     # -- input --------------------------------------------------------------------------------
     def _seen(self, first: int, last: int) -> None:
@@ -504,3 +511,15 @@ class Analyzer:
             phases_us_total={p: _us(v) for p, v in self.phase_ns.items()},
             unanswered=self.unanswered,
             busy_ratio=None if busy is None else _r3(busy))
+
+
+def _load_native():
+    """The compiled on_request, configured with this module's constants; None on the reference path."""
+    mod = native.load("tracer.analyze._analysis_native")
+    if mod is not None:
+        mod.configure(Analyzer.on_request, UNDECODABLE, heapq.heappush, heapq.heapreplace, NS_PER_S,
+                      SLOW_WINDOW_S + 2, (histogram.SUB_BITS, histogram.MAX_NS, histogram.NBUCKETS - 1))
+    return mod
+
+
+_native = _load_native()
