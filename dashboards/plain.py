@@ -19,6 +19,7 @@ BLOCK_COMMANDS = 6
 FINAL_COMMANDS = 15
 FINAL_STALLS = 10
 FINAL_SLOWEST = 5
+FINAL_LOSSES = 10
 
 
 def _path_line(phases_us_total: dict, busy: float | None) -> str:
@@ -183,6 +184,13 @@ def final_summary(report: Report) -> str:
     big = big_keys(report.big_keys)
     out.append("Big keys, by largest reply: " + (", ".join(f"{k} ({fmt_bytes(n)})" for k, n in big[:8]) if big
                                                  else f"none with a reply >= {fmt_bytes(BIG_KEY_MIN_BYTES)}"))
+    if report.losses:
+        out.append(f"Lost records: {report.loss_spans} spans, {fmt_count(report.lost_requests)} requests left "
+                   "without a known reply")
+        for span in report.losses[:FINAL_LOSSES]:
+            who = span.client or f"fd {span.fd}"
+            out.append(f"  {who} (pid {span.pid}, conn {span.conn_id or '-'}): {fmt_count(span.records)} records "
+                       f"between +{span.start_s}s and +{span.end_s}s, {span.requests} requests affected")
     out.append("AOF/fsync: " + _fsync_line(report.fsync))
     out.append("Connections: " + _conn_line(report.connections))
     return "\n".join(out)

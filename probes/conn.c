@@ -12,25 +12,14 @@ static __always_inline int accept_enter(int fd, __u64 sockaddr, __u16 flags)
 
 static __always_inline int accept_exit(long ret)
 {
-    __u64 id = bpf_get_current_pid_tgid();
-    if (!is_target(id >> 32))
-        return 0;
-    __u32 tid = (__u32)id;
-    struct inflight *in = inflight_take(tid);
-    if (!in)
-        return 0;
-    struct inflight call = *in;
-    in->kind = RT_NONE;
-    if (ret < 0 || call.kind != RT_ACCEPT)
+    struct inflight call = {};
+    __u64 id = take_call(&call);
+    if (!id || ret < 0 || call.kind != RT_ACCEPT)
         return 0;
 
-    struct rt_record *r = new_record(RT_ACCEPT, id, (__s32)ret);
+    struct rt_record *r = call_record(RT_ACCEPT, id, (__s32)ret, &call, ret);
     if (!r)
         return 0;
-    r->ev.ts_enter = call.ts;
-    r->ev.ts_exit = bpf_ktime_get_ns();
-    r->ev.ret = ret;
-    r->ev.flags = call.flags;
 
     struct peer_key pk = {};
     if (call.buf) {

@@ -55,11 +55,19 @@ struct rt_event {
 
 /* Counters user space reads from the `counters` per-CPU array. */
 enum rt_counter {
-    CNT_LOST = 0,          /* records the ring buffer had no room for */
+    CNT_LOST = 0,          /* records neither events nor the rescue ring took: gone */
     CNT_LOOP_BUSY_NS = 1,  /* main thread time between epoll wake and next epoll entry */
     CNT_LOOP_IDLE_NS = 2,  /* main thread time inside epoll_wait */
     CNT_LOOPS = 3,
-    CNT_MAX = 4,
+    CNT_REFUSED_FULL = 4,  /* events refused a record and had no room for it */
+    CNT_REFUSED_ROOM = 5,  /* events refused a record although it had room (its lock failed) */
+    CNT_RESCUED = 6,       /* refused records the rescue ring took */
+    CNT_REFUSED_AVAIL_MAX = 7, /* most unconsumed bytes in events at a refusal (a maximum, not a sum) */
+    CNT_REFUSED_NS_MAX = 8,    /* longest from a refused record's end time to its refusal (a maximum):
+                                * about the reserve's wait, which tells a lock timeout from a deadlock */
+    CNT_REFUSED_CONS_POS = 9,  /* events' consumer and producer positions at the last refusal (per CPU) */
+    CNT_REFUSED_PROD_POS = 10,
+    CNT_MAX = 11,
 };
 
 #endif

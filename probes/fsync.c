@@ -12,24 +12,13 @@ static __always_inline int fsync_enter(int fd, __u16 flags)
 
 static __always_inline int fsync_exit(long ret)
 {
-    __u64 id = bpf_get_current_pid_tgid();
-    if (!is_target(id >> 32))
+    struct inflight call = {};
+    __u64 id = take_call(&call);
+    if (!id || call.kind != RT_FSYNC)
         return 0;
-    __u32 tid = (__u32)id;
-    struct inflight *in = inflight_take(tid);
-    if (!in)
-        return 0;
-    struct inflight call = *in;
-    in->kind = RT_NONE;
-    if (call.kind != RT_FSYNC)
-        return 0;
-    struct rt_record *r = new_record(RT_FSYNC, id, call.fd);
+    struct rt_record *r = call_record(RT_FSYNC, id, call.fd, &call, ret);
     if (!r)
         return 0;
-    r->ev.ts_enter = call.ts;
-    r->ev.ts_exit = bpf_ktime_get_ns();
-    r->ev.ret = ret;
-    r->ev.flags = call.flags;
     emit(r);
     return 0;
 }

@@ -71,28 +71,17 @@ static __always_inline void capture_iov(struct rt_record *r, __u64 iov_ptr, __u6
 
 static __always_inline int io_exit(long ret)
 {
-    __u64 id = bpf_get_current_pid_tgid();
-    if (!is_target(id >> 32))      /* before the map lookup: most exits are other processes' */
-        return 0;
-    __u32 tid = (__u32)id;
-    struct inflight *in = inflight_take(tid);
-    if (!in)
-        return 0;
-    struct inflight call = *in;
-    in->kind = RT_NONE;
-    if (call.kind != RT_READ && call.kind != RT_WRITE)
+    struct inflight call = {};
+    __u64 id = take_call(&call);
+    if (!id || (call.kind != RT_READ && call.kind != RT_WRITE))
         return 0;
     /* EAGAIN and friends carry nothing; 0 from a read is the peer closing. */
     if (ret < 0 || (ret == 0 && call.kind == RT_WRITE))
         return 0;
 
-    struct rt_record *r = new_record(call.kind, id, call.fd);
+    struct rt_record *r = call_record(call.kind, id, call.fd, &call, ret);
     if (!r)
         return 0;
-    r->ev.ts_enter = call.ts;
-    r->ev.ts_exit = bpf_ktime_get_ns();
-    r->ev.ret = ret;
-    r->ev.flags = call.flags;
 
     __u32 tgid = id >> 32;
     __u32 fk = call.fd_kind;        /* looked up at enter: one map lookup less per record */

@@ -116,7 +116,8 @@ def feed(an, items, snapshots=False):
 # -- report --------------------------------------------------------------------------------------
 REPORT_KEYS = {"schema", "target", "duration_s", "requests", "lost_events", "commands", "stalls", "fsync",
                "connections"}
-REPORT_EXTRAS = {"hot_keys", "big_keys", "phases_us_total", "unanswered", "busy_ratio"}
+REPORT_EXTRAS = {"hot_keys", "big_keys", "phases_us_total", "unanswered", "busy_ratio", "losses", "loss_spans",
+                 "lost_requests"}
 STALL_KEYS = {"start_s", "duration_ms", "command", "key", "client", "victims", "victim_added_ms"}
 STALL_EXTRAS = {"class", "evidence", "advice", "culprits", "victim_added_total_ms", "victim_added_mean_ms",
                 "end_s"}

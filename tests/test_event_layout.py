@@ -61,6 +61,13 @@ def test_enums_match():
                                   "RTF_EPOLL_PWAIT": events.RTF_EPOLL_PWAIT, "RTF_FILE_FD": events.RTF_FILE_FD}
     assert c_enum("rt_counter") == {"CNT_LOST": events.CNT_LOST, "CNT_LOOP_BUSY_NS": events.CNT_LOOP_BUSY_NS,
                                     "CNT_LOOP_IDLE_NS": events.CNT_LOOP_IDLE_NS, "CNT_LOOPS": events.CNT_LOOPS,
+                                    "CNT_REFUSED_FULL": events.CNT_REFUSED_FULL,
+                                    "CNT_REFUSED_ROOM": events.CNT_REFUSED_ROOM,
+                                    "CNT_RESCUED": events.CNT_RESCUED,
+                                    "CNT_REFUSED_AVAIL_MAX": events.CNT_REFUSED_AVAIL_MAX,
+                                    "CNT_REFUSED_NS_MAX": events.CNT_REFUSED_NS_MAX,
+                                    "CNT_REFUSED_CONS_POS": events.CNT_REFUSED_CONS_POS,
+                                    "CNT_REFUSED_PROD_POS": events.CNT_REFUSED_PROD_POS,
                                     "CNT_MAX": events.CNT_MAX}
 
 

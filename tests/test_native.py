@@ -271,7 +271,8 @@ step_st = st.one_of(
               st.integers(0, 3), st.booleans()),
     st.tuples(st.just("write"), st.sampled_from(FDS), st.lists(reply_st, min_size=1, max_size=4), edits_st,
               st.integers(0, 3), st.booleans()),
-    st.tuples(st.sampled_from(["accept", "close", "exec", "loop", "aof", "client", "short"]), st.sampled_from(FDS)))
+    st.tuples(st.sampled_from(["accept", "close", "exec", "loop", "aof", "client", "short", "lost"]),
+              st.sampled_from(FDS)))
 
 
 def _stream(steps):
@@ -291,6 +292,8 @@ def _stream(steps):
             out.append(_record(events.ACCEPT, fd, ts, aux=ts - 100))
         elif kind == "close":
             out.append(_record(events.CLOSE, fd, ts))
+        elif kind == "lost":
+            out.append(_record(events.LOST, fd, ts, ret=2))
         elif kind == "exec":
             out.append(_record(events.EXEC, -1, ts))
         elif kind == "loop":
@@ -365,7 +368,7 @@ odd_ts_st = st.one_of(st.none(), st.none(), st.none(), st.tuples(st.integers(0, 
 request_st = st.fixed_dictionaries({
     "command": st.sampled_from(["GET", "SET", "", "FLUBBER", "CONFIG GET", "DEL"]),
     "key": st.one_of(st.none(), st.sampled_from(["k1", "k2", "k3"]), st.integers(0, 3)),
-    "reply_type": st.sampled_from(["ok", "error", "none", "nil"]),
+    "reply_type": st.sampled_from(["ok", "error", "none", "nil", "lost"]),
     "reply_bytes": st.integers(0, 5000), "conn_id": st.integers(0, 4),
     "ts": st.lists(ts_st, min_size=8, max_size=8), "odd": odd_ts_st})
 

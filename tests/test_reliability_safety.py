@@ -17,7 +17,8 @@ from reliability_util import cli
 
 PROBES = sorted(glob.glob(os.path.join(REPO, "probes", "*.[ch]")))
 # Every BPF helper and map operation the probes may use: all read-only or on their own maps.
-ALLOWED_HELPERS = {"bpf_probe_read_user", "bpf_get_current_pid_tgid", "bpf_ktime_get_ns"}
+# bpf_ringbuf_query reads a ring's positions (only when the ring refused a record: its fill at that moment)
+ALLOWED_HELPERS = {"bpf_probe_read_user", "bpf_get_current_pid_tgid", "bpf_ktime_get_ns", "bpf_ringbuf_query"}
 ALLOWED_MAP_OPS = {"lookup", "update", "delete", "ringbuf_output"}
 FORBIDDEN = ("bpf_probe_write_user", "bpf_override_return", "bpf_send_signal", "bpf_send_signal_thread",
              "bpf_sys_bpf", "bpf_sys_close", "bpf_copy_from_user", "bpf_probe_read_kernel", "bpf_probe_read(",

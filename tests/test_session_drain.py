@@ -29,7 +29,7 @@ class FakeMap(dict):
 
 class FakeBPF:
     def __init__(self):
-        self.maps = {"fd_kinds": FakeFdKinds()}
+        self.maps = {"fd_kinds": FakeFdKinds(), "lost_fds": {}}
 
     def __getitem__(self, name):
         return self.maps[name]
@@ -68,9 +68,11 @@ class CountingClassifier:
 
 def _session(kind=events.FD_CLIENT, size=1 << 20, link="socket:[100]"):
     ring = FakeRing(size=size)
+    ring.rescue = FakeRing(size=4096)   # the kernel side of the rescue ring, for tests that fill it
     s = ProbeSession([Target(pid=PID, exe="/usr/bin/redis-server", listen_ports=[6379], port=6379)])
     s.bpf = FakeBPF()
     s.ring = ring.reader()
+    s.rescue = ring.rescue.reader()
     s.classifier = CountingClassifier(kind, link)
     return s, ring
 
@@ -186,3 +188,37 @@ def test_slow_fd_discovery_reports_progress(tmp_path, monkeypatch):
     total = 2 * fdinfo.SCAN_TICK_FDS + 10
     assert [m.split(" fds")[0] for m in messages] == [f"attaching: {fdinfo.SCAN_TICK_FDS}/{total}",
                                                        f"attaching: {2 * fdinfo.SCAN_TICK_FDS}/{total}"]
+def test_rescued_records_join_the_batch_in_time_order():
+    # events refused the records of ts 20 and 40 (its lock failed): the rescue ring took them
+    s, ring = _session()
+    for ts, body in ((10, b"+1"), (30, b"+3"), (50, b"+5")):
+        ring.reserve(_rec(events.WRITE, 5, 0, body, ts=ts))
+    for ts, body in ((20, b"+2"), (40, b"+4")):
+        ring.rescue.reserve(_rec(events.WRITE, 5, 0, body, ts=ts))
+    assert [events.decode(r).payload for r in s.drain()] == [b"+1", b"+2", b"+3", b"+4", b"+5"]
+    ring.rescue.reserve(_rec(events.WRITE, 5, 0, b"+6", ts=60))
+    assert [events.decode(r).payload for r in s.drain()] == [b"+6"]    # alone: still drained
+    assert s.drain() == []
+
+
+class LostKey:
+    def __init__(self, tgid, fd):
+        self.tgid, self.fd = tgid, fd
+
+
+class LostSpan:
+    def __init__(self, first_ts, last_ts, records):
+        self.first_ts, self.last_ts, self.records = first_ts, last_ts, records
+
+
+def test_a_loss_the_kernel_noted_becomes_a_lost_record_where_it_happened():
+    # the records of fd 5 ending at 20 and 25 reached neither ring: the kernel noted the span
+    s, ring = _session()
+    for ts, body in ((10, b"+1"), (30, b"+3")):
+        ring.reserve(_rec(events.WRITE, 5, 0, body, ts=ts))
+    s.bpf["lost_fds"][LostKey(PID, 5)] = LostSpan(21, 26, 2)
+    out = [events.decode(r) for r in s.drain()]
+    assert [(e.kind, e.fd, e.ret) for e in out] == [(events.WRITE, 5, 2), (events.LOST, 5, 2), (events.WRITE, 5, 2)]
+    assert (out[1].tgid, out[1].ts_enter, out[1].ts_exit) == (PID, 21, 26)
+    assert s.bpf["lost_fds"] == {}                  # read once: cleared for the next span
+    assert s.drain() == []

@@ -179,6 +179,20 @@ class NodeRow(View):
     stalls: int = 0
 
 
+@dataclass(slots=True)
+class Loss(View):
+    """Records of one connection that reached neither ring buffer: where lost_events came from."""
+
+    pid: int = 0
+    fd: int = -1
+    conn_id: int = 0                    # 0: no connection known for the fd
+    client: str | None = None
+    start_s: float | None = None        # end times of the first and last lost record
+    end_s: float | None = None
+    records: int = 0
+    requests: int = 0                   # requests it left without a known reply (reply_type "lost")
+
+
 # -- the two products of the analysis ---------------------------------------------------------------------
 @dataclass(slots=True)
 class Snapshot(View):
@@ -230,6 +244,9 @@ class Report(View):
     phases_us_total: dict = field(default_factory=dict)
     unanswered: int = 0
     busy_ratio: float | None = None
+    losses: list = field(default_factory=list)          # [Loss], the first MAX_LOSSES
+    loss_spans: int = 0
+    lost_requests: int = 0
     instances: list | None = field(default=None, metadata=OPTIONAL)      # [Report], one per traced instance
     redirects: dict | None = field(default=None, metadata=OPTIONAL)
     links: list | None = field(default=None, metadata=OPTIONAL)          # per instance and overall
@@ -240,7 +257,8 @@ class Report(View):
     slowest: list | None = field(default=None, metadata=OPTIONAL)        # [SlowRequest] of the last frame
 
     NESTED = {"target": ("one", TargetInfo), "commands": ("dict", CommandStats), "stalls": ("list", StallResult),
-              "fsync": ("one", FsyncStats), "connections": ("one", ConnStats), "slowest": ("list", SlowRequest)}
+              "fsync": ("one", FsyncStats), "connections": ("one", ConnStats), "slowest": ("list", SlowRequest),
+              "losses": ("list", Loss)}
 
     @classmethod
     def from_json(cls, doc):

@@ -14,6 +14,7 @@
 static PyObject *reference;          /* Analyzer.on_request (pure Python) */
 static PyObject *undecodable;        /* schema.UNDECODABLE */
 static PyObject *heappush, *heapreplace;
+static PyObject *lost_type;          /* the reply_type of a request whose reply was lost: not unanswered */
 static long long ns_per_s;
 static long slow_window_keep;        /* SLOW_WINDOW_S + 2 */
 static long long hist_max_ns;
@@ -23,7 +24,7 @@ static PyObject *s_commands, *s_command, *s_key, *s_requests, *s_count, *s_first
     *s_secs, *s_counts, *s_add, *s_hist, *s_seq, *s_slow_secs, *s_top_n, *s_unanswered, *s_exec_ns,
     *s_exec_total_ns, *s_phase_exec_ns, *s_phase_sq_ns, *s_phase_wait_ns, *s_phase_rw_ns, *s_hot_keys,
     *s_reply_bytes, *s_big_keys, *s_floor, *s_values, *s_cap, *s_conn_id, *s_live_conns, *s_detector,
-    *s_on_request, *s_sum, *s_min, *s_max, *s_lo, *s_hi;
+    *s_on_request, *s_reply_type, *s_sum, *s_min, *s_max, *s_lo, *s_hi;
 static PyObject *req_ts_names[8];
 
 static int intern_all(void)
@@ -37,7 +38,7 @@ static int intern_all(void)
     I(s_phase_wait_ns, "phase_wait_ns"); I(s_phase_rw_ns, "phase_rw_ns"); I(s_hot_keys, "hot_keys");
     I(s_reply_bytes, "reply_bytes"); I(s_big_keys, "big_keys"); I(s_floor, "floor"); I(s_values, "values");
     I(s_cap, "cap"); I(s_conn_id, "conn_id"); I(s_live_conns, "live_conns"); I(s_detector, "detector");
-    I(s_on_request, "on_request"); I(s_sum, "sum"); I(s_min, "min"); I(s_max, "max"); I(s_lo, "_lo");
+    I(s_on_request, "on_request"); I(s_reply_type, "reply_type"); I(s_sum, "sum"); I(s_min, "min"); I(s_max, "max"); I(s_lo, "_lo");
     I(s_hi, "_hi");
     I(req_ts_names[0], "arrival_ts"); I(req_ts_names[1], "wake_ts"); I(req_ts_names[2], "read_start_ts");
     I(req_ts_names[3], "read_end_ts"); I(req_ts_names[4], "exec_start_ts"); I(req_ts_names[5], "exec_end_ts");
@@ -47,12 +48,12 @@ static int intern_all(void)
 }
 
 /* configure(reference, UNDECODABLE, heappush, heapreplace, NS_PER_S, SLOW_WINDOW_S + 2,
- *           (SUB_BITS, MAX_NS, NBUCKETS - 1)) */
+ *           (SUB_BITS, MAX_NS, NBUCKETS - 1), lost reply type) */
 static PyObject *py_configure(PyObject *self, PyObject *args)
 {
-    PyObject *ref, *und, *push, *replace;
-    if (!PyArg_ParseTuple(args, "OUOOLl(lLl)", &ref, &und, &push, &replace, &ns_per_s, &slow_window_keep,
-                          &hist_sub_bits, &hist_max_ns, &hist_max_idx))
+    PyObject *ref, *und, *push, *replace, *lost;
+    if (!PyArg_ParseTuple(args, "OUOOLl(lLl)U", &ref, &und, &push, &replace, &ns_per_s, &slow_window_keep,
+                          &hist_sub_bits, &hist_max_ns, &hist_max_idx, &lost))
         return NULL;
     if (ns_per_s <= 0 || slow_window_keep < 0 || hist_sub_bits <= 0 || hist_sub_bits > 20) {
         PyErr_SetString(PyExc_ValueError, "bad constants");
@@ -64,6 +65,7 @@ static PyObject *py_configure(PyObject *self, PyObject *args)
     Py_XSETREF(undecodable, Py_NewRef(und));
     Py_XSETREF(heappush, Py_NewRef(push));
     Py_XSETREF(heapreplace, Py_NewRef(replace));
+    Py_XSETREF(lost_type, Py_NewRef(lost));
     Py_RETURN_NONE;
 }
 
@@ -449,8 +451,13 @@ static PyObject *py_on_request(PyObject *self, PyObject *args)
         if (rc < 0 || slow_offer(a, sec, latency, req) < 0)
             goto out;
     }
-    if (!pe && add_attr(a, s_unanswered, 1) < 0)
-        goto out;
+    if (!pe) {
+        PyObject *rt = PyObject_GetAttr(req, s_reply_type);
+        int not_lost = rt ? PyObject_RichCompareBool(rt, lost_type, Py_NE) : -1;
+        Py_XDECREF(rt);
+        if (not_lost < 0 || (not_lost && add_attr(a, s_unanswered, 1) < 0))
+            goto out;
+    }
     if (xs && xe) {
         long long ex = xe > xs ? xe - xs : 0;
         if (add_attr(cmd, s_exec_ns, ex) < 0 || add_attr(a, s_exec_total_ns, ex) < 0 ||

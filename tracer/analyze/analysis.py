@@ -18,9 +18,9 @@ from tracer.analyze import histogram
 from tracer.analyze.histogram import LatencyHistogram
 from tracer.decode.keyspec import KNOWN
 from tracer.options import STALL_MS
-from tracer.schema import (UNDECODABLE, CommandStats, ConnStats, FsyncStats, Report, SlowRequest, Snapshot,
+from tracer.schema import (UNDECODABLE, CommandStats, ConnStats, FsyncStats, Loss, Report, SlowRequest, Snapshot,
                            TargetInfo)
-from tracer.stitch.model import PHASES
+from tracer.stitch.model import LOST_REPLY, PHASES
 from tracer.units import NS_PER_S, ns_to_us as _us, r3 as _r3
 
 WINDOW_S = 5            # rates are over the last ~5 s of trace time
@@ -32,6 +32,7 @@ MAX_COMMANDS = 512      # distinct command names tracked; the rest are counted a
 UNDECODABLE_SAMPLES = 5  # names kept as evidence in that row
 _REFUSED = ("error", "none")
 KNOWN_COMMANDS = frozenset(name.decode() for name in KNOWN)
+MAX_LOSSES = 100        # loss spans listed in a report (all are counted)
 EVICT_DIV = 2           # a full top-K table drops at least 1/EVICT_DIV of its entries at once
 
 
@@ -188,6 +189,9 @@ class Analyzer:
         self.slow_secs: dict = {}           # second -> min-heap of (latency, seq, request), top_n each
         self.seq = 0
         self.lost_events = 0
+        self.losses: list = []              # LossSpans, the first MAX_LOSSES: who lost records, when
+        self.loss_spans = 0
+        self.lost_requests = 0              # requests whose reply a lost record took
         self.kernel_busy_ns = None
         self.kernel_idle_ns = None
         self.prev_counters = None           # (busy, idle) at the previous set_counters, for the recent ratio
@@ -291,7 +295,7 @@ class Analyzer:
                 heapq.heappush(heap, (latency, -self.seq, req))
             elif latency > heap[0][0]:
                 heapq.heapreplace(heap, (latency, -self.seq, req))
-        if not pe:
+        if not pe and req.reply_type != LOST_REPLY:
             self.unanswered += 1
         if xs and xe:
             ex = xe - xs if xe > xs else 0
@@ -383,6 +387,12 @@ class Analyzer:
         if conn.close_ts:
             self._seen(conn.close_ts, conn.close_ts)
             self.detector.advance(conn.close_ts)
+
+    def on_loss(self, span) -> None:
+        self.loss_spans += 1
+        self.lost_requests += span.requests
+        if len(self.losses) < MAX_LOSSES:
+            self.losses.append(span)
 
     def set_counters(self, lost: int, busy_ns: int | None = None, idle_ns: int | None = None) -> None:
         """Kernel counters (cumulative): lost ring-buffer records, main-thread busy/idle ns."""
@@ -510,7 +520,11 @@ class Analyzer:
             big_keys=[[k, n] for k, n in self.big_keys.top(self.top_n)],
             phases_us_total={p: _us(v) for p, v in self.phase_ns.items()},
             unanswered=self.unanswered,
-            busy_ratio=None if busy is None else _r3(busy))
+            busy_ratio=None if busy is None else _r3(busy),
+            # where lost_events came from: connection, time window, requests left without a reply
+            losses=[Loss(**span.as_dict(first)) for span in self.losses],
+            loss_spans=self.loss_spans,
+            lost_requests=self.lost_requests)
 
 
 def _load_native():
@@ -518,7 +532,8 @@ def _load_native():
     mod = native.load("tracer.analyze._analysis_native")
     if mod is not None:
         mod.configure(Analyzer.on_request, UNDECODABLE, heapq.heappush, heapq.heapreplace, NS_PER_S,
-                      SLOW_WINDOW_S + 2, (histogram.SUB_BITS, histogram.MAX_NS, histogram.NBUCKETS - 1))
+                      SLOW_WINDOW_S + 2, (histogram.SUB_BITS, histogram.MAX_NS, histogram.NBUCKETS - 1),
+                      LOST_REPLY)
     return mod
 
 

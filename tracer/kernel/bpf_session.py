@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import heapq
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -31,6 +32,8 @@ PROBE_FILES = {
     "exec": "exec.c",    # uprobes on call()
 }
 DEFAULT_PROBES = ("conn", "fds", "io", "loop", "fsync")
+RESCUE_FRACTION = 64        # the rescue ring is 1/64 of events (at least RESCUE_PAGES_MIN pages: 1 MiB)
+RESCUE_PAGES_MIN = 256
 MATCH_TGIDS_MAX = 16        # up to this many targets, their tgids are compiled into the probes
 DRAIN_MAX_RECORDS = 65_536  # per drain() call: bounds the batch in memory; `backlog` says there is more
 EXEC_SYMBOL = "call"
@@ -38,6 +41,14 @@ PROGRESS_AFTER_S = 1.0      # attach: fd discovery reports its progress once it 
 # legacy syscalls (x86): fds.c probes them when the kernel has them (musl's open() and pipe() use them)
 OPTIONAL_SYSCALLS = {"HAVE_SYS_OPEN": ("sys_exit_open", "sys_exit_creat"),
                      "HAVE_SYS_PIPE": ("sys_enter_pipe", "sys_exit_pipe")}
+# enum rt_counter -> the name counters() reports it under
+COUNTER_NAMES = {events.CNT_LOST: "lost", events.CNT_LOOP_BUSY_NS: "busy_ns", events.CNT_LOOP_IDLE_NS: "idle_ns",
+                 events.CNT_LOOPS: "loops", events.CNT_REFUSED_FULL: "refused_full",
+                 events.CNT_REFUSED_ROOM: "refused_room", events.CNT_RESCUED: "rescued",
+                 events.CNT_REFUSED_AVAIL_MAX: "refused_avail_max", events.CNT_REFUSED_NS_MAX: "refused_ns_max",
+                 events.CNT_REFUSED_CONS_POS: "refused_cons_pos", events.CNT_REFUSED_PROD_POS: "refused_prod_pos"}
+COUNTER_MAXIMA = {events.CNT_REFUSED_AVAIL_MAX, events.CNT_REFUSED_NS_MAX, events.CNT_REFUSED_CONS_POS,
+                  events.CNT_REFUSED_PROD_POS}  # per-CPU maxima: the largest CPU's, not the sum
 
 
 def probe_mode(exec_attached: bool) -> str:
@@ -105,6 +116,8 @@ class ProbeSession:
         self.exec_attached = False
         self.records = 0
         self.ring = None            # ringbuf.RingBufReader: the ring read from its mapped memory
+        self.rescue = None          # the same for the rescue ring (records `events` refused)
+        self._rescued: list[bytes] = []  # rescue ring records from bcc's callback
         self.ring_mode = ""         # "mmap" | "callback" (bcc's per-record ctypes callback)
         self.ring_note = ""         # why the mmap reader is not used
         self.backlog = False        # the last drain() stopped at max_records: drain again soon
@@ -122,6 +135,7 @@ class ProbeSession:
         text, include = probe_source([p for p in self.probes])
         cflags = [f"-I{include}", f"-DCAPTURE_MAX={self.capture_max}",
                   f"-DLOOP_MIN_NS={self.loop_min_us * 1000}ULL", f"-DRINGBUF_PAGES={self.ringbuf_pages}",
+                  f"-DRESCUE_PAGES={max(RESCUE_PAGES_MIN, self.ringbuf_pages // RESCUE_FRACTION)}",
                   "-Wno-unused-function"]
         cflags += [f"-D{flag}" for flag, tps in OPTIONAL_SYSCALLS.items()
                    if all(BPF.tracepoint_exists("syscalls", tp) for tp in tps)]
@@ -134,6 +148,8 @@ class ProbeSession:
         with _load_errors():
             self.bpf = _deferred_attach(BPF)(text=text, cflags=cflags)
         self.times.compile_s = time.monotonic() - started
+        ring_ref = self.bpf["ring_ref"]
+        ring_ref[ctypes.c_int(0)] = ctypes.c_int(self.bpf["events"].map_fd)
         self._fill_maps(progress)
         started = time.monotonic()
         with _load_errors():
@@ -144,14 +160,19 @@ class ProbeSession:
         self._open_ring()
 
     def _open_ring(self) -> None:
-        """Read the ring from its mapped pages; bcc's per-record callback if that is not possible."""
-        table = self.bpf["events"]
+        """Read the rings from their mapped pages; bcc's per-record callback if that is not possible."""
+        table, rescue = self.bpf["events"], self.bpf["rescue"]
         self.ring, self.ring_note = ringbuf.open_reader(table.map_fd, int(table.max_entries))
         if self.ring is not None:
-            self.ring_mode = "mmap"
-            return
+            self.rescue, note = ringbuf.open_reader(rescue.map_fd, int(rescue.max_entries))
+            if self.rescue is not None:
+                self.ring_mode = "mmap"
+                return
+            self.ring.close()
+            self.ring, self.ring_note = None, note
         self.ring_mode = "callback"
         table.open_ring_buffer(self._on_record)
+        rescue.open_ring_buffer(self._on_rescued)
 
     def _fill_maps(self, progress: Callable[[str], None] | None = None) -> None:
         """Targets, their ports, and the kind of every fd they hold (before the probes attach)."""
@@ -202,16 +223,31 @@ class ProbeSession:
     def _on_record(self, _ctx, data, size) -> None:
         self._pending.append(ctypes.string_at(data, size))
 
+    def _on_rescued(self, _ctx, data, size) -> None:
+        self._rescued.append(ctypes.string_at(data, size))
+
     def drain(self, max_records: int = DRAIN_MAX_RECORDS) -> list[bytes]:
         """The records the probes produced since the last call, in ring-buffer order: all of them,
         or the first max_records (then `backlog` is True and the rest wait for the next call)."""
         batch, self._pending = self._pending, []
+        rescued, self._rescued = self._rescued, []
+        lost = self._lost_records()     # before the rings: a loss is older than what follows it there
         if self.ring is not None:
+            # the rescue ring first: each record in it was made before the drain of events
+            # starts, so the records events holds from before it are in this batch too (unless
+            # that drain stops at max_records: then they follow in the next batch)
+            self.rescue.drain(rescued)
             self.backlog = self.ring.drain(batch, max_records) >= max_records
         else:
             self.bpf.ring_buffer_consume()
             batch += self._pending
             self._pending = []
+            rescued += self._rescued
+            self._rescued = []
+        if lost:
+            rescued = sorted(rescued + lost, key=_ts_exit)
+        if rescued:
+            batch = merge_in_time_order(batch, rescued)
         if not batch:
             return batch
         out = []
@@ -241,6 +277,19 @@ class ProbeSession:
                 decided.pop((tgid, fd), None)
             append(raw)
         self.records += len(out)
+        return out
+
+    def _lost_records(self) -> list[bytes]:
+        """A LOST record per fd whose records neither ring took since the last call (the kernel
+        notes them in lost_fds), placed by time among the records around the loss."""
+        table = self.bpf["lost_fds"]
+        spans = list(table.items())
+        out = []
+        for key, span in spans:
+            del table[key]
+            out.append(events.encode(events.Event(kind=events.LOST, tgid=key.tgid, tid=key.tgid, fd=key.fd,
+                                                  ts_enter=span.first_ts, ts_exit=span.last_ts,
+                                                  ret=span.records)))
         return out
 
     def _classify_unknown(self, tgid: int, fd: int, raw: bytes, fd_kinds, append, sockets) -> bool:
@@ -274,12 +323,21 @@ class ProbeSession:
         return mark is None or self.ring is None or self.ring.consumer_pos >= mark
 
     def counters(self) -> dict:
+        """The kernel counters summed over CPUs (COUNTER_MAXIMA: the largest CPU's value), and the
+        main ring's refusals per record kind."""
         table = self.bpf["counters"]
-        names = {events.CNT_LOST: "lost", events.CNT_LOOP_BUSY_NS: "busy_ns",
-                 events.CNT_LOOP_IDLE_NS: "idle_ns", events.CNT_LOOPS: "loops"}
         out = {}
-        for idx, name in names.items():
-            out[name] = sum(int(v) for v in table[ctypes.c_int(idx)])
+        for idx, name in COUNTER_NAMES.items():
+            values = [int(v) for v in table[ctypes.c_int(idx)]]
+            out[name] = max(values, default=0) if idx in COUNTER_MAXIMA else sum(values)
+        kinds = self.bpf["refused_kinds"]
+        out["refused_by_kind"] = {}
+        for kind in range(events.ACCEPT, events.EXEC + 1):
+            n = sum(int(v) for v in kinds[ctypes.c_int(kind)])
+            if n:
+                out["refused_by_kind"][events.KIND_NAMES[kind]] = n
+        # drains that found events' consumer position not where we left it (nobody else may move it)
+        out["consumer_moved"] = self.ring.moved if self.ring is not None else 0
         return out
 
     def counters_record(self) -> bytes:
@@ -299,9 +357,10 @@ class ProbeSession:
                 for t in self.targets if not _process_alive(t.pid)]
 
     def close(self) -> None:
-        if self.ring is not None:
-            self.ring.close()
-            self.ring = None
+        for reader in (self.ring, self.rescue):
+            if reader is not None:
+                reader.close()
+        self.ring = self.rescue = None
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None
@@ -331,6 +390,15 @@ def _update_fd_kinds(fd_kinds, entries: list[tuple[int, int, int]]) -> None:
         except Exception:  # noqa: BLE001 - no batch ops (old kernel or bcc): one by one
             for tgid, fd, kind in chunk:
                 fd_kinds[fd_kinds.Key(tgid, fd)] = ctypes.c_uint8(kind)
+
+
+_ts_exit = events.ts_exit_of
+
+
+def merge_in_time_order(batch: list[bytes], rescued: list[bytes]) -> list[bytes]:
+    """Records from events and the rescue ring as one batch: each keeps its own ring order and
+    a rescued record goes where its end time (ts_exit) puts it."""
+    return list(heapq.merge(batch, rescued, key=_ts_exit))
 
 
 def _process_alive(pid: int) -> bool:

@@ -45,8 +45,9 @@ ACCEPT, READ, WRITE, CLOSE, FSYNC, LOOP, EXEC = 1, 2, 3, 4, 5, 6, 7
 FDINFO = 100    # an fd classified after the fact (ret = fd kind, payload = path or peer)
 COUNTERS = 101  # kernel counters read on a tick (ret = lost records, aux_ts = busy ns, aux_ts2 = idle ns)
 EXIT = 102      # a traced process (tgid) is gone: the kernel closed its fds without a close() to trace
+LOST = 103      # records of one fd neither ring took: ret = how many, ts_enter..ts_exit = their end times
 KIND_NAMES = {ACCEPT: "accept", READ: "read", WRITE: "write", CLOSE: "close", FSYNC: "fsync",
-              LOOP: "loop", EXEC: "exec", FDINFO: "fdinfo", COUNTERS: "counters", EXIT: "exit"}
+              LOOP: "loop", EXEC: "exec", FDINFO: "fdinfo", COUNTERS: "counters", EXIT: "exit", LOST: "lost"}
 
 # enum rt_fd_kind
 FD_UNKNOWN, FD_CLIENT, FD_AOF, FD_IGNORE, FD_FILE = 0, 1, 2, 3, 4
@@ -55,7 +56,9 @@ FD_UNKNOWN, FD_CLIENT, FD_AOF, FD_IGNORE, FD_FILE = 0, 1, 2, 3, 4
 RTF_WRITEV, RTF_FDATASYNC, RTF_UNKNOWN_FD, RTF_ACCEPT4, RTF_EPOLL_PWAIT, RTF_FILE_FD = 1, 2, 4, 8, 16, 32
 
 # enum rt_counter
-CNT_LOST, CNT_LOOP_BUSY_NS, CNT_LOOP_IDLE_NS, CNT_LOOPS, CNT_MAX = 0, 1, 2, 3, 4
+CNT_LOST, CNT_LOOP_BUSY_NS, CNT_LOOP_IDLE_NS, CNT_LOOPS = 0, 1, 2, 3
+CNT_REFUSED_FULL, CNT_REFUSED_ROOM, CNT_RESCUED, CNT_REFUSED_AVAIL_MAX, CNT_REFUSED_NS_MAX = 4, 5, 6, 7, 8
+CNT_REFUSED_CONS_POS, CNT_REFUSED_PROD_POS, CNT_MAX = 9, 10, 11
 
 AF_INET, AF_INET6 = 2, 10
 
@@ -156,13 +159,13 @@ def tgid_fd_of(raw) -> tuple[int, int]:
     return _tgid_fd.unpack_from(raw, OFFSETS["tgid"])
 
 
-_ts_exit_of = field_reader("ts_exit")
+ts_exit_of = field_reader("ts_exit")
 ts_enter_of = field_reader("ts_enter")
 
 
 def record_ts(raw) -> int:
     """When a raw record happened (its exit, else its entry), for pacing a replay."""
-    return _ts_exit_of(raw) or ts_enter_of(raw)
+    return ts_exit_of(raw) or ts_enter_of(raw)
 
 
 def encode(ev: Event) -> bytes:

@@ -174,6 +174,21 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
         consume([session.counters_record()])
         if reason == "target exited":
             consume(session.exit_records())   # its connections end here: none is left "open"
+        if hasattr(session, "counters"):
+            print(ring_health(session.counters()), file=sys.stderr, flush=True)
     finally:
         stop.restore()
     return reason
+
+
+def ring_health(c: dict) -> str:
+    """One line on how the ring buffer took the probes' records (kernel counters of a session)."""
+    refused = c["refused_full"] + c["refused_room"]
+    kinds = ", ".join(f"{n} {kind}" for kind, n in c.get("refused_by_kind", {}).items())
+    return (f"ring: {refused} records refused ({c['refused_full']} ring full, {c['refused_room']} with room, "
+            f"most unread bytes at a refusal {c['refused_avail_max']}), {c['rescued']} taken by the rescue ring, "
+            f"{c['lost']} lost" + (f", consumer position moved by someone else {c['consumer_moved']} times"
+                                   if c.get("consumer_moved") else "") + (f"; refused: {kinds}; longest refusal {c['refused_ns_max'] / 1000:.1f}us after "
+                                   f"the record's end; positions at the last: consumer {c['refused_cons_pos']} producer "
+                                   f"{c['refused_prod_pos']}" if refused else ""))
+

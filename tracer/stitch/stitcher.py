@@ -15,7 +15,7 @@ from tracer import native
 from tracer.decode import resp
 from tracer.kernel import events
 from tracer.decode.keyspec import secret_reply
-from tracer.stitch.model import BusySpan, Connection, FileSync, Request
+from tracer.stitch.model import LOST_REPLY, BusySpan, Connection, FileSync, LossSpan, Request
 from tracer.decode.links import BusParser, LinkStats, looks_like_cluster_bus
 from tracer.decode.resp import ReplyParser, RequestParser
 
@@ -75,7 +75,7 @@ class ConnState:
 class Stats:
     __slots__ = ("requests", "unanswered", "unpaired_replies", "pushes", "evicted", "undecodable",
                  "desyncs", "accepted", "closed", "events", "stale_events", "evicted_conns",
-                 "replication_handshakes", "links_dropped", "parser_errors")
+                 "replication_handshakes", "links_dropped", "parser_errors", "lost_records", "lost_requests")
 
     def __init__(self):
         for name in self.__slots__:
@@ -99,7 +99,7 @@ def _secret_reply_pending(pending) -> bool:
 
 class Stitcher:
     def __init__(self, on_request=_noop, on_busy=_noop, on_sync=_noop, on_conn=_noop, on_accept=_noop,
-                 on_counters=_noop,
+                 on_counters=_noop, on_loss=_noop,
                  show_values: bool = False, mask_payloads: bool = False, uprobe_exec: bool = False,
                  max_conns: int = MAX_CONNS):
         self.on_request = on_request
@@ -108,6 +108,7 @@ class Stitcher:
         self.on_conn = on_conn      # called when a connection closes
         self.on_accept = on_accept  # called when a connection is accepted (or found at attach)
         self.on_counters = on_counters  # (lost, busy_ns, idle_ns) from a COUNTERS record
+        self.on_loss = on_loss          # a LossSpan: records of a connection neither ring took
         self.show_values = show_values
         self.mask_payloads = mask_payloads  # collect redaction spans per record (for the recorder)
         self.conns: dict[tuple[int, int], ConnState] = {}
@@ -127,6 +128,7 @@ class Stitcher:
             events.CLOSE: self._on_close, events.FSYNC: self._on_fsync, events.LOOP: self._on_loop,
             events.EXEC: self._on_exec, events.FDINFO: self._on_fdinfo, events.COUNTERS: self._on_counters,
             events.EXIT: self._on_exit,
+            events.LOST: self._on_lost,
         }
 
     # -- entry points -------------------------------------------------------------
@@ -544,6 +546,29 @@ class Stitcher:
 
     def _on_counters(self, ev) -> None:
         self.on_counters(ev.ret, ev.aux_ts, ev.aux_ts2)
+
+    def _on_lost(self, ev) -> None:
+        """Records of this fd reached neither ring, here in time. A lost WRITE leaves the waiting
+        requests without their reply, a lost READ leaves the parser inside a frame: the waiting
+        requests are reported as "lost" (not unanswered, not paired with the next reply) and the
+        connection's parsers start over at the next record."""
+        self.stats.lost_records += ev.ret
+        state = self.conns.get((ev.tgid, ev.fd))
+        conn = state.conn if state is not None else None
+        span = LossSpan(ev.tgid, ev.fd, conn.conn_id if conn else 0, conn.client if conn else None,
+                        ev.ts_enter, ev.ts_exit, ev.ret)
+        if state is not None:
+            while state.pending:
+                req = state.pending.popleft()
+                req.reply_type = LOST_REPLY
+                span.requests += 1
+                self.stats.lost_requests += 1
+                self._emit(req)
+            state.req = RequestParser(show_values=self.show_values)
+            state.rep = ReplyParser(show_values=self.show_values)
+            state.reply_partial_start = 0
+            state.partial_bytes = 0
+        self.on_loss(span)
 
     def _on_loop(self, ev) -> None:
         self.on_busy(BusySpan(ev.tgid, ev.aux_ts, ev.ts_enter))
