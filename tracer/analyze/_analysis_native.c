@@ -14,7 +14,8 @@
 static PyObject *reference;          /* Analyzer.on_request (pure Python) */
 static PyObject *undecodable;        /* schema.UNDECODABLE */
 static PyObject *heappush, *heapreplace;
-static PyObject *lost_type;          /* the reply_type of a request whose reply was lost: not unanswered */
+static PyObject *lost_type;
+static PyObject *detector_type;      /* diagnosis.StallDetector: its on_request is inlined below */          /* the reply_type of a request whose reply was lost: not unanswered */
 static long long ns_per_s;
 static long slow_window_keep;        /* SLOW_WINDOW_S + 2 */
 static long long hist_max_ns;
@@ -24,7 +25,8 @@ static PyObject *s_commands, *s_command, *s_key, *s_requests, *s_count, *s_first
     *s_secs, *s_counts, *s_add, *s_hist, *s_seq, *s_slow_secs, *s_top_n, *s_unanswered, *s_exec_ns,
     *s_exec_total_ns, *s_phase_exec_ns, *s_phase_sq_ns, *s_phase_wait_ns, *s_phase_rw_ns, *s_hot_keys,
     *s_reply_bytes, *s_big_keys, *s_floor, *s_values, *s_cap, *s_conn_id, *s_live_conns, *s_detector,
-    *s_on_request, *s_reply_type, *s_sum, *s_min, *s_max, *s_lo, *s_hi;
+    *s_on_request, *s_reply_type, *s_open, *s_lookback, *s_now, *s_lookback_ns, *s_lookback_max, *s_popleft,
+    *s_append, *s_sum, *s_min, *s_max, *s_lo, *s_hi;
 static PyObject *req_ts_names[8];
 
 static int intern_all(void)
@@ -38,7 +40,9 @@ static int intern_all(void)
     I(s_phase_wait_ns, "phase_wait_ns"); I(s_phase_rw_ns, "phase_rw_ns"); I(s_hot_keys, "hot_keys");
     I(s_reply_bytes, "reply_bytes"); I(s_big_keys, "big_keys"); I(s_floor, "floor"); I(s_values, "values");
     I(s_cap, "cap"); I(s_conn_id, "conn_id"); I(s_live_conns, "live_conns"); I(s_detector, "detector");
-    I(s_on_request, "on_request"); I(s_reply_type, "reply_type"); I(s_sum, "sum"); I(s_min, "min"); I(s_max, "max"); I(s_lo, "_lo");
+    I(s_on_request, "on_request"); I(s_reply_type, "reply_type"); I(s_open, "open"); I(s_lookback, "lookback");
+    I(s_now, "now"); I(s_lookback_ns, "lookback_ns"); I(s_lookback_max, "lookback_max"); I(s_popleft, "popleft");
+    I(s_append, "append"); I(s_sum, "sum"); I(s_min, "min"); I(s_max, "max"); I(s_lo, "_lo");
     I(s_hi, "_hi");
     I(req_ts_names[0], "arrival_ts"); I(req_ts_names[1], "wake_ts"); I(req_ts_names[2], "read_start_ts");
     I(req_ts_names[3], "read_end_ts"); I(req_ts_names[4], "exec_start_ts"); I(req_ts_names[5], "exec_end_ts");
@@ -48,12 +52,12 @@ static int intern_all(void)
 }
 
 /* configure(reference, UNDECODABLE, heappush, heapreplace, NS_PER_S, SLOW_WINDOW_S + 2,
- *           (SUB_BITS, MAX_NS, NBUCKETS - 1), lost reply type) */
+ *           (SUB_BITS, MAX_NS, NBUCKETS - 1), lost reply type, StallDetector) */
 static PyObject *py_configure(PyObject *self, PyObject *args)
 {
-    PyObject *ref, *und, *push, *replace, *lost;
-    if (!PyArg_ParseTuple(args, "OUOOLl(lLl)U", &ref, &und, &push, &replace, &ns_per_s, &slow_window_keep,
-                          &hist_sub_bits, &hist_max_ns, &hist_max_idx, &lost))
+    PyObject *ref, *und, *push, *replace, *lost, *dtype;
+    if (!PyArg_ParseTuple(args, "OUOOLl(lLl)UO!", &ref, &und, &push, &replace, &ns_per_s, &slow_window_keep,
+                          &hist_sub_bits, &hist_max_ns, &hist_max_idx, &lost, &PyType_Type, &dtype))
         return NULL;
     if (ns_per_s <= 0 || slow_window_keep < 0 || hist_sub_bits <= 0 || hist_sub_bits > 20) {
         PyErr_SetString(PyExc_ValueError, "bad constants");
@@ -66,6 +70,7 @@ static PyObject *py_configure(PyObject *self, PyObject *args)
     Py_XSETREF(heappush, Py_NewRef(push));
     Py_XSETREF(heapreplace, Py_NewRef(replace));
     Py_XSETREF(lost_type, Py_NewRef(lost));
+    Py_XSETREF(detector_type, Py_NewRef(dtype));
     Py_RETURN_NONE;
 }
 
@@ -358,6 +363,78 @@ out:
     return r;
 }
 
+/* StallDetector.on_request(req, t) with no stall open (the common case): the request joins the
+ * lookback window, which is trimmed to lookback_ns and lookback_max. With stalls open, the method. */
+static PyObject *detector_on_request(PyObject *detector, PyObject *req, PyObject *t)
+{
+    if (!Py_IS_TYPE(detector, (PyTypeObject *)detector_type))
+        return PyObject_CallMethodObjArgs(detector, s_on_request, req, t, NULL);
+    int open = 0;
+    PyObject *o = PyObject_GetAttr(detector, s_open);
+    if (o == NULL || (open = PyObject_IsTrue(o)) != 0) {
+        Py_XDECREF(o);
+        return open < 0 ? NULL : PyObject_CallMethodObjArgs(detector, s_on_request, req, t, NULL);
+    }
+    Py_DECREF(o);
+    PyObject *result = NULL, *entry = NULL, *now = NULL, *span = NULL, *limit = NULL, *max = NULL;
+    PyObject *lookback = PyObject_GetAttr(detector, s_lookback);
+    if (lookback == NULL || (entry = PyTuple_Pack(2, t, req)) == NULL)
+        goto out;
+    PyObject *x = PyObject_CallMethodOneArg(lookback, s_append, entry);
+    if (x == NULL)
+        goto out;
+    Py_DECREF(x);
+    if ((now = PyObject_GetAttr(detector, s_now)) == NULL)
+        goto out;
+    int later = PyObject_RichCompareBool(t, now, Py_GT);
+    if (later < 0)
+        goto out;
+    if (later) {
+        if (PyObject_SetAttr(detector, s_now, t) < 0)
+            goto out;
+        Py_SETREF(now, Py_NewRef(t));
+    }
+    if ((span = PyObject_GetAttr(detector, s_lookback_ns)) == NULL || (limit = PyNumber_Subtract(now, span)) == NULL ||
+        (max = PyObject_GetAttr(detector, s_lookback_max)) == NULL)
+        goto out;
+    for (;;) {
+        Py_ssize_t n = PyObject_Length(lookback);
+        if (n < 0)
+            goto out;
+        if (n == 0)
+            break;
+        PyObject *len = PyLong_FromSsize_t(n);
+        int over = len ? PyObject_RichCompareBool(len, max, Py_GT) : -1;
+        Py_XDECREF(len);
+        if (over < 0)
+            goto out;
+        if (!over) {
+            PyObject *head = PySequence_GetItem(lookback, 0);
+            PyObject *ht = head ? PySequence_GetItem(head, 0) : NULL;
+            over = ht ? PyObject_RichCompareBool(ht, limit, Py_LT) : -1;
+            Py_XDECREF(ht);
+            Py_XDECREF(head);
+            if (over < 0)
+                goto out;
+        }
+        if (!over)
+            break;
+        x = PyObject_CallMethodNoArgs(lookback, s_popleft);
+        if (x == NULL)
+            goto out;
+        Py_DECREF(x);
+    }
+    result = Py_NewRef(Py_None);
+out:
+    Py_XDECREF(max);
+    Py_XDECREF(limit);
+    Py_XDECREF(span);
+    Py_XDECREF(now);
+    Py_XDECREF(entry);
+    Py_XDECREF(lookback);
+    return result;
+}
+
 /* on_request(analyzer, req) */
 static PyObject *py_on_request(PyObject *self, PyObject *args)
 {
@@ -504,7 +581,7 @@ static PyObject *py_on_request(PyObject *self, PyObject *args)
         Py_XDECREF(detector);
         goto out;
     }
-    result = PyObject_CallMethodObjArgs(detector, s_on_request, req, tobj, NULL);
+    result = detector_on_request(detector, req, tobj);
     Py_DECREF(detector);
 out:
     Py_XDECREF(tobj);

@@ -527,14 +527,11 @@ class Analyzer:
             lost_requests=self.lost_requests)
 
 
-def _load_native():
-    """The compiled on_request, configured with this module's constants; None on the reference path."""
-    mod = native.load("tracer.analyze._analysis_native")
-    if mod is not None:
-        mod.configure(Analyzer.on_request, UNDECODABLE, heapq.heappush, heapq.heapreplace, NS_PER_S,
-                      SLOW_WINDOW_S + 2, (histogram.SUB_BITS, histogram.MAX_NS, histogram.NBUCKETS - 1),
-                      LOST_REPLY)
-    return mod
+def _configure_native(mod) -> None:
+    mod.configure(Analyzer.on_request, UNDECODABLE, heapq.heappush, heapq.heapreplace, NS_PER_S,
+                  SLOW_WINDOW_S + 2, (histogram.SUB_BITS, histogram.MAX_NS, histogram.NBUCKETS - 1),
+                  LOST_REPLY, StallDetector)
 
 
-_native = _load_native()
+# the compiled on_request, or None on the reference path
+_native = native.load("tracer.analyze._analysis_native", _configure_native)

@@ -1284,16 +1284,12 @@ class ReplyParser:
                 return
 
 
-def _load_native():
-    """The compiled fast paths, configured with this module's tables; None on the reference path."""
-    mod = native.load("tracer.decode._resp_native")
-    if mod is not None:
-        # name -> (shown name, key position, values from) for the commands _fast_py decodes without
-        # ArgAnalyzer; None marks a known command that needs it (the compiled path hands it back)
-        fast_specs = {name: (spec.name, spec.pos, spec.vfrom) if spec.simple else None
-                      for name, spec in SPECS.items()}
-        mod.configure(fast_specs, Command, Reply, show, ALLOWED, KEY_CHARS, KEEP_MAX, SHORT, FAST_ARGS)
-    return mod
+def _configure_native(mod) -> None:
+    # name -> (shown name, key position, values from) for the commands _fast_py decodes without
+    # ArgAnalyzer; None marks a known command that needs it (the compiled path hands it back)
+    fast_specs = {name: (spec.name, spec.pos, spec.vfrom) if spec.simple else None for name, spec in SPECS.items()}
+    mod.configure(fast_specs, Command, Reply, show, ALLOWED, KEY_CHARS, KEEP_MAX, SHORT, FAST_ARGS)
 
 
-_native = _load_native()
+# the compiled fast paths, or None on the reference path
+_native = native.load("tracer.decode._resp_native", _configure_native)

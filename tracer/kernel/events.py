@@ -125,16 +125,12 @@ def decode(record: bytes | memoryview) -> Event:
 decode_py = decode  # the reference: tests compare the compiled decode with it
 
 
-def _native_decode():
-    """The compiled decode (same Event, same errors), or None on the reference path."""
-    mod = native.load("tracer.kernel._events_native")
-    if mod is None:
-        return None
+def _configure_native(mod) -> None:
     mod.configure(Event, FIELDS)
-    return mod.decode
 
 
-decode = _native_decode() or decode_py
+_native = native.load("tracer.kernel._events_native", _configure_native)
+decode = decode_py if _native is None else _native.decode
 
 
 def field_reader(name: str):

@@ -574,18 +574,15 @@ class Stitcher:
         self.on_busy(BusySpan(ev.tgid, ev.aux_ts, ev.ts_enter))
 
 
-def _load_native():
-    """The compiled feed_raw loop, configured with this module's tables; None on the reference path
-    (or when the compiled RESP fast paths it calls are not there)."""
-    mod = native.load("tracer.stitch._stitch_native")
-    resp_mod = native.load("tracer.decode._resp_native")
-    if mod is None or resp_mod is None:
-        return None
+def _configure_native(mod) -> None:
+    if resp_native is None:
+        raise RuntimeError("the compiled RESP fast paths it calls are not there")
     mod.configure(Request, Request(), events.decode, events.OFFSETS,
                   (events.READ, events.WRITE, events.FDINFO, events.EXEC),
                   (resp.ST_START, resp.R_START, resp.R_DESYNC), QUEUE_SPECIAL, ABSORBING_COMMANDS, deque,
-                  MAX_PENDING_PER_CONN, resp.FAST_WINDOW, events.HEADER_SIZE, resp_mod.C_API)
-    return mod
+                  MAX_PENDING_PER_CONN, resp.FAST_WINDOW, events.HEADER_SIZE, resp_native.C_API)
 
 
-_native = _load_native()
+# the compiled feed_raw loop, or None on the reference path
+resp_native = resp._native
+_native = native.load("tracer.stitch._stitch_native", _configure_native)
