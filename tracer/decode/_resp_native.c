@@ -144,7 +144,7 @@ static PyObject *spec_of(const char *name, Py_ssize_t ln)
  * when it is one but not a simple command (the Python fast path decodes it); RESP_FAILED with a
  * Python error set. */
 static Py_ssize_t request_fast(const char *d, Py_ssize_t len, Py_ssize_t pos, Py_ssize_t limit, int sv,
-                               Py_ssize_t max_bulk, PyObject *out, PyObject *spans)
+                               Py_ssize_t max_bulk, PyObject *out, PyObject *spans, int tuples)
 {
     if (fast_specs == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "configure() first");
@@ -219,8 +219,9 @@ static Py_ssize_t request_fast(const char *d, Py_ssize_t len, Py_ssize_t pos, Py
                 }
             }
         }
-        PyObject *cmd = PyObject_CallFunction(command_cls, "OOOnnOO", name, Py_None, key, argc, p - pos,
-                                              Py_True, Py_False);
+        PyObject *cmd = tuples ? Py_BuildValue("(OOnn)", name, key, argc, p - pos)
+                               : PyObject_CallFunction(command_cls, "OOOnnOO", name, Py_None, key, argc, p - pos,
+                                                       Py_True, Py_False);
         Py_DECREF(key);
         Py_DECREF(spec);
         if (cmd == NULL)
@@ -244,7 +245,7 @@ static PyObject *py_request_fast(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*nnpnO!O!", &buf, &pos, &limit, &sv, &max_bulk,
                           &PyList_Type, &out, &PyList_Type, &spans))
         return NULL;
-    Py_ssize_t r = request_fast(buf.buf, buf.len, pos, limit, sv, max_bulk, out, spans);
+    Py_ssize_t r = request_fast(buf.buf, buf.len, pos, limit, sv, max_bulk, out, spans, 0);
     PyBuffer_Release(&buf);
     return r == RESP_FAILED ? NULL : PyLong_FromSsize_t(r);
 }
@@ -262,9 +263,10 @@ static int is_allowed(const char *s, Py_ssize_t ln, int *answer)
     return 0;
 }
 
-static int append_reply(PyObject *out, PyObject *type, Py_ssize_t size)
+static int append_reply(PyObject *out, PyObject *type, Py_ssize_t size, int tuples)
 {
-    PyObject *r = PyObject_CallFunction(reply_cls, "OOOnOO", type, Py_None, Py_None, size, Py_None, Py_True);
+    PyObject *r = tuples ? Py_BuildValue("(On)", type, size)
+                         : PyObject_CallFunction(reply_cls, "OOOnOO", type, Py_None, Py_None, size, Py_None, Py_True);
     if (r == NULL)
         return -1;
     int rc = PyList_Append(out, r);
@@ -276,7 +278,7 @@ static int append_reply(PyObject *out, PyObject *type, Py_ssize_t size)
  * same return convention as request_fast: -(pos + 1) hands an error or aggregate reply to the
  * Python fast path. */
 static Py_ssize_t reply_fast(const char *d, Py_ssize_t len, Py_ssize_t pos, Py_ssize_t limit, int sv,
-                             PyObject *out, PyObject *spans)
+                             PyObject *out, PyObject *spans, int tuples)
 {
     if (reply_cls == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "configure() first");
@@ -300,7 +302,7 @@ static Py_ssize_t reply_fast(const char *d, Py_ssize_t len, Py_ssize_t pos, Py_s
                 if (!ok && append_span(spans, pos + 1, k) < 0)
                     return RESP_FAILED;
             }
-            if (append_reply(out, str_ok, k + 3) < 0)
+            if (append_reply(out, str_ok, k + 3, tuples) < 0)
                 return RESP_FAILED;
             pos += k + 3;
         } else if (t == '$') {
@@ -313,18 +315,18 @@ static Py_ssize_t reply_fast(const char *d, Py_ssize_t len, Py_ssize_t pos, Py_s
                 Py_ssize_t hl = e - pos + 2;
                 if (ln && !sv && append_span(spans, s, ln) < 0)
                     return RESP_FAILED;
-                if (append_reply(out, str_ok, hl + ln + 2) < 0)
+                if (append_reply(out, str_ok, hl + ln + 2, tuples) < 0)
                     return RESP_FAILED;
                 pos = pe + 2;
             } else if (e - pos == 3 && d[pos + 1] == '-' && d[pos + 2] == '1') {
-                if (append_reply(out, str_nil, 5) < 0)
+                if (append_reply(out, str_nil, 5, tuples) < 0)
                     return RESP_FAILED;
                 pos += 5;
             } else {
                 break;
             }
         } else if (t == ':') {
-            if (append_reply(out, str_ok, e - pos + 2) < 0)
+            if (append_reply(out, str_ok, e - pos + 2, tuples) < 0)
                 return RESP_FAILED;
             pos = e + 2;
         } else {
@@ -343,7 +345,7 @@ static PyObject *py_reply_fast(PyObject *self, PyObject *args)
     PyObject *out, *spans;
     if (!PyArg_ParseTuple(args, "y*nnpO!O!", &buf, &pos, &limit, &sv, &PyList_Type, &out, &PyList_Type, &spans))
         return NULL;
-    Py_ssize_t r = reply_fast(buf.buf, buf.len, pos, limit, sv, out, spans);
+    Py_ssize_t r = reply_fast(buf.buf, buf.len, pos, limit, sv, out, spans, 0);
     PyBuffer_Release(&buf);
     return r == RESP_FAILED ? NULL : PyLong_FromSsize_t(r);
 }

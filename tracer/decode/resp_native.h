@@ -1,6 +1,7 @@
 /* The compiled RESP fast paths as C functions (tracer/decode/_resp_native.c exports them in the
  * capsule "tracer.decode._resp_native.C_API"). Both decode d[0:len] from pos, below limit, append
- * Command / Reply objects to out and (offset, length) spans to spans, and return where they stopped:
+ * Command / Reply objects (or, with `tuples`, (name, key, argc, size) / (type, size) tuples: the
+ * fields the compiled stitcher reads) to out and (offset, length) spans to spans, and return where they stopped:
  * >= 0 at a frame the Python fast path would stop at too, -(pos + 1) at a frame they hand to the
  * Python fast path, RESP_FAILED with a Python error set. */
 #ifndef RESP_NATIVE_H
@@ -11,9 +12,9 @@
 
 typedef struct {
     Py_ssize_t (*request_fast)(const char *d, Py_ssize_t len, Py_ssize_t pos, Py_ssize_t limit, int show_values,
-                               Py_ssize_t max_bulk, PyObject *out, PyObject *spans);
+                               Py_ssize_t max_bulk, PyObject *out, PyObject *spans, int tuples);
     Py_ssize_t (*reply_fast)(const char *d, Py_ssize_t len, Py_ssize_t pos, Py_ssize_t limit, int show_values,
-                             PyObject *out, PyObject *spans);
+                             PyObject *out, PyObject *spans, int tuples);
 } RespNativeAPI;
 
 #endif

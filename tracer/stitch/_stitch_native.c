@@ -13,6 +13,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <limits.h>
 #include <string.h>
 
 #include "../decode/resp_native.h"
@@ -27,12 +28,12 @@ static Py_ssize_t off_ts_enter, off_ts_exit, off_aux, off_aux2, off_ret, off_tgi
 
 /* Request slots (offsets of their member descriptors) */
 enum { R_TGID, R_CONN_ID, R_FD, R_CLIENT, R_THREAD, R_REPLY_THREAD, R_COMMAND, R_KEY, R_ARGC, R_REQUEST_BYTES,
-       R_REPLY_BYTES, R_REPLY_TYPE, R_REPLY_ERROR, R_ARRIVAL, R_WAKE, R_READ_START, R_READ_END, R_EXEC_END,
+       R_REPLY_BYTES, R_REPLY_TYPE, R_REPLY_ERROR, R_ARRIVAL, R_WAKE, R_READ_START, R_READ_END, R_EXEC_START, R_EXEC_END,
        R_REPLY_START, R_REPLY_END, R_BATCH, R_DECODE_OK, R_NSLOTS };
 static const char *request_slots[R_NSLOTS] = {
     "tgid", "conn_id", "fd", "client", "thread", "reply_thread", "command", "key", "argc", "request_bytes",
     "reply_bytes", "reply_type", "reply_error", "arrival_ts", "wake_ts", "read_start_ts", "read_end_ts",
-    "exec_end_ts", "reply_start_ts", "reply_end_ts", "batch", "decode_ok"};
+    "exec_start_ts", "exec_end_ts", "reply_start_ts", "reply_end_ts", "batch", "decode_ok"};
 static Py_ssize_t request_offset[R_NSLOTS];
 static Py_ssize_t *all_offsets;      /* every Request slot, to copy the template's defaults */
 static Py_ssize_t n_all_offsets;
@@ -302,7 +303,7 @@ static int fast_read(Ctx *c, const Rec *r, PyObject *key)
         goto out;
     if ((out = PyList_New(0)) == NULL || (spans = PyList_New(0)) == NULL)
         goto out;
-    Py_ssize_t end = resp->request_fast(r->payload, r->cap, 0, fast_window, c->show_values, max_bulk, out, spans);
+    Py_ssize_t end = resp->request_fast(r->payload, r->cap, 0, fast_window, c->show_values, max_bulk, out, spans, 1);
     if (end == RESP_FAILED)
         goto out;
     if (end != (Py_ssize_t)r->cap) {
@@ -320,12 +321,9 @@ static int fast_read(Ctx *c, const Rec *r, PyObject *key)
         goto out;
     }
     for (Py_ssize_t i = 0; i < batch; i++) {
-        PyObject *name = PyObject_GetAttr(PyList_GET_ITEM(out, i), s_name);
-        if (name == NULL)
-            goto out;
+        PyObject *name = PyTuple_GET_ITEM(PyList_GET_ITEM(out, i), 0);     /* (name, key, argc, size) */
         int special = PySet_Contains(queue_special, name);
         int unknown = PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "?") == 0;
-        Py_DECREF(name);
         if (special < 0)
             goto out;
         if (special || unknown) {
@@ -357,8 +355,8 @@ static int fast_read(Ctx *c, const Rec *r, PyObject *key)
         PyList_SET_ITEM(new, i, req);
         PyObject *vals[] = {
             PyLong_FromUnsignedLong(r->tgid), Py_NewRef(conn_id), PyLong_FromLong(r->fd), Py_NewRef(client),
-            PyLong_FromUnsignedLong(r->tid), PyObject_GetAttr(cmd, s_name), PyObject_GetAttr(cmd, s_key),
-            PyObject_GetAttr(cmd, s_argc), PyObject_GetAttr(cmd, s_size), Py_NewRef(Py_True),
+            PyLong_FromUnsignedLong(r->tid), Py_NewRef(PyTuple_GET_ITEM(cmd, 0)), Py_NewRef(PyTuple_GET_ITEM(cmd, 1)),
+            Py_NewRef(PyTuple_GET_ITEM(cmd, 2)), Py_NewRef(PyTuple_GET_ITEM(cmd, 3)), Py_NewRef(Py_True),
             PyLong_FromUnsignedLongLong(r->aux), PyLong_FromUnsignedLongLong(r->ts_enter),
             PyLong_FromUnsignedLongLong(r->aux2), PyLong_FromUnsignedLongLong(r->ts_exit), PyLong_FromSsize_t(batch)};
         int which[] = {R_TGID, R_CONN_ID, R_FD, R_CLIENT, R_THREAD, R_COMMAND, R_KEY, R_ARGC, R_REQUEST_BYTES,
@@ -460,7 +458,7 @@ static int fast_write(Ctx *c, const Rec *r, PyObject *key)
     }
     if ((out = PyList_New(0)) == NULL || (spans = PyList_New(0)) == NULL)
         goto out;
-    Py_ssize_t end = resp->reply_fast(r->payload, r->cap, 0, fast_window, c->show_values, out, spans);
+    Py_ssize_t end = resp->reply_fast(r->payload, r->cap, 0, fast_window, c->show_values, out, spans, 1);
     if (end == RESP_FAILED)
         goto out;
     if (end != (Py_ssize_t)r->cap) {
@@ -518,8 +516,8 @@ static int fast_write(Ctx *c, const Rec *r, PyObject *key)
                 if ((argc == -1 && PyErr_Occurred()) || add_attr(state, s_absorb, argc > 2 ? argc - 2 : 0) < 0)
                     ok = -1;
             }
-            PyObject *size = ok == 0 ? PyObject_GetAttr(reply, s_size) : NULL;
-            PyObject *type = size ? PyObject_GetAttr(reply, s_type) : NULL;
+            PyObject *size = ok == 0 ? Py_NewRef(PyTuple_GET_ITEM(reply, 1)) : NULL;   /* (type, size) */
+            PyObject *type = size ? Py_NewRef(PyTuple_GET_ITEM(reply, 0)) : NULL;
             PyObject *end_ts = type ? PyLong_FromUnsignedLongLong(r->ts_exit) : NULL;
             PyObject *tid = end_ts ? PyLong_FromUnsignedLong(r->tid) : NULL;
             if (tid == NULL) {
@@ -591,6 +589,84 @@ out:
     return result;
 }
 
+/* Stitcher._close_exec(tgid, end_ts): the batches read before end_ts on the main thread executed up
+ * to it, split evenly (the same float arithmetic as the Python code). 1: done; 0: an entry this code
+ * does not compute with (a gap of 2^53 ns or more), nothing changed, call the Python method. */
+static int close_exec(Ctx *c, PyObject *tgid, uint64_t end_ts)
+{
+    PyObject *waiting = PyDict_GetItemWithError(c->exec_waiting, tgid);
+    if (waiting == NULL)
+        return PyErr_Occurred() ? -1 : 1;
+    if (!PyList_Check(waiting))
+        return 0;
+    Py_ssize_t n = PyList_GET_SIZE(waiting);
+    for (Py_ssize_t i = 0; i < n; i++) {   /* check every entry before changing anything */
+        PyObject *e = PyList_GET_ITEM(waiting, i);
+        if (!PyTuple_Check(e) || PyTuple_GET_SIZE(e) != 3 || !PyLong_Check(PyTuple_GET_ITEM(e, 0)) ||
+            !PyList_Check(PyTuple_GET_ITEM(e, 2)) || PyList_GET_SIZE(PyTuple_GET_ITEM(e, 2)) == 0)
+            return 0;
+        int overflow;
+        long long read_end = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(e, 0), &overflow);
+        if (overflow || read_end < 0 || (end_ts >= (uint64_t)read_end && end_ts - (uint64_t)read_end >= (1ULL << 53)) ||
+            end_ts > (uint64_t)LLONG_MAX)
+            return 0;
+    }
+    Py_INCREF(waiting);
+    if (PyDict_DelItem(c->exec_waiting, tgid) < 0) {
+        Py_DECREF(waiting);
+        return -1;
+    }
+    int rc = 1;
+    for (Py_ssize_t i = 0; i < n && rc > 0; i++) {
+        PyObject *e = PyList_GET_ITEM(waiting, i);
+        PyObject *read_end_obj = PyTuple_GET_ITEM(e, 0), *batch = PyTuple_GET_ITEM(e, 2);
+        long long read_end = PyLong_AsLongLong(read_end_obj);
+        int on_main = PyObject_IsTrue(PyTuple_GET_ITEM(e, 1));
+        if (on_main < 0) {
+            rc = -1;
+            break;
+        }
+        if (!on_main || !end_ts || (long long)end_ts < read_end)
+            continue;   /* read by an IO thread: execution happened later on the main thread */
+        Py_ssize_t nb = PyList_GET_SIZE(batch);
+        double step = nb > 1 ? (double)((long long)end_ts - read_end) / (double)nb : 0.0;
+        for (Py_ssize_t k = 0; k < nb; k++) {
+            PyObject *req = PyList_GET_ITEM(batch, k);
+            if (!PyObject_TypeCheck(req, (PyTypeObject *)request_type)) {
+                PyErr_SetString(PyExc_TypeError, "exec_waiting holds a non-Request");
+                rc = -1;
+                break;
+            }
+            int ended = PyObject_IsTrue(SLOT(req, R_EXEC_END));
+            if (ended < 0) {
+                rc = -1;
+                break;
+            }
+            if (ended)
+                continue;
+            PyObject *xs, *xe;
+            if (nb == 1) {
+                xs = Py_NewRef(read_end_obj);
+                xe = PyLong_FromUnsignedLongLong(end_ts);
+            } else {
+                double base = (double)read_end;   /* int + float in Python: the int as a double */
+                xs = PyLong_FromDouble(base + (double)k * step);
+                xe = PyLong_FromDouble(base + (double)(k + 1) * step);
+            }
+            if (xs == NULL || xe == NULL) {
+                Py_XDECREF(xs);
+                Py_XDECREF(xe);
+                rc = -1;
+                break;
+            }
+            set_slot(req, R_EXEC_START, xs);
+            set_slot(req, R_EXEC_END, xe);
+        }
+    }
+    Py_DECREF(waiting);
+    return rc;
+}
+
 /* Stitcher._main_thread_event for a READ or WRITE record, without an Event. */
 static int main_thread_event(Ctx *c, const Rec *r)
 {
@@ -620,14 +696,16 @@ static int main_thread_event(Ctx *c, const Rec *r)
             return -1;
         }
     }
-    PyObject *end = PyLong_FromUnsignedLongLong(slept ? 0 : r->ts_enter);
-    PyObject *x = end ? PyObject_CallMethodObjArgs(c->stitcher, s_close_exec, tgid, end, NULL) : NULL;
-    Py_XDECREF(end);
+    int done = close_exec(c, tgid, slept ? 0 : r->ts_enter);
+    if (done == 0) {    /* the Python method, for what close_exec() does not compute with */
+        PyObject *end = PyLong_FromUnsignedLongLong(slept ? 0 : r->ts_enter);
+        PyObject *x = end ? PyObject_CallMethodObjArgs(c->stitcher, s_close_exec, tgid, end, NULL) : NULL;
+        Py_XDECREF(end);
+        done = x ? 1 : -1;
+        Py_XDECREF(x);
+    }
     Py_DECREF(tgid);
-    if (x == NULL)
-        return -1;
-    Py_DECREF(x);
-    return 0;
+    return done < 0 ? -1 : 0;
 }
 
 /* feed_batch(stitcher, records): Stitcher.feed_raw */
