@@ -11,7 +11,6 @@ MODULES = {
     "tracer.kernel._events_native": "tracer/kernel/_events_native.c",   # events.decode
     "tracer.decode._resp_native": "tracer/decode/_resp_native.c",       # RESP fast paths
     "tracer.stitch._stitch_native": "tracer/stitch/_stitch_native.c",   # Stitcher.feed_raw
-    "tracer.analyze._analysis_native": "tracer/analyze/_analysis_native.c",  # Analyzer.on_request
 }
 
 setup(ext_modules=[Extension(name, [source], optional=True, extra_compile_args=FLAGS)

@@ -19,7 +19,6 @@ MODULES = {
     "tracer.kernel._events_native": "tracer.kernel.events",
     "tracer.decode._resp_native": "tracer.decode.resp",
     "tracer.stitch._stitch_native": "tracer.stitch.stitcher",
-    "tracer.analyze._analysis_native": "tracer.analyze.analysis",
 }
 _mismatched: dict[str, str] = {}   # compiled module -> why configure() refused it
 

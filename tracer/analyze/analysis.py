@@ -9,12 +9,8 @@ bounded: it scales with open connections and the configured top-N/caps, not with
 from __future__ import annotations
 
 import heapq
-import types
-
-from tracer import native
 
 from tracer.analyze.diagnosis import StallDetector, format_stall
-from tracer.analyze import histogram
 from tracer.analyze.histogram import LatencyHistogram
 from tracer.decode.keyspec import KNOWN
 from tracer.options import STALL_MS
@@ -212,9 +208,6 @@ class Analyzer:
         self.big_keys = TopMax(key_cap)
         self.detector = StallDetector(stall_ms, lookback_s=lookback_s, lookback_max=lookback_max,
                                       on_stall=on_stall)
-        if _native is not None and self.__class__ is Analyzer:
-            # compiled: the same counters on these same objects (tracer/analyze/_analysis_native.c)
-            self.on_request = types.MethodType(_native.on_request, self)
 
     # -- input --------------------------------------------------------------------------------
     def _seen(self, first: int, last: int) -> None:
@@ -525,13 +518,3 @@ class Analyzer:
             losses=[Loss(**span.as_dict(first)) for span in self.losses],
             loss_spans=self.loss_spans,
             lost_requests=self.lost_requests)
-
-
-def _configure_native(mod) -> None:
-    mod.configure(Analyzer.on_request, UNDECODABLE, heapq.heappush, heapq.heapreplace, NS_PER_S,
-                  SLOW_WINDOW_S + 2, (histogram.SUB_BITS, histogram.MAX_NS, histogram.NBUCKETS - 1),
-                  LOST_REPLY, StallDetector)
-
-
-# the compiled on_request, or None on the reference path
-_native = native.load("tracer.analyze._analysis_native", _configure_native)
