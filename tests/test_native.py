@@ -191,30 +191,25 @@ cuts_st = st.lists(st.integers(0, 10_000), max_size=5)
 drops_st = st.lists(st.integers(0, 40), max_size=5)
 
 
+# each parser: its class, the frames it is fed, what random bytes start with (a request frame's '*')
+PARSERS = {"request": (resp.RequestParser, command_st, b"*"), "reply": (resp.ReplyParser, reply_st, b"")}
+
+
+@pytest.mark.parametrize("kind", PARSERS)
 @SETTINGS
-@given(st.lists(command_st, min_size=1, max_size=10), edits_st, cuts_st, drops_st, st.booleans())
-def test_request_parser_identical_on_mutated_resp(frames, edits, cuts, drops, show_values):
-    data = _mutate(b"".join(frames), edits)
-    _both(lambda: resp.RequestParser(show_values=show_values), list(_chunks(data, cuts, drops)))
+@given(data=st.data(), edits=edits_st, cuts=cuts_st, drops=drops_st, show_values=st.booleans())
+def test_parser_identical_on_mutated_resp(kind, data, edits, cuts, drops, show_values):
+    parser, frame_st, _ = PARSERS[kind]
+    stream = _mutate(b"".join(data.draw(st.lists(frame_st, min_size=1, max_size=12))), edits)
+    _both(lambda: parser(show_values=show_values), list(_chunks(stream, cuts, drops)))
 
 
+@pytest.mark.parametrize("kind", PARSERS)
 @SETTINGS
-@given(st.binary(max_size=300), cuts_st, st.booleans())
-def test_request_parser_identical_on_random_bytes(data, cuts, show_values):
-    _both(lambda: resp.RequestParser(show_values=show_values), list(_chunks(b"*" + data, cuts, [])))
-
-
-@SETTINGS
-@given(st.lists(reply_st, min_size=1, max_size=12), edits_st, cuts_st, drops_st, st.booleans())
-def test_reply_parser_identical_on_mutated_resp(frames, edits, cuts, drops, show_values):
-    data = _mutate(b"".join(frames), edits)
-    _both(lambda: resp.ReplyParser(show_values=show_values), list(_chunks(data, cuts, drops)))
-
-
-@SETTINGS
-@given(st.binary(max_size=300), cuts_st, st.booleans())
-def test_reply_parser_identical_on_random_bytes(data, cuts, show_values):
-    _both(lambda: resp.ReplyParser(show_values=show_values), list(_chunks(data, cuts, [])))
+@given(raw=st.binary(max_size=300), cuts=cuts_st, show_values=st.booleans())
+def test_parser_identical_on_random_bytes(kind, raw, cuts, show_values):
+    parser, _, prefix = PARSERS[kind]
+    _both(lambda: parser(show_values=show_values), list(_chunks(prefix + raw, cuts, [])))
 
 
 def test_request_window_boundary_is_identical():

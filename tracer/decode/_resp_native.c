@@ -138,6 +138,20 @@ static PyObject *spec_of(const char *name, Py_ssize_t ln)
     return Py_NewRef(spec);
 }
 
+/* Both fast paths: configured (`table` set by configure()), and pos..limit inside d[0:len]. */
+static int window(PyObject *table, Py_ssize_t len, Py_ssize_t *pos, Py_ssize_t *limit)
+{
+    if (table == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure() first");
+        return -1;
+    }
+    if (*limit > len)
+        *limit = len;
+    if (*pos < 0)
+        *pos = 0;
+    return 0;
+}
+
 /* request_fast: decodes whole multibulk frames of simple commands of d[0:len] from pos, below
  * limit. Returns the position where it stopped: >= 0 when the frame there is not a whole,
  * well-formed multibulk frame inside the window (the Python fast path stops there too); -(pos + 1)
@@ -146,14 +160,8 @@ static PyObject *spec_of(const char *name, Py_ssize_t ln)
 static Py_ssize_t request_fast(const char *d, Py_ssize_t len, Py_ssize_t pos, Py_ssize_t limit, int sv,
                                Py_ssize_t max_bulk, PyObject *out, PyObject *spans, int tuples)
 {
-    if (fast_specs == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "configure() first");
+    if (window(fast_specs, len, &pos, &limit) < 0)
         return RESP_FAILED;
-    }
-    if (limit > len)
-        limit = len;
-    if (pos < 0)
-        pos = 0;
     Py_ssize_t argpos[2 * 64 + 2];  /* (start, len) of each argument */
     while (pos < limit) {
         /* "*<argc>\r\n" */
@@ -280,14 +288,8 @@ static int append_reply(PyObject *out, PyObject *type, Py_ssize_t size, int tupl
 static Py_ssize_t reply_fast(const char *d, Py_ssize_t len, Py_ssize_t pos, Py_ssize_t limit, int sv,
                              PyObject *out, PyObject *spans, int tuples)
 {
-    if (reply_cls == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "configure() first");
+    if (window(reply_cls, len, &pos, &limit) < 0)
         return RESP_FAILED;
-    }
-    if (limit > len)
-        limit = len;
-    if (pos < 0)
-        pos = 0;
     while (pos < limit) {
         Py_ssize_t e = find_crlf(d, pos, limit);
         if (e < 0 || e == pos)
