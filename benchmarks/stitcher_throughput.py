@@ -10,7 +10,9 @@
 2. "record" phase: the same records fed through the recording pipeline (stitcher + analyzer +
    redaction + TraceWriter), as `redis-tracer record` does after draining the ring buffer;
 3. "report" phase: `redis-tracer report --json` done in-process (tracer.runtime.offline.analyse + report),
-   timed on one core (the process is pinned to one CPU), requests/s = requests / wall seconds.
+   timed on one core (the process is pinned to one CPU), requests/s = requests / wall seconds; run
+   through both hot paths on the same file, interleaved (--rounds): the compiled one (when built) and
+   the pure-Python reference (REDIS_TRACER_PURE_PYTHON=1), whose JSON reports must be identical.
 
 Each phase runs in a fresh interpreter so its peak RSS (VmHWM) is its own. Prints a table, or one
 JSON object with --json. --quick: 20k requests, for the CI smoke test.
@@ -18,6 +20,7 @@ JSON object with --json. --quick: 20k requests, for the CI smoke test.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -207,16 +210,27 @@ def phase_report(path: str) -> dict:
     c0 = time.process_time()
     hdr, pipeline = offline.analyse(path)
     report = pipeline.report(hdr.first_target).to_json()
-    json.dumps(report, sort_keys=True)
+    text = json.dumps(report, sort_keys=True)
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "cpu_seconds": time.process_time() - c0, "requests": report["requests"], "records": pipeline.stitcher.stats.events,
+    from tracer import native
+
+    return {"compiled": native.status()[0], "report_sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "seconds": seconds, "cpu_seconds": time.process_time() - c0, "requests": report["requests"], "records": pipeline.stitcher.stats.events,
             "cpu": cpu, "rss_base_mb": base, "rss_peak_mb": _hwm_mb(),
             "unanswered": report.get("unanswered"), "commands": len(report.get("commands") or {})}
 
 
-def _run_phase(args: list[str], timeout: float) -> dict:
+PURE_ENV = "REDIS_TRACER_PURE_PYTHON"   # tracer.native.PURE_ENV
+
+
+def _run_phase(args: list[str], timeout: float, pure: bool | None = None) -> dict:
+    env = dict(os.environ)
+    if pure is not None:
+        env.pop(PURE_ENV, None)
+        if pure:
+            env[PURE_ENV] = "1"
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--phase", *args], capture_output=True,
-                         text=True, timeout=timeout, cwd=ROOT)
+                         text=True, timeout=timeout, cwd=ROOT, env=env)
     if out.returncode != 0:
         raise SystemExit(f"phase {args[0]} failed ({out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -228,6 +242,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="20k requests (CI smoke)")
     ap.add_argument("--keep", metavar="FILE", help="write the trace here and keep it")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--rounds", type=int, default=1, help="report runs per hot path, interleaved (default 1)")
     ap.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -251,7 +266,18 @@ def main(argv=None) -> int:
         build = _run_phase(["build", path, str(n)], timeout)
         gen = _run_phase(["generate", str(n)], timeout)
         rec = _run_phase(["record", os.path.join(tmp, "recorded.rtrace"), str(n)], timeout)
-        rep = _run_phase(["report", path], timeout)
+        runs = {True: [], False: []}     # pure? -> report phases
+        for r in range(max(1, args.rounds)):
+            for pure in ((False, True) if r % 2 == 0 else (True, False)):
+                runs[pure].append(_run_phase(["report", path], timeout, pure=pure))
+    compiled_runs, pure_runs = runs[False], runs[True]
+    if len({run["report_sha256"] for run in compiled_runs + pure_runs}) != 1:
+        raise SystemExit("the compiled and the pure-Python path gave different reports")
+    rep = min(compiled_runs, key=lambda run: run["cpu_seconds"])
+    pure_rep = min(pure_runs, key=lambda run: run["cpu_seconds"])
+
+    def per_cpu_s(run):
+        return round(run["requests"] / max(1e-9, run["cpu_seconds"]))
     rec_pipeline_s = max(1e-9, rec["feed_seconds"] - gen["seconds"])
     rec_pipeline_cpu = max(1e-9, rec["feed_cpu_seconds"] - gen["cpu_seconds"])
     result = {
@@ -262,7 +288,12 @@ def main(argv=None) -> int:
         "report_requests_per_s": round(rep["requests"] / rep["seconds"]),
         "report_us_per_request": round(rep["seconds"] / max(1, rep["requests"]) * 1e6, 2),
         "report_cpu_seconds": round(rep["cpu_seconds"], 3),
-        "report_requests_per_cpu_s": round(rep["requests"] / max(1e-9, rep["cpu_seconds"])),
+        "report_requests_per_cpu_s": per_cpu_s(rep),
+        "report_compiled": rep["compiled"],
+        "report_requests_per_cpu_s_range": [min(map(per_cpu_s, compiled_runs)), max(map(per_cpu_s, compiled_runs))],
+        "report_pure_requests_per_cpu_s": per_cpu_s(pure_rep),
+        "report_pure_requests_per_cpu_s_range": [min(map(per_cpu_s, pure_runs)), max(map(per_cpu_s, pure_runs))],
+        "report_speedup": round(per_cpu_s(rep) / max(1, per_cpu_s(pure_rep)), 2),
         "report_rss_peak_mb": round(rep["rss_peak_mb"], 1),
         "report_rss_base_mb": round(rep["rss_base_mb"], 1),
         "record_requests_per_s": round(rec["requests"] / rec_pipeline_s),
@@ -281,6 +312,10 @@ def main(argv=None) -> int:
           f"{result['report_requests_per_cpu_s']:,} per CPU-second  "
           f"({result['report_us_per_request']} us/request, {result['report_seconds']} s)  "
           f"peak RSS {result['report_rss_peak_mb']} MB")
+    print(f"report, pure Python: {result['report_pure_requests_per_cpu_s']:>10,} per CPU-second "
+          f"(range {result['report_pure_requests_per_cpu_s_range']}); "
+          f"{'compiled' if result['report_compiled'] else 'NOT compiled (not built)'} path above: "
+          f"range {result['report_requests_per_cpu_s_range']}, x{result['report_speedup']}, identical reports")
     print(f"record pipeline:     {result['record_requests_per_s']:>10,} requests/s wall, "
           f"{result['record_requests_per_cpu_s']:,} per CPU-second "
           f"(stitch+analyse+redact+write)  peak RSS {result['record_rss_peak_mb']} MB")

@@ -329,3 +329,35 @@ def test_doctor_without_credentials_explains_noauth_in_one_line(redis_factory):
     assert int(after["errorstat_NOAUTH"][0]) - int(before["errorstat_NOAUTH"][0]) == 1
     assert int(after["cmdstat_ping"][2]) - int(before["cmdstat_ping"][2]) == 1
     assert set(after) == set(before)      # no other error, failed or rejected command
+
+
+def test_hot_path_check_says_which_path_runs(monkeypatch):
+    from tracer import native
+    from tracer.kernel.doctor import INFO, WARN, check_hot_path
+
+    monkeypatch.delenv(native.PURE_ENV, raising=False)
+    monkeypatch.setattr(native, "MODULES", {"tracer.decode._not_built_native": "tracer.decode.resp"})
+    missing = check_hot_path()
+    assert not missing.ok and missing.level == WARN and not missing.blocking
+    assert "pure-Python reference path" in missing.detail and "_not_built_native" in missing.detail
+    assert "python3-dev" in missing.fix
+    monkeypatch.setenv(native.PURE_ENV, "1")
+    forced = check_hot_path()
+    assert forced.ok and forced.level == INFO and native.PURE_ENV in forced.detail
+
+
+def test_a_stale_compiled_module_leaves_the_reference_path_and_doctor_says_so(monkeypatch):
+    """A build older than the Python beside it (configure() refuses its arguments) must not break the
+    import: that stage stays on the pure-Python path, and doctor names the module."""
+    from tracer import native
+    from tracer.kernel.doctor import WARN, check_hot_path
+
+    monkeypatch.delenv(native.PURE_ENV, raising=False)
+    monkeypatch.setattr(native, "_mismatched", {})
+
+    def configure(mod):
+        raise TypeError("function takes exactly 8 arguments (9 given)")
+    assert native.load("json", configure) is None
+    check = check_hot_path()
+    assert not check.ok and check.level == WARN
+    assert "json: built from other sources" in check.detail and "9 given" in check.detail

@@ -18,7 +18,7 @@ from tracer.decode.keyspec import KNOWN
 from tracer.options import STALL_MS, PatternOptions
 from tracer.schema import (UNDECODABLE, CommandStats, ConnStats, FsyncStats, Loss, Report, SlowRequest, Snapshot,
                            TargetInfo)
-from tracer.stitch.model import PHASES
+from tracer.stitch.model import LOST_REPLY, PHASES
 from tracer.units import NS_PER_S, ns_to_us as _us, r3 as _r3
 
 WINDOW_S = 5            # rates are over the last ~5 s of trace time
@@ -218,7 +218,7 @@ class Analyzer:
                 heapq.heappush(heap, (latency, -self.seq, req))
             elif latency > heap[0][0]:
                 heapq.heapreplace(heap, (latency, -self.seq, req))
-        if not pe and req.reply_type != "lost":
+        if not pe and req.reply_type != LOST_REPLY:
             self.unanswered += 1
         if xs and xe:
             ex = xe - xs if xe > xs else 0

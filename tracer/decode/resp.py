@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 
+from tracer import native
 from tracer.decode.keyspec import KEEP, KEEP_MAX, KEY_CHARS, KNOWN, SECRET, SPECS, VALUE, ArgAnalyzer, show
 
 INLINE_MAX = 64 * 1024        # Redis PROTO_INLINE_MAX_SIZE: longer inline lines are a protocol error
@@ -354,9 +355,26 @@ class RequestParser:
         """Decode the run of whole multibulk frames starting at pos (a '*'); returns where it
         stopped: at the end of the data or at a frame the state machine must handle (partial,
         payload holding CRLF, malformed, many arguments)."""
+        limit = pos + FAST_WINDOW
+        if _native is not None:
+            # the compiled fast path decodes the simple commands among these frames exactly as
+            # _fast_py below does; it hands the first other one back (negative) at its position
+            q = _native.request_fast(data, pos, limit, self.show_values, self.max_bulk, out, spans)
+            if q >= 0:
+                if q != pos:
+                    self._inline_hint = False
+                return q
+            q = -q - 1
+            if q != pos:
+                self._inline_hint = False
+            pos = q
+        return self._fast_py(data, pos, n, out, spans, limit)
+
+    def _fast_py(self, data, pos, n, out, spans, limit) -> int:
+        """The reference fast path: whole multibulk frames from pos within the window below limit."""
         # hot path (once per request read): headers are checked against precomputed ones
         # (_ARGC_OF, _BULK_HDR: the canonical spellings); anything else takes the general check
-        lines = (data if pos == 0 and n <= FAST_WINDOW else data[pos:pos + FAST_WINDOW]).split(b"\r\n")
+        lines = (data if pos == 0 and n <= limit else data[pos:limit]).split(b"\r\n")
         last = len(lines) - 1           # lines[last] is not followed by CRLF: never used
         i = 0
         get = SPECS.get
@@ -961,7 +979,19 @@ class ReplyParser:
         """Decode the run of whole frames at pos that are scalars or flat aggregates (arrays, sets,
         maps, pushes of scalars) inside the capture; returns where it stopped (the state machine
         takes over there: partial frames, nesting, attributes, payloads holding CRLF...)."""
-        lines = (data if pos == 0 and len(data) <= FAST_WINDOW else data[pos:pos + FAST_WINDOW]).split(b"\r\n")
+        limit = pos + FAST_WINDOW
+        if _native is not None:
+            # compiled: the scalar replies among these frames, exactly as _fast_py decodes them;
+            # an error or aggregate reply is handed back (negative) at its position
+            q = _native.reply_fast(data, pos, limit, self.show_values, out, spans)
+            if q >= 0:
+                return q
+            pos = -q - 1
+        return self._fast_py(data, pos, out, spans, limit)
+
+    def _fast_py(self, data, pos, out, spans, limit) -> int:
+        """The reference fast path: whole scalar and flat aggregate frames below limit."""
+        lines = (data if pos == 0 and len(data) <= limit else data[pos:limit]).split(b"\r\n")
         last = len(lines) - 1           # lines[last] is not followed by CRLF: never used
         sv = self.show_values
         app = spans.append
@@ -1252,3 +1282,14 @@ class ReplyParser:
                 self._fsize += g
                 self._desync()
                 return
+
+
+def _configure_native(mod) -> None:
+    # name -> (shown name, key position, values from) for the commands _fast_py decodes without
+    # ArgAnalyzer; None marks a known command that needs it (the compiled path hands it back)
+    fast_specs = {name: (spec.name, spec.pos, spec.vfrom) if spec.simple else None for name, spec in SPECS.items()}
+    mod.configure(fast_specs, Command, Reply, show, ALLOWED, KEY_CHARS, KEEP_MAX, SHORT, FAST_ARGS)
+
+
+# the compiled fast paths, or None on the reference path
+_native = native.load("tracer.decode._resp_native", _configure_native)

@@ -16,6 +16,7 @@ import struct
 import tempfile
 from dataclasses import asdict, dataclass
 
+from tracer import native
 from tracer.kernel import headers as headers_mod
 from tracer.credentials import ENV_PASSWORD, HOW_TO_AUTHENTICATE, NO_CREDENTIALS, Credentials
 from tracer.kernel.elfsyms import ElfError, find_function
@@ -351,6 +352,15 @@ def check_target(p: SystemProbes, pid: int | None, port: int | None,
     return checks
 
 
+def check_hot_path() -> Check:
+    """Which implementation decodes and parses records: compiled, or the pure-Python reference."""
+    active, detail = native.status()
+    if active or native.forced_pure():
+        return Check("hot path", True, INFO, detail)
+    return Check("hot path", False, WARN, detail + "; the same output, slower",
+                 "apt-get install build-essential python3-dev, then rerun scripts/bootstrap")
+
+
 def run_checks(pid: int | None = None, port: int | None = None, probes: SystemProbes | None = None,
                credentials: Credentials = NO_CREDENTIALS) -> list[Check]:
     p = probes or SystemProbes()
@@ -359,6 +369,7 @@ def run_checks(pid: int | None = None, port: int | None = None, probes: SystemPr
     checks.append(check_bcc_compile(p, checks[1].ok))
     checks += check_tracepoints(p, root)
     checks += check_probe_types(p, root)
+    checks.append(check_hot_path())
     if pid is not None or port is not None:
         checks += check_target(p, pid, port, credentials)
     return checks

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 import struct
 
+from tracer import native
+
 # Field order, C type and name exactly as in struct rt_event; tests compare with the header.
 FIELDS = (
     ("Q", "ts_enter"),
@@ -118,6 +120,17 @@ def decode(record: bytes | memoryview) -> Event:
     else:
         ev.payload = b""
     return ev
+
+
+decode_py = decode  # the reference: tests compare the compiled decode with it
+
+
+def _configure_native(mod) -> None:
+    mod.configure(Event, FIELDS)
+
+
+_native = native.load("tracer.kernel._events_native", _configure_native)
+decode = decode_py if _native is None else _native.decode
 
 
 def field_reader(name: str):

@@ -11,6 +11,8 @@ from tracer.units import ns_to_us
 # The phases of a request's latency, in time order (docs/ARCHITECTURE.md, "Timeline of one request");
 # every view that splits latency uses these names.
 PHASES = ("socket_queue", "wait", "exec", "reply_write")
+# the reply_type of a request whose reply a lost record took (reported apart from "unanswered")
+LOST_REPLY = "lost"
 
 class Clock:
     """Monotonic ns -> wall-clock seconds, with the offset measured once."""

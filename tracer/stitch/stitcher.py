@@ -11,9 +11,11 @@ from __future__ import annotations
 import heapq
 from collections import deque
 
+from tracer import native
+from tracer.decode import resp
 from tracer.kernel import events
 from tracer.decode.keyspec import secret_reply
-from tracer.stitch.model import BusySpan, Connection, FileSync, LossSpan, Request
+from tracer.stitch.model import LOST_REPLY, BusySpan, Connection, FileSync, LossSpan, Request
 from tracer.decode.links import BusParser, LinkStats, looks_like_cluster_bus
 from tracer.decode.resp import ReplyParser, RequestParser
 
@@ -26,6 +28,8 @@ UNSUBSCRIBE_HEADS = {"unsubscribe", "punsubscribe", "sunsubscribe", "subscribe",
 PUSH_HEADS = {"message", "pmessage", "smessage"}
 # commands _queue_request() treats specially (every other one is simply queued for its reply)
 QUEUE_SPECIAL = frozenset({"PSYNC", "SYNC", "REPLCONF", "MONITOR"} | SUBSCRIBE_COMMANDS)
+# commands whose reply is followed by one more confirmation per extra channel (absorbed by _pair)
+ABSORBING_COMMANDS = frozenset({"UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE"} | SUBSCRIBE_COMMANDS)
 
 
 _REPLICA_WRITES = (b"REPLCONF", b"PSYNC", b"PING", b"AUTH")
@@ -129,6 +133,11 @@ class Stitcher:
 
     # -- entry points -------------------------------------------------------------
     def feed_raw(self, records) -> None:
+        if _native is not None and self.__class__ is Stitcher:
+            # compiled: the same loop, the plain READ/WRITE records stitched in C on these same
+            # objects, every other record handed to the handlers below (tracer/stitch/_stitch_native.c)
+            _native.feed_batch(self, records)
+            return
         # the hot loop: feed() inlined, with everything it looks up bound once per batch
         decode = events.decode
         dispatch_get = self._dispatch.get
@@ -424,7 +433,7 @@ class Stitcher:
             self.stats.unpaired_replies += 1
             return
         req = state.pending.popleft()
-        if req.command in SUBSCRIBE_COMMANDS or req.command in ("UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE"):
+        if req.command in ABSORBING_COMMANDS:
             state.absorb_replies += max(0, req.argc - 2)
         req.reply_bytes = reply.size
         req.reply_type = reply.type
@@ -552,7 +561,7 @@ class Stitcher:
         if state is not None:
             while state.pending:
                 req = state.pending.popleft()
-                req.reply_type = "lost"
+                req.reply_type = LOST_REPLY
                 span.requests += 1
                 self.stats.lost_requests += 1
                 self._emit(req)
@@ -564,3 +573,17 @@ class Stitcher:
 
     def _on_loop(self, ev) -> None:
         self.on_busy(BusySpan(ev.tgid, ev.aux_ts, ev.ts_enter))
+
+
+def _configure_native(mod) -> None:
+    if resp_native is None:
+        raise RuntimeError("the compiled RESP fast paths it calls are not there")
+    mod.configure(Request, Request(), events.decode, events.OFFSETS,
+                  (events.READ, events.WRITE, events.FDINFO, events.EXEC),
+                  (resp.ST_START, resp.R_START, resp.R_DESYNC), QUEUE_SPECIAL, ABSORBING_COMMANDS, deque,
+                  MAX_PENDING_PER_CONN, resp.FAST_WINDOW, events.HEADER_SIZE, resp_native.C_API)
+
+
+# the compiled feed_raw loop, or None on the reference path
+resp_native = resp._native
+_native = native.load("tracer.stitch._stitch_native", _configure_native)
