@@ -1,6 +1,10 @@
 /* The main thread's event loop: each epoll return starts a busy span that
  * ends at the next epoll entry. Long spans are stalls; all spans feed counters. */
 
+#ifndef ENGINE_LOOP_HOOK            /* engine.c (pasted before) marks the end of long spans */
+#define ENGINE_LOOP_HOOK(tgid, busy, now)
+#endif
+
 static __always_inline int loop_enter(void)
 {
     __u64 id = bpf_get_current_pid_tgid();
@@ -13,6 +17,7 @@ static __always_inline int loop_enter(void)
         __u64 busy = now - *wake;
         count_add(CNT_LOOP_BUSY_NS, busy);
         count_add(CNT_LOOPS, 1);
+        ENGINE_LOOP_HOOK(tgid, busy, now);
         if (busy >= LOOP_MIN_NS) {
             struct rt_record *r = new_record(RT_LOOP, id, -1);
             if (r) {

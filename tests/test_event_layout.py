@@ -51,16 +51,37 @@ def test_enums_match():
     kinds = c_enum("rt_kind")
     assert kinds == {"RT_ACCEPT": events.ACCEPT, "RT_READ": events.READ, "RT_WRITE": events.WRITE,
                      "RT_CLOSE": events.CLOSE, "RT_FSYNC": events.FSYNC, "RT_LOOP": events.LOOP,
-                     "RT_EXEC": events.EXEC}
+                     "RT_EXEC": events.EXEC, "RT_REQ": events.REQ}
     assert events.FDINFO not in kinds.values()
     assert c_enum("rt_fd_kind") == {"FD_UNKNOWN": events.FD_UNKNOWN, "FD_CLIENT": events.FD_CLIENT,
                                     "FD_AOF": events.FD_AOF, "FD_IGNORE": events.FD_IGNORE}
     assert c_enum("rt_flags") == {"RTF_WRITEV": events.RTF_WRITEV, "RTF_FDATASYNC": events.RTF_FDATASYNC,
                                   "RTF_UNKNOWN_FD": events.RTF_UNKNOWN_FD, "RTF_ACCEPT4": events.RTF_ACCEPT4,
-                                  "RTF_EPOLL_PWAIT": events.RTF_EPOLL_PWAIT}
+                                  "RTF_EPOLL_PWAIT": events.RTF_EPOLL_PWAIT, "RTF_ENGINE_RAW": events.RTF_ENGINE_RAW}
     assert c_enum("rt_counter") == {"CNT_LOST": events.CNT_LOST, "CNT_LOOP_BUSY_NS": events.CNT_LOOP_BUSY_NS,
                                     "CNT_LOOP_IDLE_NS": events.CNT_LOOP_IDLE_NS, "CNT_LOOPS": events.CNT_LOOPS,
                                     "CNT_MAX": events.CNT_MAX}
+
+
+def test_engine_request_record_matches_and_shares_the_peeked_offsets():
+    assert c_struct_fields("rt_req") == list(events.REQ_FIELDS)
+    offset = 0
+    for code, name in events.REQ_FIELDS:
+        size = struct.calcsize("<" + code)
+        assert offset % size == 0, f"{name} would be padded in C"
+        offset += size
+    assert offset == events.REQ_HEADER_SIZE == 88
+    # drain() reads tgid, fd, kind and flags of any record at the rt_event offsets
+    names = [n for _, n in events.REQ_FIELDS]
+    offsets = {n: struct.calcsize("<" + "".join(c for c, _ in events.REQ_FIELDS[:names.index(n)])) for n in names}
+    assert (offsets["tgid"], offsets["fd"], offsets["kind"], offsets["flags"]) == (40, 48, 52, 54)
+    flags = c_enum("rt_req_flags")
+    assert flags == {"RQF_SLOW": events.RQF_SLOW, "RQF_SAMPLED": events.RQF_SAMPLED, "RQF_STALL": events.RQF_STALL,
+                     "RQF_VICTIM": events.RQF_VICTIM, "RQF_OVERFLOW": events.RQF_OVERFLOW}
+    assert not any(v & events.RTF_UNKNOWN_FD for v in flags.values())   # drain() would classify the fd
+    assert c_enum("rt_reply") == {"RPL_NONE": events.RPL_NONE, "RPL_OK": events.RPL_OK,
+                                  "RPL_ERROR": events.RPL_ERROR, "RPL_NIL": events.RPL_NIL,
+                                  "RPL_MOVED": events.RPL_MOVED, "RPL_ASK": events.RPL_ASK}
 
 
 def test_encode_decode_round_trip():

@@ -24,8 +24,11 @@ PROBE_FILES = {
     "loop": "loop.c",    # epoll_wait/epoll_pwait of the main thread
     "fsync": "fsync.c",  # fsync/fdatasync
     "exec": "exec.c",    # uprobes on call()
+    "engine": "engine.c",  # read/write parsed and aggregated in the kernel (instead of io.c)
 }
 DEFAULT_PROBES = ("conn", "io", "loop", "fsync")
+# engine.c first: it defines the hooks conn.c and loop.c call
+ENGINE_PROBES = ("engine", "conn", "loop", "fsync")
 MATCH_TGIDS_MAX = 16        # up to this many targets, their tgids are compiled into the probes
 DRAIN_MAX_RECORDS = 65_536  # per drain() call: bounds the batch in memory; `backlog` says there is more
 EXEC_SYMBOL = "call"
@@ -43,7 +46,10 @@ def probe_source(names) -> tuple[str, str]:
 
 class ProbeSession:
     def __init__(self, targets: list[Target], probes=DEFAULT_PROBES, exec_probes: bool = False,
-                 capture_max: int = 4096, loop_min_us: int = 1000, ringbuf_pages: int = 16384):
+                 capture_max: int = 4096, loop_min_us: int = 1000, ringbuf_pages: int = 16384,
+                 extra_cflags=(), on_load=None):
+        """extra_cflags: more -D options for the probe text; on_load(bpf): called once the probes are
+        loaded and the common maps filled (a probe set's own maps are seeded there)."""
         if capture_max & (capture_max - 1) or not 64 <= capture_max <= 16384:
             raise TracerError(f"--capture-bytes {capture_max} is not a power of two between 64 and 16384")
         self.targets = targets
@@ -51,6 +57,8 @@ class ProbeSession:
         self.capture_max = capture_max
         self.loop_min_us = loop_min_us
         self.ringbuf_pages = ringbuf_pages
+        self.extra_cflags = list(extra_cflags)
+        self.on_load = on_load
         self.classifier = FdClassifier(listen_ports={t.pid: set(t.listen_ports) for t in targets})
         self.bpf = None
         self._pending: list[bytes] = []
@@ -73,7 +81,7 @@ class ProbeSession:
         text, include = probe_source([p for p in self.probes])
         cflags = [f"-I{include}", f"-DCAPTURE_MAX={self.capture_max}",
                   f"-DLOOP_MIN_NS={self.loop_min_us * 1000}ULL", f"-DRINGBUF_PAGES={self.ringbuf_pages}",
-                  "-Wno-unused-function"]
+                  "-Wno-unused-function", *self.extra_cflags]
         pids = sorted({int(t.pid) for t in self.targets})
         if 0 < len(pids) <= MATCH_TGIDS_MAX:
             # compares instead of a map lookup in every probe (the map is filled all the same)
@@ -86,6 +94,8 @@ class ProbeSession:
             raise BPFUnavailable(f"could not load the BPF probes: {first}",
                                  "run `redis-tracer doctor` to see what is missing") from None
         self._fill_maps()
+        if self.on_load is not None:
+            self.on_load(self.bpf)
         if "exec" in self.probes:
             self._attach_exec()
         self._open_ring()

@@ -30,18 +30,49 @@ HEADER = struct.Struct("<" + "".join(code for code, _ in FIELDS))
 HEADER_SIZE = HEADER.size  # 80
 
 # enum rt_kind
-ACCEPT, READ, WRITE, CLOSE, FSYNC, LOOP, EXEC = 1, 2, 3, 4, 5, 6, 7
+ACCEPT, READ, WRITE, CLOSE, FSYNC, LOOP, EXEC, REQ = 1, 2, 3, 4, 5, 6, 7, 8
 # Made in user space, recorded like the rest so that replay sees exactly what live mode saw:
 FDINFO = 100    # an fd classified after the fact (ret = fd kind, payload = path or peer)
 COUNTERS = 101  # kernel counters read on a tick (ret = lost records, aux_ts = busy ns, aux_ts2 = idle ns)
 KIND_NAMES = {ACCEPT: "accept", READ: "read", WRITE: "write", CLOSE: "close", FSYNC: "fsync",
-              LOOP: "loop", EXEC: "exec", FDINFO: "fdinfo", COUNTERS: "counters"}
+              LOOP: "loop", EXEC: "exec", REQ: "req", FDINFO: "fdinfo", COUNTERS: "counters"}
 
 # enum rt_fd_kind
 FD_UNKNOWN, FD_CLIENT, FD_AOF, FD_IGNORE = 0, 1, 2, 3
 
 # enum rt_flags
-RTF_WRITEV, RTF_FDATASYNC, RTF_UNKNOWN_FD, RTF_ACCEPT4, RTF_EPOLL_PWAIT = 1, 2, 4, 8, 16
+RTF_WRITEV, RTF_FDATASYNC, RTF_UNKNOWN_FD, RTF_ACCEPT4, RTF_EPOLL_PWAIT, RTF_ENGINE_RAW = 1, 2, 4, 8, 16, 32
+
+# struct rt_req: the engine's per-request record (a REQ record; decoded by tracer/engine/records.py)
+REQ_FIELDS = (
+    ("Q", "read_start"),
+    ("Q", "write_end"),
+    ("Q", "arrival_ts"),
+    ("Q", "wake_ts"),
+    ("Q", "read_end"),
+    ("I", "tgid"),
+    ("I", "tid"),
+    ("i", "fd"),
+    ("H", "kind"),
+    ("H", "flags"),
+    ("I", "cap_len"),
+    ("H", "cmd_id"),
+    ("H", "ncmds"),
+    ("Q", "write_start"),
+    ("I", "bytes_in"),
+    ("I", "bytes_out"),
+    ("I", "argc"),
+    ("B", "reply_type"),
+    ("B", "slot"),
+    ("H", "busy_ms"),
+)
+REQ_HEADER = struct.Struct("<" + "".join(code for code, _ in REQ_FIELDS))
+REQ_HEADER_SIZE = REQ_HEADER.size  # 88
+
+# enum rt_req_flags
+RQF_SLOW, RQF_SAMPLED, RQF_STALL, RQF_VICTIM, RQF_OVERFLOW = 1, 2, 8, 16, 32
+# enum rt_reply
+RPL_NONE, RPL_OK, RPL_ERROR, RPL_NIL, RPL_MOVED, RPL_ASK = 0, 1, 2, 3, 4, 5
 
 # enum rt_counter
 CNT_LOST, CNT_LOOP_BUSY_NS, CNT_LOOP_IDLE_NS, CNT_LOOPS, CNT_MAX = 0, 1, 2, 3, 4
