@@ -70,7 +70,8 @@ enum eng_counter {      /* mirrored by tracer/engine/layout.py */
     ECNT_PEND_OVERFLOW = 3, /* commands beyond ENG_PEND in one batch (latency under the overflow id) */
     ECNT_RECORDS = 4,       /* RT_REQ records sent */
     ECNT_LAZY_CLOSE = 5,    /* batches closed at the next read or close, not at a write */
-    ECNT_MAX = 6,
+    ECNT_UNCLASSIFIED = 6,  /* reads of fds not classified yet, sent up for classification */
+    ECNT_MAX = 7,
 };
 
 enum eng_cmd_flags {
@@ -711,7 +712,7 @@ static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call,
         wake = *w;
 
     if (call->fd_kind != FD_CLIENT) {   /* not classified yet: user space classifies and counts */
-        eng_count(ECNT_RAW_READS, 1);
+        eng_count(ECNT_UNCLASSIFIED, 1);
         eng_emit_raw(RT_READ, id, call, 0, ret, arrival, wake, RTF_ENGINE_RAW);
         return;
     }

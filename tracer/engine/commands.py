@@ -74,20 +74,37 @@ def build_table(server_names=(), source: str = "static") -> CommandTable:
     return CommandTable(names=tuple(names), ids={n: i for i, n in enumerate(names) if i}, source=source)
 
 
+def quiet_client_options() -> dict:
+    """redis.Redis options for a client that sends nothing but its commands: redis-py >= 5 announces
+    itself with CLIENT SETINFO and newer ones negotiate with HELLO, which leave errors in the stats
+    of servers before 7.2 (and would be counted as commands). RESP2 and no announcement."""
+    import inspect
+
+    import redis
+
+    params = inspect.signature(redis.Redis.__init__).parameters
+    out = {}
+    if "protocol" in params:
+        out["protocol"] = 2
+    if "driver_info" in params:
+        out["driver_info"] = None
+    elif "lib_name" in params:
+        out.update(lib_name=None, lib_version=None)
+    return out
+
+
 def server_command_names(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> list[str]:
     """The server's command names (raises redis.RedisError / OSError when it cannot be asked)."""
     import redis
 
-    kwargs = {"host": host, "port": port, "socket_timeout": timeout, "socket_connect_timeout": timeout}
-    try:        # redis-py >= 5 announces itself with CLIENT SETINFO; an old server would log errors
-        client = redis.Redis(lib_name=None, lib_version=None, **kwargs)
-    except TypeError:
-        client = redis.Redis(**kwargs)
+    kwargs = {"host": host, "port": port, "socket_timeout": timeout, "socket_connect_timeout": timeout,
+              **quiet_client_options()}
+    client = redis.Redis(**kwargs)
     try:
         try:
-            names = client.execute_command("COMMAND", "LIST")
-        except redis.ResponseError:     # before Redis 7
-            names = [entry[0] for entry in client.execute_command("COMMAND")]
+            names = client.command_list()
+        except (AttributeError, redis.ResponseError):   # redis-py or server before COMMAND LIST
+            names = list(client.command())
     finally:
         client.close()
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names]

@@ -12,8 +12,9 @@ NBUCKETS = 528              # ENG_NB
 PHASE_NAMES = ("socket_queue", "wait", "exec", "reply_write")
 
 # enum eng_counter
-ECNT_RAW_READS, ECNT_DESYNC, ECNT_CONN_CAP, ECNT_PEND_OVERFLOW, ECNT_RECORDS, ECNT_LAZY_CLOSE, ECNT_MAX = range(7)
-COUNTER_NAMES = ("raw_reads", "desync", "conn_cap", "pend_overflow", "records", "lazy_close")
+(ECNT_RAW_READS, ECNT_DESYNC, ECNT_CONN_CAP, ECNT_PEND_OVERFLOW, ECNT_RECORDS, ECNT_LAZY_CLOSE,
+ ECNT_UNCLASSIFIED, ECNT_MAX) = range(8)
+COUNTER_NAMES = ("raw_reads", "desync", "conn_cap", "pend_overflow", "records", "lazy_close", "unclassified")
 
 # enum eng_cmd_flags
 ECMD_SECRET = 1
