@@ -27,17 +27,18 @@
 #define ENG_SLOT_OF(t) 0            /* instance slot of a tgid (user space compiles in its table) */
 #endif
 #ifndef ENG_STEPS
-#define ENG_STEPS 4                 /* parse steps (a header with its payload) per program */
+#define ENG_STEPS 8                 /* parse steps (a header with its payload) per program */
 #endif
-/* No loops here (the kernel lets this loader have no back-edges and 4096 instructions per
- * program): a read is parsed ENG_STEPS steps at a time by eng_parse, which tail-calls itself,
- * up to the kernel's 33 tail calls (~165 steps, a -P 32 SET batch takes 128). Beyond that the
- * rest of the read goes to user space raw. */
+/* A read is parsed ENG_STEPS unrolled steps at a time by eng_parse, which tail-calls itself, up
+ * to the kernel's 33 tail calls (~250 steps; a -P 32 SET batch takes 128). Beyond that the rest
+ * of the read goes to user space raw. Unrolled steps and tail calls instead of a loop: what bounds
+ * a program here is the verifier's work (E2BIG past 1M instructions explored), and a loop's
+ * iterations multiply the paths it explores. */
 
 #define ENG_SLOTS 8                 /* instances */
 #define ENG_NCMD 256                /* command ids per instance; the last one collects overflow */
 #define ENG_CMD_OVERFLOW (ENG_NCMD - 1)
-#define ENG_PEND 32                 /* command ids kept per batch (power of two) */
+#define ENG_PEND 4                  /* distinct command ids kept per batch, with their counts */
 #define ENG_NAME 16                 /* bytes of a command name looked up */
 #define ENG_CAP 64                  /* bytes of command + key kept for a record */
 #define ENG_WINBUF 128              /* scratch window (power of two) */
@@ -67,11 +68,12 @@ enum eng_counter {      /* mirrored by tracer/engine/layout.py */
     ECNT_RAW_READS = 0,     /* reads sent to user space unparsed */
     ECNT_DESYNC = 1,        /* connections whose parse was lost */
     ECNT_CONN_CAP = 2,      /* connection state not created: map full */
-    ECNT_PEND_OVERFLOW = 3, /* commands beyond ENG_PEND in one batch (latency under the overflow id) */
+    ECNT_PEND_OVERFLOW = 3, /* commands of a batch's 5th+ distinct command (latency under the overflow id) */
     ECNT_RECORDS = 4,       /* RT_REQ records sent */
     ECNT_LAZY_CLOSE = 5,    /* batches closed at the next read or close, not at a write */
     ECNT_UNCLASSIFIED = 6,  /* reads of fds not classified yet, sent up for classification */
-    ECNT_MAX = 7,
+    ECNT_OPEN_AT_CLOSE = 7, /* batches without a recognised reply end when their connection closed */
+    ECNT_MAX = 8,
 };
 
 enum eng_cmd_flags {
@@ -88,10 +90,15 @@ struct eng_conn {
     __u64 hval;                 /* header number parsed so far */
     __u64 reply_left;           /* bytes the reply must reach to be complete (0: unknown) */
     __u64 bytes_out;
+    __u64 sk;                   /* the socket (fd_socks), looked up once: 0 not yet, 1 none */
+    __u64 last_name[2];         /* the last command name looked up, and its id: most connections */
+    __u16 last_id, last_flags;  /* send the same commands again and again */
+    __u32 pad2;
     __u32 args_left;            /* bulk strings left in the current multibulk */
     __u32 argc;
     __u32 arg_idx;
-    __u32 npend;                /* commands of the batch (ids of the first ENG_PEND kept) */
+    __u32 npend;                /* commands of the batch */
+    __u32 pend_over;            /* of them, not under one of the ENG_PEND ids */
     __u16 cur_id;
     __u16 cur_flags;
     __u8 pst, hph;              /* parse state, header phase (0 digits, 1 expecting \n) */
@@ -100,7 +107,8 @@ struct eng_conn {
     __u8 reply_type;
     __u8 cap_len;
     __u8 first_argc;
-    __u16 pend[ENG_PEND];
+    __u16 pend[ENG_PEND];       /* the batch's distinct commands (a pipeline is mostly one or two) */
+    __u32 pend_n[ENG_PEND];     /* and how many of each */
     __u8 name[32];              /* 16 used; room lets the verifier bound a copy at an offset */
     __u8 cap[ENG_CAP * 2];
 };
@@ -153,7 +161,11 @@ BPF_ARRAY(eng_zero, struct eng_conn, 1);                   /* a blank entry (too
 BPF_HASH(eng_stall_end, __u32, __u64, 64);                 /* tgid -> end of its last long busy span */
 BPF_PERCPU_ARRAY(eng_scratch, struct eng_scratch, 1);
 BPF_PERCPU_ARRAY(eng_stats, struct eng_cmd_stats, ENG_SLOTS * ENG_NCMD);
-BPF_PERCPU_ARRAY(eng_phases, struct eng_phase_stats, ENG_SLOTS * ENG_PHASES);
+struct eng_slot_phases {         /* one lookup per batch for all four phases */
+    struct eng_phase_stats ph[ENG_PHASES];
+};
+
+BPF_PERCPU_ARRAY(eng_phases, struct eng_slot_phases, ENG_SLOTS);
 BPF_PERCPU_ARRAY(eng_counters, __u64, ECNT_MAX);
 
 static __always_inline void eng_count(int idx, __u64 v)
@@ -186,12 +198,8 @@ static __always_inline __u64 eng_bucket(__u64 v)
     return idx < ENG_NB ? idx : ENG_NB - 1;
 }
 
-static __always_inline void eng_phase_add(__u32 slot, __u32 phase, __u64 v, __u64 n)
+static __always_inline void eng_phase_add(struct eng_phase_stats *p, __u64 v, __u64 n)
 {
-    __u32 k = slot * ENG_PHASES + phase;
-    struct eng_phase_stats *p = eng_phases.lookup(&k);
-    if (!p)
-        return;
     p->count += n;
     p->sum_ns += v * n;
     __u64 b = eng_bucket(v);
@@ -227,7 +235,7 @@ static __always_inline void eng_emit_req(struct eng_conn *c, struct fd_key *fk, 
     r->fd = fk->fd;
     r->kind = RT_REQ;
     r->flags = flags;
-    r->cmd_id = c->npend ? c->pend[0] : 0;
+    r->cmd_id = c->pend_n[0] ? c->pend[0] : 0;
     r->ncmds = c->npend > 0xffff ? 0xffff : c->npend;
     r->write_start = c->w_start;
     r->bytes_in = c->batch_in;
@@ -256,57 +264,62 @@ static __always_inline void eng_close_batch(struct eng_conn *c, struct fd_key *f
     __u32 n = c->npend;
     __u64 b = eng_bucket(lat);
     asm volatile("" : "+r"(b));
-    for (__u32 i = 0; i < ENG_PEND; i++) {
-        if (i >= n)
+    /* Every command of a batch has the batch's latency: one histogram update per distinct command.
+     * Reply type and bytes out are exact for a batch of one; in a pipelined batch the first reply
+     * is classified (for the first command), the rest counted untyped, all bytes go to the first. */
+#pragma unroll
+    for (int i = 0; i < ENG_PEND; i++) {
+        __u32 cnt = c->pend_n[i];
+        if (!cnt)
             break;
-        __u32 k = i;
-        asm volatile("" : "+r"(k));  /* an index, not a walking pointer: the verifier bounds it */
-        struct eng_cmd_stats *st = eng_stats_of(slot, c->pend[k & (ENG_PEND - 1)]);
+        struct eng_cmd_stats *st = eng_stats_of(slot, c->pend[i]);
         if (!st)
             continue;
-        st->done++;
-        st->sum_ns += lat;
+        st->done += cnt;
+        st->sum_ns += lat * cnt;
         if (lat > st->max_ns)
             st->max_ns = lat;
         if (b < ENG_NB)
-            st->buckets[b]++;
-    }
-    /* reply type and bytes out: exact for a batch of one; in a pipelined batch the first reply
-     * is classified (for the first command) and every byte goes to the first command */
-    struct eng_cmd_stats *st0 = eng_stats_of(slot, c->pend[0]);
-    if (st0 && n) {
-        st0->bytes_out += c->bytes_out;
-        __u8 t = c->reply_type;
-        if (t == RPL_OK) st0->ok++;
-        else if (t == RPL_ERROR) st0->errors++;
-        else if (t == RPL_NIL) st0->nil++;
-        else if (t == RPL_MOVED) { st0->moved++; st0->errors++; }
-        else if (t == RPL_ASK) { st0->ask++; st0->errors++; }
-        else st0->untyped++;
-        st0->untyped += (n > ENG_PEND ? ENG_PEND : n) - 1;
+            st->buckets[b] += cnt;
+        if (i == 0) {
+            st->bytes_out += c->bytes_out;
+            __u8 t = c->reply_type;
+            if (t == RPL_OK) st->ok++;
+            else if (t == RPL_ERROR) st->errors++;
+            else if (t == RPL_NIL) st->nil++;
+            else if (t == RPL_MOVED) { st->moved++; st->errors++; }
+            else if (t == RPL_ASK) { st->ask++; st->errors++; }
+            else st->untyped++;
+            cnt--;
+        }
+        st->untyped += cnt;
     }
     __u64 flags = 0;
-    if (n > ENG_PEND) {
+    if (c->pend_over) {
+        __u32 over = c->pend_over;
         struct eng_cmd_stats *st = eng_stats_of(slot, ENG_CMD_OVERFLOW);
         if (st) {
-            st->done += n - ENG_PEND;
-            st->sum_ns += lat * (n - ENG_PEND);
+            st->done += over;
+            st->sum_ns += lat * over;
             if (b < ENG_NB)
-                st->buckets[b] += n - ENG_PEND;
-            st->untyped += n - ENG_PEND;
+                st->buckets[b] += over;
+            st->untyped += over;
         }
-        eng_count(ECNT_PEND_OVERFLOW, n - ENG_PEND);
+        eng_count(ECNT_PEND_OVERFLOW, over);
         flags |= RQF_OVERFLOW;
     }
     /* phases, once per batch, weighted by its commands */
-    if (c->b_arrival && c->b_wake >= c->b_arrival)
-        eng_phase_add(slot, 0, c->b_wake - c->b_arrival, n);
-    if (c->b_wake && c->b_read_start >= c->b_wake)
-        eng_phase_add(slot, 1, c->b_read_start - c->b_wake, n);
-    if (c->w_start >= c->b_read_end)
-        eng_phase_add(slot, 2, c->w_start - c->b_read_end, n);
-    if (c->w_end >= c->w_start)
-        eng_phase_add(slot, 3, c->w_end - c->w_start, n);
+    struct eng_slot_phases *ph = eng_phases.lookup(&slot);
+    if (ph) {
+        if (c->b_arrival && c->b_wake >= c->b_arrival)
+            eng_phase_add(&ph->ph[0], c->b_wake - c->b_arrival, n);    /* socket queue */
+        if (c->b_wake && c->b_read_start >= c->b_wake)
+            eng_phase_add(&ph->ph[1], c->b_read_start - c->b_wake, n); /* wait */
+        if (c->w_start >= c->b_read_end)
+            eng_phase_add(&ph->ph[2], c->w_start - c->b_read_end, n);  /* exec (+ others served) */
+        if (c->w_end >= c->w_start)
+            eng_phase_add(&ph->ph[3], c->w_end - c->w_start, n);       /* reply write */
+    }
 
     __u32 tgid = fk->tgid;
     __u64 busy = 0;
@@ -326,6 +339,10 @@ static __always_inline void eng_close_batch(struct eng_conn *c, struct fd_key *f
         eng_emit_req(c, fk, slot, flags, busy);
 
     c->npend = 0;
+    c->pend_over = 0;
+#pragma unroll
+    for (int i = 0; i < ENG_PEND; i++)
+        c->pend_n[i] = 0;
     c->flags &= ~ECF_BATCH;
     c->w_start = c->w_end = 0;
     c->bytes_out = 0;
@@ -348,8 +365,23 @@ static __always_inline void eng_cmd_done(struct eng_conn *c, struct eng_scratch 
         st->bytes_in += bytes;
     }
     __u32 n = c->npend;
-    if (n < ENG_PEND)
-        c->pend[n & (ENG_PEND - 1)] = c->cur_id;
+    __u16 id = c->cur_id;
+    int placed = 0;
+#pragma unroll
+    for (int i = 0; i < ENG_PEND; i++) {
+        if (placed)
+            break;
+        if (c->pend_n[i] == 0) {
+            c->pend[i] = id;
+            c->pend_n[i] = 1;
+            placed = 1;
+        } else if (c->pend[i] == id) {
+            c->pend_n[i]++;
+            placed = 1;
+        }
+    }
+    if (!placed)
+        c->pend_over++;
     if (n == 0)
         c->first_argc = c->argc;
     c->npend = n + 1;
@@ -416,7 +448,7 @@ static __always_inline void eng_window(struct eng_scratch *s, __u64 off)
 
 static __always_inline void eng_lookup_name(struct eng_conn *c)
 {
-    struct eng_name key = {};
+    struct eng_name key __attribute__((aligned(8))) = {};
     __u32 need = c->name_need;
 #pragma unroll
     for (int i = 0; i < ENG_NAME; i++) {
@@ -425,10 +457,20 @@ static __always_inline void eng_lookup_name(struct eng_conn *c)
             ch -= 32;
         key.n[i] = i < need ? ch : 0;
     }
+    __u64 k0 = *(__u64 *)&key.n[0], k1 = *(__u64 *)&key.n[8];
+    if (k0 == c->last_name[0] && k1 == c->last_name[1] && c->last_id) {
+        c->cur_id = c->last_id;     /* the same command as last time: no hash lookup */
+        c->cur_flags = c->last_flags;
+        return;
+    }
     struct eng_cmd *cmd = eng_cmds.lookup(&key);
     if (cmd) {
         c->cur_id = cmd->id;
         c->cur_flags = cmd->flags;
+        c->last_name[0] = k0;
+        c->last_name[1] = k1;
+        c->last_id = cmd->id;
+        c->last_flags = cmd->flags;
     }
 }
 
@@ -633,7 +675,9 @@ static __always_inline struct eng_conn *eng_new_conn(struct fd_key *fk)
     return eng_conns.lookup(fk);
 }
 
-BPF_PROG_ARRAY(eng_progs, 1);                              /* [0] = eng_parse (user space fills it) */
+#define ENG_PROG_PARSE 0
+#define ENG_PROG_READ 1
+BPF_PROG_ARRAY(eng_progs, 2);                              /* eng_parse, eng_read_body (user space fills it) */
 
 /* The end of a read's parse: what was not parsed goes to user space, with the connection. */
 static __always_inline void eng_read_done(struct eng_conn *c, struct eng_scratch *s, int lost)
@@ -689,7 +733,7 @@ int eng_parse(void *ctx)
         eng_read_done(c, s, 0);
         return 0;
     }
-    eng_progs.call(ctx, 0);
+    eng_progs.call(ctx, ENG_PROG_PARSE);
     eng_read_done(c, s, 1);         /* out of tail calls */
     return 0;
 }
@@ -699,14 +743,6 @@ static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call,
     __u32 tgid = id >> 32;
     struct fd_key fk = {.tgid = tgid, .fd = call->fd};
     __u64 arrival = 0, wake = 0;
-    __u64 *sk = fd_socks.lookup(&fk);
-    if (sk) {
-        struct sock_info *si = socks.lookup(sk);
-        if (si) {
-            arrival = si->arrival_ts;
-            si->arrival_ts = 0;
-        }
-    }
     __u64 *w = last_wake.lookup(&tgid);
     if (w)
         wake = *w;
@@ -729,26 +765,19 @@ static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call,
             return;
         }
     }
-    /* A reply was written but its end was not recognised (a big or multi-part reply): it ended
-     * with the last write before this read. */
-    if (c->npend && c->w_end) {
-        eng_count(ECNT_LAZY_CLOSE, 1);
-        eng_close_batch(c, &fk);
+    /* the socket's first unread arrival (sk_data_ready), through the socket cached per connection */
+    if (!c->sk) {
+        __u64 *skp = fd_socks.lookup(&fk);
+        c->sk = skp ? *skp : 1;
     }
-    if (c->flags & ECF_UNSYNCED) {
-        __u8 c0 = 0;
-        bpf_probe_read_user(&c0, 1, (void *)call->buf);
-        if (c0 == '*')
-            c->flags &= ~ECF_UNSYNCED;
-        else
-            c->flags |= ECF_RAW;
+    if (c->sk > 1) {
+        __u64 sk = c->sk;
+        struct sock_info *si = socks.lookup(&sk);
+        if (si) {
+            arrival = si->arrival_ts;
+            si->arrival_ts = 0;
+        }
     }
-    if (c->flags & ECF_RAW) {
-        eng_count(ECNT_RAW_READS, 1);
-        eng_emit_raw(RT_READ, id, call, 0, ret, arrival, wake, RTF_ENGINE_RAW);
-        return;
-    }
-
     int zero = 0;
     struct eng_scratch *s = eng_scratch.lookup(&zero);
     if (!s)
@@ -767,10 +796,45 @@ static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call,
     s->call = *call;
     s->fk = fk;
     s->done_off = 0;
-    eng_progs.call(ctx, 0);
-    /* no parser program: everything raw */
+    eng_progs.call(ctx, ENG_PROG_READ);
+    /* no program to continue with: everything raw */
     eng_count(ECNT_RAW_READS, 1);
     eng_emit_raw(RT_READ, id, call, 0, ret, arrival, wake, RTF_ENGINE_RAW);
+}
+
+/* The read continued (a tail call: closing a batch does not fit in the read's own program). */
+int eng_read_body(void *ctx)
+{
+    int zero = 0;
+    struct eng_scratch *s = eng_scratch.lookup(&zero);
+    if (!s)
+        return 0;
+    struct fd_key fk = s->fk;
+    struct eng_conn *c = eng_conns.lookup(&fk);
+    if (!c)
+        return 0;
+    /* A reply was written but its end was not recognised (a big or multi-part reply): it ended
+     * with the last write before this read. */
+    if (c->npend && c->w_end) {
+        eng_count(ECNT_LAZY_CLOSE, 1);
+        eng_close_batch(c, &fk);
+    }
+    if (c->flags & ECF_UNSYNCED) {
+        __u8 c0 = 0;
+        bpf_probe_read_user(&c0, 1, (void *)s->buf);
+        if (c0 == '*')
+            c->flags &= ~ECF_UNSYNCED;
+        else
+            c->flags |= ECF_RAW;
+    }
+    if (!(c->flags & ECF_RAW))
+        eng_progs.call(ctx, ENG_PROG_PARSE);
+    /* raw connection, or no parser program */
+    struct inflight call = s->call;
+    eng_count(ECNT_RAW_READS, 1);
+    eng_emit_raw(RT_READ, s->pid_tgid, &call, 0, s->ret, s->arrival, s->wake, RTF_ENGINE_RAW);
+    c->total_in += s->ret;
+    return 0;
 }
 
 /* Reply head: type and, for a bulk string, the reply's full length. */
@@ -890,9 +954,11 @@ static __always_inline void eng_conn_closed(struct fd_key *fk)
     struct eng_conn *c = eng_conns.lookup(fk);
     if (!c)
         return;
-    if (c->npend && c->w_end) {
+    if (c->npend && c->w_end) {     /* its reply's end was not recognised: it ended with the last write */
         eng_count(ECNT_LAZY_CLOSE, 1);
         eng_close_batch(c, fk);
+    } else if (c->npend) {
+        eng_count(ECNT_OPEN_AT_CLOSE, 1);   /* counted, never answered: no latency */
     }
     eng_conns.delete(fk);
 }

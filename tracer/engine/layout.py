@@ -13,8 +13,9 @@ PHASE_NAMES = ("socket_queue", "wait", "exec", "reply_write")
 
 # enum eng_counter
 (ECNT_RAW_READS, ECNT_DESYNC, ECNT_CONN_CAP, ECNT_PEND_OVERFLOW, ECNT_RECORDS, ECNT_LAZY_CLOSE,
- ECNT_UNCLASSIFIED, ECNT_MAX) = range(8)
-COUNTER_NAMES = ("raw_reads", "desync", "conn_cap", "pend_overflow", "records", "lazy_close", "unclassified")
+ ECNT_UNCLASSIFIED, ECNT_OPEN_AT_CLOSE, ECNT_MAX) = range(9)
+COUNTER_NAMES = ("raw_reads", "desync", "conn_cap", "pend_overflow", "records", "lazy_close", "unclassified",
+                 "open_at_close")
 
 # enum eng_cmd_flags
 ECMD_SECRET = 1

@@ -52,7 +52,10 @@ class EngineSession(ProbeSession):
     def _seed(self, bpf) -> None:
         from bcc import BPF
 
-        bpf["eng_progs"][ctypes.c_int(0)] = ctypes.c_int(bpf.load_func("eng_parse", BPF.TRACEPOINT).fd)
+        # the tail-called parts of a read (probes/engine.c ENG_PROG_PARSE, ENG_PROG_READ)
+        progs = bpf["eng_progs"]
+        for idx, name in enumerate(("eng_parse", "eng_read_body")):
+            progs[ctypes.c_int(idx)] = ctypes.c_int(bpf.load_func(name, BPF.TRACEPOINT).fd)
         cmds = bpf["eng_cmds"]
         for raw, cmd_id, flags in self.table.kernel_entries():
             key = cmds.Key()

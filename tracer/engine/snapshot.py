@@ -75,9 +75,8 @@ def read_percpu_array(table, nkeys: int, value_size: int, ncpu: int) -> memoryvi
     return memoryview(values.raw)
 
 
-def _sum_rows(view: memoryview, key: int, ncpu: int, fmt) -> list:
-    stride = _round8(fmt.size)
-    base = key * ncpu * stride
+def _sum_percpu(view: memoryview, base: int, stride: int, ncpu: int, fmt) -> list:
+    """fmt's fields at view[base + cpu * stride], summed over the CPUs."""
     total = None
     for cpu in range(ncpu):
         row = fmt.unpack_from(view, base + cpu * stride)
@@ -98,7 +97,7 @@ def read_snapshot(bpf, table: CommandTable, slot_pids: dict, ncpu: int) -> Engin
     """slot_pids: slot -> pid of the instances traced."""
     nkeys = layout.SLOTS * layout.NCMD
     stats = read_percpu_array(bpf["eng_stats"], nkeys, layout.CMD_STATS.size, ncpu)
-    phases = read_percpu_array(bpf["eng_phases"], layout.SLOTS * layout.PHASES, layout.PHASE_STATS.size, ncpu)
+    phases = read_percpu_array(bpf["eng_phases"], layout.SLOTS, layout.PHASE_STATS.size * layout.PHASES, ncpu)
     nf = len(layout.CMD_STATS_FIELDS)
     stride = _round8(layout.CMD_STATS.size)
     instances = {}
@@ -108,7 +107,7 @@ def read_snapshot(bpf, table: CommandTable, slot_pids: dict, ncpu: int) -> Engin
             key = slot * layout.NCMD + cmd_id
             if not _first_u64_nonzero(stats, key, ncpu, stride, 2):     # count or done
                 continue
-            row = _sum_rows(stats, key, ncpu, layout.CMD_STATS)
+            row = _sum_percpu(stats, key * ncpu * stride, stride, ncpu, layout.CMD_STATS)
             # max_ns is a maximum per CPU, not a sum
             maxes = [layout.CMD_STATS.unpack_from(stats, key * ncpu * stride + c * stride)[3] for c in range(ncpu)]
             values = dict(zip(layout.CMD_STATS_FIELDS, row[:nf]))
@@ -116,8 +115,10 @@ def read_snapshot(bpf, table: CommandTable, slot_pids: dict, ncpu: int) -> Engin
             name = table.name(cmd_id)
             commands[name] = CommandStats(name=name, histogram=EngineHistogram(row[nf:]), **values)
         phase_hists = {}
+        ph_stride = _round8(layout.PHASE_STATS.size * layout.PHASES)     # struct eng_slot_phases
         for ph, ph_name in enumerate(layout.PHASE_NAMES):
-            row = _sum_rows(phases, slot * layout.PHASES + ph, ncpu, layout.PHASE_STATS)
+            row = _sum_percpu(phases, slot * ncpu * ph_stride + ph * layout.PHASE_STATS.size, ph_stride, ncpu,
+                              layout.PHASE_STATS)
             phase_hists[ph_name] = EngineHistogram(row[len(layout.PHASE_STATS_FIELDS):])
         instances[slot] = InstanceStats(slot=slot, pid=pid, commands=commands, phases=phase_hists)
     counters_table = bpf["eng_counters"]
