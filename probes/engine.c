@@ -707,15 +707,23 @@ static __always_inline void eng_read_done(struct eng_conn *c, struct eng_scratch
     c->total_in += ret;
 }
 
-/* Parse ENG_STEPS steps of the read in the scratch, then hand over to itself (a tail call). */
-int eng_parse(void *ctx)
+/* A tail-called part of a read: the read's scratch and its connection's state. */
+static __always_inline struct eng_conn *eng_continued(struct eng_scratch **sp)
 {
     int zero = 0;
     struct eng_scratch *s = eng_scratch.lookup(&zero);
+    *sp = s;
     if (!s)
-        return 0;
+        return NULL;
     struct fd_key fk = s->fk;
-    struct eng_conn *c = eng_conns.lookup(&fk);
+    return eng_conns.lookup(&fk);
+}
+
+/* Parse ENG_STEPS steps of the read in the scratch, then hand over to itself (a tail call). */
+int eng_parse(void *ctx)
+{
+    struct eng_scratch *s;
+    struct eng_conn *c = eng_continued(&s);
     if (!c)
         return 0;
 #pragma unroll
@@ -805,14 +813,11 @@ static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call,
 /* The read continued (a tail call: closing a batch does not fit in the read's own program). */
 int eng_read_body(void *ctx)
 {
-    int zero = 0;
-    struct eng_scratch *s = eng_scratch.lookup(&zero);
-    if (!s)
-        return 0;
-    struct fd_key fk = s->fk;
-    struct eng_conn *c = eng_conns.lookup(&fk);
+    struct eng_scratch *s;
+    struct eng_conn *c = eng_continued(&s);
     if (!c)
         return 0;
+    struct fd_key fk = s->fk;
     /* A reply was written but its end was not recognised (a big or multi-part reply): it ended
      * with the last write before this read. */
     if (c->npend && c->w_end) {

@@ -27,23 +27,27 @@ def c_enum(name: str) -> dict:
     return {k: int(v) for k, v in re.findall(r"(\w+)\s*=\s*(\d+)", body)}
 
 
+def _packed_offsets(fields):
+    """({name: offset}, size) of a packed ("<") struct, asserting C would lay it out the same: C puts
+    fields at their natural alignment, so the two agree only when no field would be padded."""
+    offsets, offset = {}, 0
+    for code, name in fields:
+        size = struct.calcsize("<" + code)
+        align = 1 if code.endswith("s") else size
+        assert offset % align == 0, f"{name} would be padded in C"
+        offsets[name] = offset
+        offset += size
+    return offsets, offset
+
+
 def test_fields_names_types_and_order_match():
     assert c_struct_fields("rt_event") == list(events.FIELDS)
 
 
 def test_offsets_and_size_match_c_natural_alignment():
-    # C lays fields at their natural alignment; the Python struct is packed ("<"): equal only if
-    # the header has no padding, which this asserts field by field.
-    offset = 0
-    for code, name in events.FIELDS:
-        size = struct.calcsize("<" + code)
-        align = 1 if code.endswith("s") else size
-        assert offset % align == 0, f"{name} would be padded in C"
-        offset += size
-    assert offset == events.HEADER_SIZE == 80
+    offsets, size = _packed_offsets(events.FIELDS)
+    assert size == events.HEADER_SIZE == 80
     # the byte offsets bpf_session.drain() reads without decoding
-    names = [n for _, n in events.FIELDS]
-    offsets = {n: struct.calcsize("<" + "".join(c for c, _ in events.FIELDS[:names.index(n)])) for n in names}
     assert (offsets["tgid"], offsets["fd"], offsets["kind"], offsets["flags"]) == (40, 48, 52, 54)
 
 
@@ -65,15 +69,9 @@ def test_enums_match():
 
 def test_engine_request_record_matches_and_shares_the_peeked_offsets():
     assert c_struct_fields("rt_req") == list(events.REQ_FIELDS)
-    offset = 0
-    for code, name in events.REQ_FIELDS:
-        size = struct.calcsize("<" + code)
-        assert offset % size == 0, f"{name} would be padded in C"
-        offset += size
-    assert offset == events.REQ_HEADER_SIZE == 88
+    offsets, size = _packed_offsets(events.REQ_FIELDS)
+    assert size == events.REQ_HEADER_SIZE == 88
     # drain() reads tgid, fd, kind and flags of any record at the rt_event offsets
-    names = [n for _, n in events.REQ_FIELDS]
-    offsets = {n: struct.calcsize("<" + "".join(c for c, _ in events.REQ_FIELDS[:names.index(n)])) for n in names}
     assert (offsets["tgid"], offsets["fd"], offsets["kind"], offsets["flags"]) == (40, 48, 52, 54)
     flags = c_enum("rt_req_flags")
     assert flags == {"RQF_SLOW": events.RQF_SLOW, "RQF_SAMPLED": events.RQF_SAMPLED, "RQF_STALL": events.RQF_STALL,

@@ -9,6 +9,15 @@ from __future__ import annotations
 import ipaddress
 import struct
 
+# Bytes 40..60 of every record, whatever its struct: drain() reads tgid, fd, kind and flags there.
+PEEKED = (
+    ("I", "tgid"),
+    ("I", "tid"),
+    ("i", "fd"),
+    ("H", "kind"),
+    ("H", "flags"),
+    ("I", "cap_len"),
+)
 # Field order, C type and name exactly as in struct rt_event; tests compare with the header.
 FIELDS = (
     ("Q", "ts_enter"),
@@ -16,12 +25,7 @@ FIELDS = (
     ("Q", "aux_ts"),
     ("Q", "aux_ts2"),
     ("q", "ret"),
-    ("I", "tgid"),
-    ("I", "tid"),
-    ("i", "fd"),
-    ("H", "kind"),
-    ("H", "flags"),
-    ("I", "cap_len"),
+    *PEEKED,
     ("H", "peer_port"),
     ("H", "family"),
     ("16s", "peer_addr"),
@@ -50,12 +54,7 @@ REQ_FIELDS = (
     ("Q", "arrival_ts"),
     ("Q", "wake_ts"),
     ("Q", "read_end"),
-    ("I", "tgid"),
-    ("I", "tid"),
-    ("i", "fd"),
-    ("H", "kind"),
-    ("H", "flags"),
-    ("I", "cap_len"),
+    *PEEKED,
     ("H", "cmd_id"),
     ("H", "ncmds"),
     ("Q", "write_start"),
