@@ -627,8 +627,16 @@ static __always_inline int eng_step(struct eng_conn *c, struct eng_scratch *s)
         __u32 m = n & 31;
         if (m > ENG_NAME)
             m = ENG_NAME;
-        if (bpf_probe_read_user(&c->name[have], m, (void *)(s->buf + off)) != 0)
+        __u64 w = off - s->win_off;
+        if (off >= s->win_off && w + m <= s->win_len && w < ENG_WINBUF) {
+            /* already in the window (it was copied with the header): no second copy */
+#pragma unroll
+            for (int j = 0; j < ENG_NAME; j++)
+                if (j < m)
+                    c->name[(have + j) & 31] = s->win[(w + j) & (ENG_WINBUF - 1)];
+        } else if (bpf_probe_read_user(&c->name[have], m, (void *)(s->buf + off)) != 0) {
             return 1;
+        }
         c->name_have = have + m;
         s->off = off + m;
         if (c->name_have < c->name_need)
@@ -804,7 +812,11 @@ static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call,
     s->call = *call;
     s->fk = fk;
     s->done_off = 0;
-    eng_progs.call(ctx, ENG_PROG_READ);
+    /* straight to the parser unless a batch is to be closed first or the connection is not parsed */
+    if ((c->npend && c->w_end) || (c->flags & (ECF_UNSYNCED | ECF_RAW)))
+        eng_progs.call(ctx, ENG_PROG_READ);
+    else
+        eng_progs.call(ctx, ENG_PROG_PARSE);
     /* no program to continue with: everything raw */
     eng_count(ECNT_RAW_READS, 1);
     eng_emit_raw(RT_READ, id, call, 0, ret, arrival, wake, RTF_ENGINE_RAW);

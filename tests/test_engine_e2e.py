@@ -304,3 +304,27 @@ def test_batch_of_many_distinct_commands(engine):
     assert counters["pend_overflow"] == 2 and counters["desync"] == 0
     assert sum(done.get(n, 0) for n in names[:4]) == 4
     assert done.get("(batch overflow)") == 2
+
+
+def test_connections_open_before_attach_are_parsed(redis_factory):
+    """A connection older than the engine has no state: it is parsed from its first read that starts a
+    frame (after an idle pause, every read does)."""
+    srv = redis_factory()
+    old = _client(srv)
+    old.set("k", "v")
+    session = EngineSession([find_target(port=srv.port)], EngineConfig())
+    session.attach()
+    try:
+        old.config_resetstat()
+        for _ in range(50):
+            old.get("k")
+        old.incr("n")
+        time.sleep(0.2)
+        session.drain()
+        snap = session.snapshot()
+        stats = old.info("commandstats")
+    finally:
+        session.close()
+        old.close()
+    assert stats["cmdstat_get"]["calls"] == snap.commands(0)["GET"].count == 50
+    assert snap.commands(0)["INCRBY"].count == 1 and snap.counters["desync"] == 0
