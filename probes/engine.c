@@ -158,7 +158,11 @@ struct eng_phase_stats {
 BPF_HASH(eng_conns, struct fd_key, struct eng_conn, ENG_CONNS);
 BPF_HASH(eng_cmds, struct eng_name, struct eng_cmd, 1024);
 BPF_ARRAY(eng_zero, struct eng_conn, 1);                   /* a blank entry (too big for the stack) */
-BPF_HASH(eng_stall_end, __u32, __u64, 64);                 /* tgid -> end of its last long busy span */
+struct eng_loop {                /* per instance slot: an array lookup, inlined by the verifier */
+    __u64 wake;                 /* the main thread's last epoll return (as last_wake) */
+    __u64 stall_end;            /* end of its last busy span >= ENG_STALL_NS */
+};
+BPF_ARRAY(eng_loop, struct eng_loop, ENG_SLOTS);
 BPF_PERCPU_ARRAY(eng_scratch, struct eng_scratch, 1);
 BPF_PERCPU_ARRAY(eng_stats, struct eng_cmd_stats, ENG_SLOTS * ENG_NCMD);
 struct eng_slot_phases {         /* one lookup per batch for all four phases */
@@ -321,18 +325,18 @@ static __always_inline void eng_close_batch(struct eng_conn *c, struct fd_key *f
             eng_phase_add(&ph->ph[3], c->w_end - c->w_start, n);       /* reply write */
     }
 
-    __u32 tgid = fk->tgid;
     __u64 busy = 0;
-    __u64 *wake = last_wake.lookup(&tgid);
-    if (wake && *wake && c->w_end > *wake)
-        busy = c->w_end - *wake;
+    struct eng_loop *lp = eng_loop.lookup(&slot);
+    if (lp) {
+        if (lp->wake && c->w_end > lp->wake)
+            busy = c->w_end - lp->wake;
+        if (start < lp->stall_end)
+            flags |= RQF_VICTIM;
+    }
     if (lat >= ENG_SLOW_NS)
         flags |= RQF_SLOW;
     if (busy >= ENG_STALL_NS)
         flags |= RQF_STALL;
-    __u64 *stall_end = eng_stall_end.lookup(&tgid);
-    if (stall_end && start < *stall_end)
-        flags |= RQF_VICTIM;
     if (ENG_SAMPLE && bpf_get_prandom_u32() % (ENG_SAMPLE ? ENG_SAMPLE : 1) == 0)
         flags |= RQF_SAMPLED;
     if (flags & (RQF_SLOW | RQF_STALL | RQF_VICTIM | RQF_SAMPLED))
@@ -759,9 +763,10 @@ static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call,
     __u32 tgid = id >> 32;
     struct fd_key fk = {.tgid = tgid, .fd = call->fd};
     __u64 arrival = 0, wake = 0;
-    __u64 *w = last_wake.lookup(&tgid);
-    if (w)
-        wake = *w;
+    __u32 slot = ENG_SLOT_OF(tgid);
+    struct eng_loop *lp = eng_loop.lookup(&slot);
+    if (lp)
+        wake = lp->wake;
 
     if (call->fd_kind != FD_CLIENT) {   /* not classified yet: user space classifies and counts */
         eng_count(ECNT_UNCLASSIFIED, 1);
@@ -807,7 +812,7 @@ static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call,
     s->rd_end = bpf_ktime_get_ns();
     s->arrival = arrival;
     s->wake = wake;
-    s->slot = ENG_SLOT_OF(tgid);
+    s->slot = slot;
     s->pid_tgid = id;
     s->call = *call;
     s->fk = fk;
@@ -982,13 +987,24 @@ static __always_inline void eng_conn_closed(struct fd_key *fk)
 
 static __always_inline void eng_busy_span(__u32 tgid, __u64 busy, __u64 now)
 {
-    if (busy >= ENG_STALL_NS)
-        eng_stall_end.update(&tgid, &now);
+    __u32 slot = ENG_SLOT_OF(tgid);
+    struct eng_loop *lp = eng_loop.lookup(&slot);
+    if (lp && busy >= ENG_STALL_NS)
+        lp->stall_end = now;
+}
+
+static __always_inline void eng_woken(__u32 tgid, __u64 now)
+{
+    __u32 slot = ENG_SLOT_OF(tgid);
+    struct eng_loop *lp = eng_loop.lookup(&slot);
+    if (lp)
+        lp->wake = now;
 }
 
 #define ENGINE_ACCEPT_HOOK(fk) eng_conn_opened(fk)
 #define ENGINE_CLOSE_HOOK(fk) eng_conn_closed(fk)
 #define ENGINE_LOOP_HOOK(tgid, busy, now) eng_busy_span(tgid, busy, now)
+#define ENGINE_WAKE_HOOK(tgid, now) eng_woken(tgid, now)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_read)
 {

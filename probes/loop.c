@@ -1,8 +1,9 @@
 /* The main thread's event loop: each epoll return starts a busy span that
  * ends at the next epoll entry. Long spans are stalls; all spans feed counters. */
 
-#ifndef ENGINE_LOOP_HOOK            /* engine.c (pasted before) marks the end of long spans */
+#ifndef ENGINE_LOOP_HOOK            /* engine.c (pasted before) keeps wakes and ends of long spans */
 #define ENGINE_LOOP_HOOK(tgid, busy, now)
+#define ENGINE_WAKE_HOOK(tgid, now)
 #endif
 
 static __always_inline int loop_enter(void)
@@ -51,6 +52,7 @@ static __always_inline int loop_exit(long ret)
         *wake = now;                /* in place: no map update on every loop iteration */
     else
         last_wake.update(&tgid, &now);
+    ENGINE_WAKE_HOOK(tgid, now);
     return 0;
 }
 
