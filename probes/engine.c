@@ -677,6 +677,24 @@ static __always_inline void eng_emit_raw(__u16 kind, __u64 id, struct inflight *
     emit(r);
 }
 
+/* A read's bytes from `from` for user space, in records of CAPTURE_MAX: Redis reads up to 16 KiB at
+ * a time, and a record holds CAPTURE_MAX (4 KiB). The last record's ret is all that was left, so a
+ * longer rest shows as bytes not captured. */
+#define ENG_RAW_CHUNKS 4
+static __always_inline void eng_emit_raw_read(__u64 id, struct inflight *call, __u64 from, __u64 len,
+                                              __u64 arrival, __u64 wake)
+{
+#pragma unroll
+    for (int i = 0; i < ENG_RAW_CHUNKS; i++) {
+        __u64 done = (__u64)i * CAPTURE_MAX;
+        if (done >= len)
+            break;
+        __u64 rest = len - done;
+        __u64 n = (rest <= CAPTURE_MAX || i == ENG_RAW_CHUNKS - 1) ? rest : CAPTURE_MAX;
+        eng_emit_raw(RT_READ, id, call, from + done, n, arrival, wake, RTF_ENGINE_RAW);
+    }
+}
+
 static __always_inline struct eng_conn *eng_new_conn(struct fd_key *fk)
 {
     int zero = 0;
@@ -697,21 +715,24 @@ static __always_inline void eng_read_done(struct eng_conn *c, struct eng_scratch
     __u64 ret = s->ret;
     if (lost || s->off < ret) {
         __u64 from = s->done_off;
-        /* An inline command (not `*` at a command start) goes up raw with the rest of the read;
-         * when the read ends a line the next read starts a command: the connection stays parsed.
-         * Anything else lost the frame: the connection goes to user space. */
+        /* The rest of the read goes up raw from the end of the last command counted: an inline
+         * command (not `*` at a command start), or the parse budget spent. When that rest starts at
+         * a command and the read ends a line, the next read starts a command: the connection stays
+         * parsed. Anything else lost the frame: the connection goes to user space. */
         __u8 last = 0;
-        if (c->pst == PS_CMD)
+        if (c->pst == PS_CMD || c->cmd_begin >= c->total_in + from)
             bpf_probe_read_user(&last, 1, (void *)(s->buf + ret - 1));
         if (last != '\n') {
             c->flags |= ECF_RAW;
             eng_count(ECNT_DESYNC, 1);
         }
         c->pst = PS_CMD;
+        if (!c->npend)
+            c->flags &= ~ECF_BATCH;     /* the command begun here is user space's now */
         eng_count(ECNT_RAW_READS, 1);
         if (from < ret) {
             struct inflight call = s->call;
-            eng_emit_raw(RT_READ, s->pid_tgid, &call, from, ret - from, s->arrival, s->wake, RTF_ENGINE_RAW);
+            eng_emit_raw_read(s->pid_tgid, &call, from, ret - from, s->arrival, s->wake);
         }
     }
     if (c->npend)
@@ -738,23 +759,19 @@ int eng_parse(void *ctx)
     struct eng_conn *c = eng_continued(&s);
     if (!c)
         return 0;
+    int lost = 0;
 #pragma unroll
     for (int i = 0; i < ENG_STEPS; i++) {
-        if (s->off >= s->ret) {
-            eng_read_done(c, s, 0);
-            return 0;
-        }
+        if (s->off >= s->ret)
+            break;
         if (eng_step(c, s)) {
-            eng_read_done(c, s, 1);
-            return 0;
+            lost = 1;
+            break;
         }
     }
-    if (s->off >= s->ret) {
-        eng_read_done(c, s, 0);
-        return 0;
-    }
-    eng_progs.call(ctx, ENG_PROG_PARSE);
-    eng_read_done(c, s, 1);         /* out of tail calls */
+    if (!lost && s->off < s->ret)
+        eng_progs.call(ctx, ENG_PROG_PARSE);
+    eng_read_done(c, s, lost);      /* done, lost, or out of tail calls (then off < ret) */
     return 0;
 }
 
@@ -770,8 +787,7 @@ static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call,
 
     if (call->fd_kind != FD_CLIENT) {   /* not classified yet: user space classifies and counts */
         eng_count(ECNT_UNCLASSIFIED, 1);
-        eng_emit_raw(RT_READ, id, call, 0, ret, arrival, wake, RTF_ENGINE_RAW);
-        return;
+        goto raw;
     }
     struct eng_conn *c = eng_conns.lookup(&fk);
     if (!c) {
@@ -782,8 +798,7 @@ static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call,
         else {
             eng_count(ECNT_CONN_CAP, 1);
             eng_count(ECNT_RAW_READS, 1);
-            eng_emit_raw(RT_READ, id, call, 0, ret, arrival, wake, RTF_ENGINE_RAW);
-            return;
+            goto raw;
         }
     }
     /* the socket's first unread arrival (sk_data_ready), through the socket cached per connection */
@@ -802,7 +817,7 @@ static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call,
     int zero = 0;
     struct eng_scratch *s = eng_scratch.lookup(&zero);
     if (!s)
-        return;
+        goto raw;
     s->off = 0;
     s->win_off = 0;
     s->win_len = 0;
@@ -822,9 +837,9 @@ static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call,
         eng_progs.call(ctx, ENG_PROG_READ);
     else
         eng_progs.call(ctx, ENG_PROG_PARSE);
-    /* no program to continue with: everything raw */
-    eng_count(ECNT_RAW_READS, 1);
-    eng_emit_raw(RT_READ, id, call, 0, ret, arrival, wake, RTF_ENGINE_RAW);
+    eng_count(ECNT_RAW_READS, 1);   /* no program to continue with */
+raw:
+    eng_emit_raw_read(id, call, 0, ret, arrival, wake);
 }
 
 /* The read continued (a tail call: closing a batch does not fit in the read's own program). */
@@ -854,7 +869,7 @@ int eng_read_body(void *ctx)
     /* raw connection, or no parser program */
     struct inflight call = s->call;
     eng_count(ECNT_RAW_READS, 1);
-    eng_emit_raw(RT_READ, s->pid_tgid, &call, 0, s->ret, s->arrival, s->wake, RTF_ENGINE_RAW);
+    eng_emit_raw_read(s->pid_tgid, &call, 0, s->ret, s->arrival, s->wake);
     c->total_in += s->ret;
     return 0;
 }

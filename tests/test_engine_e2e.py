@@ -328,3 +328,15 @@ def test_connections_open_before_attach_are_parsed(redis_factory):
         old.close()
     assert stats["cmdstat_get"]["calls"] == snap.commands(0)["GET"].count == 50
     assert snap.commands(0)["INCRBY"].count == 1 and snap.counters["desync"] == 0
+
+
+def test_batch_over_the_parse_budget_goes_to_user_space_and_stays_exact(engine):
+    """600 GETs in one write: more than the kernel parses per read (31 x 8 steps); the rest of the
+    read goes up raw from the last command counted, user space counts it, the totals are exact, and
+    the connection stays parsed for the next batch."""
+    batch = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n" * 600
+    traced, calls, done, counters = engine.measure(
+        engine.plain, lambda: _send_split(engine.plain, [batch, b"*2\r\n$6\r\nSTRLEN\r\n$1\r\nk\r\n"], pause=0.3))
+    assert traced == calls == {"GET": 600, "STRLEN": 1}
+    assert counters["raw_reads"] >= 1 and counters["desync"] == 0
+    assert engine.raw.counts[(engine.plain.pid, "GET")] >= 1
