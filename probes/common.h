@@ -7,6 +7,9 @@
 #ifndef RINGBUF_PAGES
 #define RINGBUF_PAGES 16384         /* 64 MiB ring buffer (user space passes its own) */
 #endif
+#ifndef RESCUE_PAGES
+#define RESCUE_PAGES 256            /* 1 MiB: only records events refused go there */
+#endif
 #ifndef LOOP_MIN_NS
 #define LOOP_MIN_NS 1000000ULL      /* main-thread busy spans shorter than this only feed counters */
 #endif
@@ -26,6 +29,12 @@ struct peer_key {                   /* the client's address as accept() returns 
 struct sock_info {
     __u64 established_ts;           /* handshake done: start of the accept-queue wait */
     __u64 arrival_ts;               /* first request bytes not yet read by Redis */
+};
+
+struct lost_span {                  /* records of one fd neither ring took (user space reads and clears) */
+    __u64 first_ts;                 /* end time of the first and of the last of them */
+    __u64 last_ts;
+    __u64 records;
 };
 
 struct inflight {                   /* a syscall between its enter and exit, per thread */
@@ -56,7 +65,13 @@ BPF_HASH(inflight, __u32, struct inflight, 16384);
 BPF_HASH(last_wake, __u32, __u64, 256);                    /* main thread (tid == tgid) -> epoll return */
 BPF_PERCPU_ARRAY(scratch, struct rt_record, 1);
 BPF_PERCPU_ARRAY(counters, __u64, CNT_MAX);
+BPF_PERCPU_ARRAY(refused_kinds, __u64, 8);                 /* refusals of events per enum rt_kind */
+BPF_HASH(lost_fds, struct fd_key, struct lost_span, 1024); /* which connection lost what, and when */
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+/* events again, as a map pointer bpf_ringbuf_query() accepts (bcc rewrites only events.method()
+ * calls into map references); user space stores the ring at index 0 right after loading. */
+BPF_ARRAY_OF_MAPS(ring_ref, "events", 1);
+BPF_RINGBUF_OUTPUT(rescue, RESCUE_PAGES);                   /* takes what events refuses */
 
 static __always_inline void count_add(int idx, __u64 v)
 {
@@ -97,13 +112,69 @@ static __always_inline struct rt_record *new_record(__u16 kind, __u64 id, __s32 
     return r;
 }
 
+static __always_inline void count_max(int idx, __u64 v)
+{
+    __u64 *c = counters.lookup(&idx);
+    if (c && *c < v)
+        *c = v;
+}
+
+/* events refused a record. Its reserve fails with room to spare when its lock does: since 6.15
+ * the ring takes a resilient spinlock that gives up on a suspected deadlock or a timeout instead
+ * of spinning (docs/PERFORMANCE.md). The record goes to the rescue ring, which has a lock of its
+ * own; each refusal is counted by cause, with the unconsumed bytes seen, so that "full" and
+ * "lock failed" can be told apart. */
+static __always_inline void emit_refused(struct rt_record *r, __u32 len)
+{
+    int zero = 0;
+    void *ring = ring_ref.lookup(&zero);
+    __u64 avail = 0, size = 1ULL << 62;     /* unknown (not stored yet): counted as "with room" */
+    if (ring) {
+        avail = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
+        size = bpf_ringbuf_query(ring, BPF_RB_RING_SIZE);
+        int cons = CNT_REFUSED_CONS_POS, prod = CNT_REFUSED_PROD_POS;
+        __u64 *c = counters.lookup(&cons);
+        if (c)
+            *c = bpf_ringbuf_query(ring, BPF_RB_CONS_POS);
+        __u64 *p = counters.lookup(&prod);
+        if (p)
+            *p = bpf_ringbuf_query(ring, BPF_RB_PROD_POS);
+    }
+    count_max(CNT_REFUSED_AVAIL_MAX, avail);
+    __u64 now = bpf_ktime_get_ns();
+    if (r->ev.ts_exit && now > r->ev.ts_exit)
+        count_max(CNT_REFUSED_NS_MAX, now - r->ev.ts_exit);
+    int kind = r->ev.kind & 7;
+    __u64 *per_kind = refused_kinds.lookup(&kind);
+    if (per_kind)
+        *per_kind += 1;
+    __u64 need = (len + 8 + 7) & ~7ULL;     /* header and padding: the kernel's own test below */
+    count_add(avail + need > size - 1 ? CNT_REFUSED_FULL : CNT_REFUSED_ROOM, 1);
+    if (rescue.ringbuf_output(r, len, BPF_RB_NO_WAKEUP_FLAG) == 0) {
+        count_add(CNT_RESCUED, 1);
+        return;
+    }
+    count_add(CNT_LOST, 1);
+    /* gone: remember whose record it was, so the requests around it are not silently miscounted */
+    struct fd_key k = {.tgid = r->ev.tgid, .fd = r->ev.fd};
+    __u64 ts = r->ev.ts_exit;
+    struct lost_span *span = lost_fds.lookup(&k);
+    if (span) {
+        span->last_ts = ts;
+        span->records += 1;
+    } else {
+        struct lost_span fresh = {.first_ts = ts, .last_ts = ts, .records = 1};
+        lost_fds.update(&k, &fresh);
+    }
+}
+
 static __always_inline void emit(struct rt_record *r)
 {
     __u32 n = r->ev.cap_len;
     if (n > CAPTURE_MAX)
         n = CAPTURE_MAX;
     if (events.ringbuf_output(r, sizeof(struct rt_event) + n, BPF_RB_NO_WAKEUP_FLAG) != 0)
-        count_add(CNT_LOST, 1);
+        emit_refused(r, sizeof(struct rt_event) + n);
 }
 
 /* A thread keeps its inflight slot: enter rewrites it in place and exit marks it consumed

@@ -254,10 +254,12 @@ static __always_inline void eng_emit_req(struct eng_conn *c, struct fd_key *fk, 
         n = ENG_CAP;
     r->cap_len = n;
     __builtin_memcpy(s->rec_cap, c->cap, ENG_CAP);
-    if (events.ringbuf_output(r, sizeof(struct rt_req) + n, BPF_RB_NO_WAKEUP_FLAG) != 0)
-        count_add(CNT_LOST, 1);
-    else
-        eng_count(ECNT_RECORDS, 1);
+    __u32 len = sizeof(struct rt_req) + n;
+    eng_count(ECNT_RECORDS, 1);
+    /* refused: the rescue ring (emit_refused reads ts_exit, tgid, fd and kind, which struct rt_req
+     * keeps at struct rt_event's offsets) */
+    if (events.ringbuf_output(r, len, BPF_RB_NO_WAKEUP_FLAG) != 0)
+        emit_refused((struct rt_record *)r, len);
 }
 
 static __always_inline void eng_close_batch(struct eng_conn *c, struct fd_key *fk)

@@ -25,6 +25,7 @@ enum rt_fd_kind {
     FD_CLIENT = 1,   /* accepted TCP connection */
     FD_AOF = 2,      /* the append-only file */
     FD_IGNORE = 3,   /* anything else: no records */
+    FD_FILE = 4,     /* a file the target opened while traced (fds.c): no reads; writes flagged RTF_FILE_FD */
 };
 
 enum rt_flags {
@@ -33,7 +34,8 @@ enum rt_flags {
     RTF_UNKNOWN_FD = 4,  /* fd was not classified when the record was made */
     RTF_ACCEPT4 = 8,
     RTF_EPOLL_PWAIT = 16,
-    RTF_ENGINE_RAW = 32, /* engine: bytes the kernel did not parse (user space counts them) */
+    RTF_FILE_FD = 32,    /* a write to an FD_FILE fd: user space tells the AOF from other files */
+    RTF_ENGINE_RAW = 64, /* engine: bytes the kernel did not parse (user space counts them) */
 };
 
 struct rt_event {
@@ -100,11 +102,19 @@ enum rt_reply {
 
 /* Counters user space reads from the `counters` per-CPU array. */
 enum rt_counter {
-    CNT_LOST = 0,          /* records the ring buffer had no room for */
+    CNT_LOST = 0,          /* records neither events nor the rescue ring took: gone */
     CNT_LOOP_BUSY_NS = 1,  /* main thread time between epoll wake and next epoll entry */
     CNT_LOOP_IDLE_NS = 2,  /* main thread time inside epoll_wait */
     CNT_LOOPS = 3,
-    CNT_MAX = 4,
+    CNT_REFUSED_FULL = 4,  /* events refused a record and had no room for it */
+    CNT_REFUSED_ROOM = 5,  /* events refused a record although it had room (its lock failed) */
+    CNT_RESCUED = 6,       /* refused records the rescue ring took */
+    CNT_REFUSED_AVAIL_MAX = 7, /* most unconsumed bytes in events at a refusal (a maximum, not a sum) */
+    CNT_REFUSED_NS_MAX = 8,    /* longest from a refused record's end time to its refusal (a maximum):
+                                * about the reserve's wait, which tells a lock timeout from a deadlock */
+    CNT_REFUSED_CONS_POS = 9,  /* events' consumer and producer positions at the last refusal (per CPU) */
+    CNT_REFUSED_PROD_POS = 10,
+    CNT_MAX = 11,
 };
 
 #endif

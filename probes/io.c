@@ -30,7 +30,7 @@ static __always_inline int io_exit(long ret)
 
     __u32 tgid = id >> 32;
     __u32 fk = call.fd_kind;        /* looked up at enter: one map lookup less per record */
-    if (fk != FD_AOF) {
+    if (fk != FD_AOF && fk != FD_FILE) {   /* file contents are never needed */
         if (call.flags & RTF_WRITEV)
             capture_iov(r, call.buf, call.count, ret);
         else

@@ -17,10 +17,14 @@ static __always_inline int io_enter(__u16 kind, int fd, __u64 buf, __u64 count, 
     if (!is_target(tgid))
         return 0;
     __u8 fk = fd_kind(tgid, fd);
-    if (fk == FD_IGNORE || (kind == RT_READ && fk == FD_AOF))
+    /* Files are never read for clients: a read of /proc/self/stat (Redis, 10 times a second)
+     * must not reach user space, where it could meet a socket that reused its fd number. */
+    if (fk == FD_IGNORE || (kind == RT_READ && (fk == FD_AOF || fk == FD_FILE)))
         return 0;
     if (fk == FD_UNKNOWN)
         flags |= RTF_UNKNOWN_FD;
+    else if (fk == FD_FILE)
+        flags |= RTF_UNKNOWN_FD | RTF_FILE_FD;
     enter_syscall_kind(kind, fd, buf, count, flags, fk);
     return 0;
 }

@@ -116,7 +116,8 @@ def feed(an, items, snapshots=False):
 # -- report --------------------------------------------------------------------------------------
 REPORT_KEYS = {"schema", "target", "duration_s", "requests", "lost_events", "commands", "stalls", "fsync",
                "connections"}
-REPORT_EXTRAS = {"hot_keys", "big_keys", "phases_us_total", "unanswered", "busy_ratio"}
+REPORT_EXTRAS = {"hot_keys", "big_keys", "phases_us_total", "unanswered", "busy_ratio", "losses", "loss_spans",
+                 "lost_requests"}
 STALL_KEYS = {"start_s", "duration_ms", "command", "key", "client", "victims", "victim_added_ms"}
 STALL_EXTRAS = {"class", "evidence", "advice", "culprits", "victim_added_total_ms", "victim_added_mean_ms",
                 "end_s"}
@@ -441,3 +442,29 @@ def test_inlined_phases_match_request_properties(rows):
     assert an.phase_ns == expect
     assert an.commands["GET"].hist.count == n_lat
     assert an.unanswered == sum(1 for row in rows if not row[7])
+
+
+def test_unknown_commands_redis_refused_share_the_question_mark_row():
+    a = Analyzer()
+    t = T0
+    for i in range(40):                                  # 40 garbage lines, each its own "name"
+        r = mkreq(i + 1, f"\\X{i:02X}GARBAGE{i}", f"junk{i}", t + i * MS, 50 * US)
+        r.reply_type, r.reply_error = "error", "ERR"
+        a.on_request(r)
+    after = mkreq(50, "\\XFFTAIL", "junk", t + 41 * MS, 50 * US, answered=False)   # after a protocol error
+    a.on_request(after)
+    undecodable = mkreq(51, "?", None, t + 42 * MS, 50 * US)
+    a.on_request(undecodable)
+    wrong = mkreq(52, "GET", "k", t + 43 * MS, 50 * US)    # a known command answered with an error
+    wrong.reply_type = "error"
+    a.on_request(wrong)
+    module = mkreq(53, "MYMODULE.CMD", "mk", t + 44 * MS, 50 * US)   # unknown to us, answered: its own row
+    a.on_request(module)
+    for report in (a.report(TARGET), a.snapshot()):
+        assert set(report["commands"]) == {"?", "GET", "MYMODULE.CMD"}
+        row = report["commands"]["?"]
+        assert row["count"] == 42
+        assert row["samples"] == [f"\\X{i:02X}GARBAGE{i}" for i in range(5)]
+        assert "samples" not in report["commands"]["GET"]
+    assert [k for k, _ in a.report(TARGET)["hot_keys"]] == ["k", "mk"] or \
+        sorted(k for k, _ in a.report(TARGET)["hot_keys"]) == ["k", "mk"]

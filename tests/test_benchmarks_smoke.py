@@ -40,3 +40,14 @@ def test_overhead_quick():
         assert 0.05 < t["p99_ratio"] < 50, t     # p99 of 2000 requests is a handful of samples
     assert plain["lost_events"] and all(n >= 0 for n in plain["lost_events"])
     assert all(n > 0 for n in plain["traced_requests"])
+
+
+@pytest.mark.bpf
+def test_attach_scaling_quick():
+    r = _run("attach_scaling.py")
+    rows = {row["connections"]: row for row in r["counts"]}
+    assert set(rows) == {0, 200}
+    for row in rows.values():
+        assert row["timed_out"] == 0 and row["pings_traced"] == row["pings_sent"] > 0, row
+        assert 0 < row["attach_s_median"] < 600
+    assert rows[200]["fds"] >= 200

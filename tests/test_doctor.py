@@ -14,6 +14,7 @@ import pytest
 
 from tracer import doctor
 from tracer.commands import doctor as doctor_cmd
+from tracer.credentials import NO_CREDENTIALS, Credentials, credentials_from_args
 from tracer.elfsyms import Symbol
 from tracer.errors import TracerError
 from tracer.headers import EXACT, MISSING, SUBSTITUTED, HeadersStatus
@@ -84,7 +85,8 @@ class FakeProbes(doctor.SystemProbes):
             raise self.target
         return self.target
 
-    def ping(self, port):
+    def ping(self, port, credentials):
+        self.pinged_with = credentials
         return self.ping_error
 
     def function_symbol(self, pid, name):
@@ -156,7 +158,8 @@ def test_warnings_do_not_block():
         assert not checks[name].ok and checks[name].level == doctor.WARN, name
         assert checks[name].line().startswith("! ")
     assert "latency starts at the read" in checks["tracepoint sock:sk_data_ready"].detail
-    assert "NOAUTH" in checks["PING"].detail
+    assert checks["PING"].detail == "port 6379 wants a password (tracing works without)"
+    assert checks["PING"].fix.startswith("set REDISCLI_AUTH=<password>")
     assert "inferred" in checks["uprobe symbol call()"].detail
 
 
@@ -165,6 +168,29 @@ def test_target_found_pings_and_has_call():
     assert checks["target"].ok and "pid 42 port 6379" in checks["target"].detail
     assert checks["PING"].ok and checks["PING"].detail == "port 6379 answered"
     assert checks["uprobe symbol call()"].ok and ".dynsym at 0x6e620" in checks["uprobe symbol call()"].detail
+
+
+def test_credentials_reach_the_ping_and_refusals_say_so():
+    probes = FakeProbes(ping_error="WRONGPASS invalid username-password pair or user is disabled.")
+    args = types.SimpleNamespace(pid=42, port=None, json=True, user="bob", password="pw-1")
+    out = io.StringIO()
+    doctor_cmd.run(args, probes=probes, out=out)
+    assert probes.pinged_with == Credentials("bob", "pw-1")
+    ping = next(c for c in json.loads(out.getvalue())["checks"] if c["name"] == "PING")
+    assert ping["detail"].startswith("port 6379 refused the credentials (WRONGPASS")
+    assert "pw-1" not in out.getvalue() and "pw-1" not in repr(probes.pinged_with)
+
+
+def test_credentials_come_from_the_environment_first_then_options():
+    ns = types.SimpleNamespace
+    assert credentials_from_args(ns(), {}) == NO_CREDENTIALS
+    assert credentials_from_args(ns(user=None, password=None), {"REDISCLI_AUTH": "env-pw"}) == Credentials(None, "env-pw")
+    assert credentials_from_args(ns(user="u", password="opt-pw"), {"REDISCLI_AUTH": "env-pw"}) == Credentials("u", "opt-pw")
+    assert Credentials(None, "pw").auth_args() == ("AUTH", "default", "pw")   # never the 1-argument form
+    assert NO_CREDENTIALS.auth_args() is None
+    with pytest.raises(TracerError, match="--user bob needs a password") as err:
+        credentials_from_args(ns(user="bob", password=None), {})
+    assert "REDISCLI_AUTH" in err.value.fix
 
 
 def test_target_not_found_blocks_and_skips_target_checks():
@@ -197,7 +223,7 @@ def test_cli_text_and_exit_codes():
     assert lines[-1] == "doctor: tracing can work"
     out = io.StringIO()
     assert doctor_cmd.run(args, probes=FakeProbes(tracefs_root=None), out=out) == 1
-    assert out.getvalue().splitlines()[-1] == "doctor: 11 problems to fix before tracing"  # tracefs + 10 syscalls
+    assert out.getvalue().splitlines()[-1] == "doctor: 15 problems to fix before tracing"  # tracefs + 14 syscalls
     assert "✗ tracefs: not mounted (fix: mount -t tracefs nodev /sys/kernel/tracing" in out.getvalue()
 
 
@@ -243,3 +269,63 @@ def test_real_doctor_on_this_machine(redis_server):
     assert f"✓ target: redis-server pid {redis_server.pid} port {redis_server.port}" in proc.stdout
     assert f"✓ PING: port {redis_server.port} answered" in proc.stdout
     assert lines[-1].startswith("doctor: tracing can work")
+
+
+def _server_stats(port, password=None) -> dict:
+    """Every error counter of INFO errorstats, and failed/rejected calls of INFO commandstats,
+    read on a plain RESP connection that adds no error itself (redis-py's handshake would)."""
+    from tracer.target import redis_connection
+
+    with redis_connection(port, Credentials(None, password) if password else NO_CREDENTIALS) as call:
+        text = call("INFO", "errorstats") + call("INFO", "commandstats")
+    stats = {}
+    for line in text.splitlines():
+        name, _, fields = line.partition(":")
+        counts = dict(f.split("=") for f in fields.split(",") if "=" in f)
+        if name.startswith("errorstat_") or counts.get("failed_calls", "0") != "0" or \
+                counts.get("rejected_calls", "0") != "0":
+            stats[name] = (counts.get("count"), counts.get("failed_calls"), counts.get("rejected_calls"))
+    return stats
+
+
+def _doctor(port, *extra, env=None):
+    proc = subprocess.run(_doctor_command() + ["doctor", "--port", str(port), *extra], capture_output=True,
+                          text=True, timeout=120, cwd=REPO,
+                          env={**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return next(line for line in proc.stdout.splitlines() if line[2:].startswith("PING:"))
+
+
+@pytest.mark.bpf
+def test_doctor_leaves_no_error_in_the_targets_statistics(redis_factory):
+    """Redis 7.0 without a password once counted 3 errorstat_ERR per doctor run (redis-py's HELLO and
+    CLIENT SETINFO), with requirepass 11 errorstat_NOAUTH."""
+    plain = redis_factory()
+    protected = redis_factory(requirepass="Doctor-pw-5k2")
+    user = protected.client(password="Doctor-pw-5k2")
+    user.execute_command("ACL", "SETUSER", "tracer", "on", ">Tracer-pw-8j1", "+ping")
+    user.close()
+    before = _server_stats(plain.port), _server_stats(protected.port, "Doctor-pw-5k2")
+    assert _doctor(plain.port) == f"✓ PING: port {plain.port} answered"
+    # a password given for a server that has none: `AUTH default <pw>` is accepted, not refused
+    assert _doctor(plain.port, env={"REDISCLI_AUTH": "unneeded"}) == f"✓ PING: port {plain.port} answered"
+    assert _doctor(protected.port, env={"REDISCLI_AUTH": "Doctor-pw-5k2"}) == \
+        f"✓ PING: port {protected.port} answered"
+    assert _doctor(protected.port, "--user", "tracer", "--password", "Tracer-pw-8j1") == \
+        f"✓ PING: port {protected.port} answered"
+    after = _server_stats(plain.port), _server_stats(protected.port, "Doctor-pw-5k2")
+    assert after == before
+
+
+@pytest.mark.bpf
+def test_doctor_without_credentials_explains_noauth_in_one_line(redis_factory):
+    protected = redis_factory(requirepass="Doctor-pw-5k2")
+    before = _server_stats(protected.port, "Doctor-pw-5k2")   # the server's start-up probe got one NOAUTH
+    line = _doctor(protected.port)
+    assert line == (f"! PING: port {protected.port} wants a password (tracing works without) "
+                    "(fix: set REDISCLI_AUTH=<password> (or pass --password; add --user NAME for an ACL user))")
+    # one PING, one NOAUTH: what any unauthenticated command costs on Redis 7.0 (not 11)
+    after = _server_stats(protected.port, "Doctor-pw-5k2")
+    assert int(after["errorstat_NOAUTH"][0]) - int(before["errorstat_NOAUTH"][0]) == 1
+    assert int(after["cmdstat_ping"][2]) - int(before["cmdstat_ping"][2]) == 1
+    assert set(after) == set(before)      # no other error, failed or rejected command

@@ -58,12 +58,21 @@ def test_enums_match():
                      "RT_EXEC": events.EXEC, "RT_REQ": events.REQ}
     assert events.FDINFO not in kinds.values()
     assert c_enum("rt_fd_kind") == {"FD_UNKNOWN": events.FD_UNKNOWN, "FD_CLIENT": events.FD_CLIENT,
-                                    "FD_AOF": events.FD_AOF, "FD_IGNORE": events.FD_IGNORE}
+                                    "FD_AOF": events.FD_AOF, "FD_IGNORE": events.FD_IGNORE,
+                                    "FD_FILE": events.FD_FILE}
     assert c_enum("rt_flags") == {"RTF_WRITEV": events.RTF_WRITEV, "RTF_FDATASYNC": events.RTF_FDATASYNC,
                                   "RTF_UNKNOWN_FD": events.RTF_UNKNOWN_FD, "RTF_ACCEPT4": events.RTF_ACCEPT4,
-                                  "RTF_EPOLL_PWAIT": events.RTF_EPOLL_PWAIT, "RTF_ENGINE_RAW": events.RTF_ENGINE_RAW}
+                                  "RTF_EPOLL_PWAIT": events.RTF_EPOLL_PWAIT, "RTF_FILE_FD": events.RTF_FILE_FD,
+                                  "RTF_ENGINE_RAW": events.RTF_ENGINE_RAW}
     assert c_enum("rt_counter") == {"CNT_LOST": events.CNT_LOST, "CNT_LOOP_BUSY_NS": events.CNT_LOOP_BUSY_NS,
                                     "CNT_LOOP_IDLE_NS": events.CNT_LOOP_IDLE_NS, "CNT_LOOPS": events.CNT_LOOPS,
+                                    "CNT_REFUSED_FULL": events.CNT_REFUSED_FULL,
+                                    "CNT_REFUSED_ROOM": events.CNT_REFUSED_ROOM,
+                                    "CNT_RESCUED": events.CNT_RESCUED,
+                                    "CNT_REFUSED_AVAIL_MAX": events.CNT_REFUSED_AVAIL_MAX,
+                                    "CNT_REFUSED_NS_MAX": events.CNT_REFUSED_NS_MAX,
+                                    "CNT_REFUSED_CONS_POS": events.CNT_REFUSED_CONS_POS,
+                                    "CNT_REFUSED_PROD_POS": events.CNT_REFUSED_PROD_POS,
                                     "CNT_MAX": events.CNT_MAX}
 
 

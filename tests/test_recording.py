@@ -300,25 +300,51 @@ def test_truncated_at_every_byte_offset(tmp_path):
         else:
             assert len(r.warnings) == 1 and r.trailer is None
             warning = r.warnings[0]
-            assert warning.startswith(f"trace cut short after block {len(whole)}")
             last_end = max([end for end, _ in blocks if end <= size], default=data_start)
-            if size > last_end and size < blocks[-1][0]:
-                assert f": {size - last_end:,} bytes at the end could not be read" in warning
-                assert "probably killed" in warning
+            if size == last_end:
+                assert warning == (f"the recording ends without a trailer (the tracer stopped before closing "
+                                   f"it): {kept:,} records read")
+            else:
+                assert warning == (f"the recording ends inside block {len(whole) + 1}, without a trailer (the "
+                                   f"tracer stopped before closing it): {kept:,} records read, "
+                                   f"{size - last_end:,} bytes at the end could not be read")
 
 
-def test_crc_mismatch_stops_with_a_warning(tmp_path):
+def test_crc_mismatch_skips_that_block_only(tmp_path):
     recs = stream(200)
     path = tmp_path / "t.rtrace"
     write_trace(path, recs, block_size=8192)
     _, blocks = blocks_of(path)
+    assert len(blocks) >= 5
     data = bytearray(path.read_bytes())
     data[blocks[1][0] + BLOCK_HEAD.size + 5] ^= 0x40    # inside block 3's stored bytes
     path.write_bytes(bytes(data))
     got, r = read_all(path)
-    assert got == recs[:blocks[1][1]]
-    assert len(r.warnings) == 1 and "block 3" in r.warnings[0] and "checksum" in r.warnings[0]
-    assert f"{len(data) - blocks[1][0]:,} bytes at the end could not be read" in r.warnings[0]
+    assert got == recs[:blocks[1][1]] + recs[blocks[2][1]:]
+    lost = blocks[2][1] - blocks[1][1]
+    assert r.warnings == [
+        f"block 3 at byte {blocks[1][0]:,} is corrupt (checksum mismatch): skipped it ({lost:,} records), "
+        f"reading on from the next valid block at byte {blocks[2][0]:,}",
+        f"the end trailer says 200 records but the file holds {200 - lost}: {lost} lost in the damaged blocks"]
+    assert r.damaged_skipped == 1 and r.bytes_skipped == blocks[2][0] - blocks[1][0]
+    assert r.trailer and r.trailer["records"] == 200
+
+
+@pytest.mark.parametrize("where", ["kind", "length", "count", "body"])
+def test_one_flipped_byte_costs_one_block(tmp_path, where):
+    recs = stream(600)
+    path = tmp_path / "t.rtrace"
+    write_trace(path, recs, block_size=4096)
+    _, blocks = blocks_of(path)
+    data = bytearray(path.read_bytes())
+    at = blocks[3][0] + {"kind": 0, "length": 3, "count": 10, "body": BLOCK_HEAD.size + 40}[where]
+    data[at] ^= 0x10                                    # block 5: type, S, N or a stored byte
+    path.write_bytes(bytes(data))
+    got, r = read_all(path)
+    assert got == recs[:blocks[3][1]] + recs[blocks[4][1]:]
+    assert r.blocks_read == len(blocks) - 1 and r.trailer is not None
+    assert r.warnings[0].startswith(f"block 5 at byte {blocks[3][0]:,} is corrupt (")
+    assert r.bytes_skipped == blocks[4][0] - blocks[3][0]
 
 
 def test_block_that_does_not_decompress(tmp_path):
@@ -339,7 +365,7 @@ def test_huge_declared_block_lengths_use_no_memory(tmp_path):
     good = path.read_bytes()
     _, blocks = blocks_of(path)
     for slen, rlen, words in [(2**32 - 1, 10, "over the 64 MiB limit"), (10, 2**32 - 1, "over the 64 MiB limit"),
-                              (60 * 2**20, 60 * 2**20, "cut short after block 1")]:
+                              (60 * 2**20, 60 * 2**20, "ends inside block 2")]:
         path.write_bytes(good[:blocks[0][0]] + BLOCK_HEAD.pack(ord("B"), slen, rlen, 1, 0) + b"x" * 100)
         tracemalloc.start()
         try:
@@ -506,7 +532,7 @@ def test_sigkill_mid_recording_reads_back_to_last_block(tmp_path):
     assert len(got) >= reported[-1] and len(got) == blocks[-1][1]
     for i, rec in enumerate(got):
         assert events.decode(rec).ts_enter == i
-    assert r.trailer is None and len(r.warnings) == 1 and "cut short" in r.warnings[0]
+    assert r.trailer is None and len(r.warnings) == 1 and "without a trailer" in r.warnings[0]
 
 
 def test_maybe_flush_is_time_based_and_readable_while_open(tmp_path):
@@ -520,7 +546,7 @@ def test_maybe_flush_is_time_based_and_readable_while_open(tmp_path):
         assert w.maybe_flush(now + 1.5) is True
         assert w.maybe_flush(now + 1.6) is False
         got, r = read_all(path)
-        assert got == [record(1)] and "no end trailer" in r.warnings[0]
+        assert got == [record(1)] and "without a trailer" in r.warnings[0]
         w.write(record(2))
         w.flush()
         assert read_all(path)[0] == [record(1), record(2)]
@@ -544,7 +570,11 @@ class FakeDisk:
         if self.partial:
             self.partial = False
             return self.real(fd, bytes(data[:len(data) // 2]))
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        no_space()
+
+
+def no_space(*_args):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 @pytest.mark.parametrize("partial", [True, False])
@@ -562,12 +592,31 @@ def test_disk_full(tmp_path, monkeypatch, partial):
     assert one_line(err).startswith(f"disk full writing {path}: {kept} records kept up to block 2")
     assert err.value.fix
     _, blocks = blocks_of(path)
-    assert os.path.getsize(path) == blocks[-1][0]      # the partial block was cut back
+    assert len(blocks) == 2          # the partial block was cut back, and a trailer says why
     got, r = read_all(path)
     assert got == recs[:kept]
-    assert r.warnings == ["trace cut short after block 2: it has no end trailer (the tracer was probably killed)"]
+    assert r.trailer["stopped"] == "disk full" and r.trailer["records"] == kept
+    assert r.warnings == [f"recording stopped: disk full after {kept:,} records"]
     with pytest.raises((TracerError, ValueError)):
         w.write(recs[0])
+
+
+def test_disk_full_without_room_for_the_trailer(tmp_path, monkeypatch):
+    recs = stream(400)
+    path = tmp_path / "t.rtrace"
+    with pytest.raises(TracerError):
+        with TraceWriter(path, {}, block_size=8192, compress_budget=None) as w:
+            FakeDisk(monkeypatch, blocks=2)
+            monkeypatch.setattr(os, "pwrite", no_space)
+            for rec in recs:
+                w.write(rec)
+    monkeypatch.undo()
+    _, blocks = blocks_of(path)
+    assert os.path.getsize(path) == blocks[-1][0]      # cut back to the last block: no trailer
+    got, r = read_all(path)
+    assert got == recs[:w.records_written]
+    assert r.warnings == [f"the recording ends without a trailer (the tracer stopped before closing it): "
+                          f"{w.records_written:,} records read"]
 
 
 def test_disk_full_at_creation_leaves_no_file(tmp_path, monkeypatch):

@@ -72,6 +72,8 @@ def test_taken_port_is_reported_not_retried_when_explicit(tmp_path):
 def test_config_args_spelling():
     assert config_args({"io_threads": 2, "appendonly": True, "save": ""}) == [
         "--io-threads", "2", "--appendonly", "yes", "--save", ""]
+    assert config_args({"rename_command": ["CONFIG cfg_1", "ACL acl_2"]}) == [
+        "--rename-command", "CONFIG", "cfg_1", "--rename-command", "ACL", "acl_2"]
 
 
 def test_free_port_is_bindable():

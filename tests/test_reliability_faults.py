@@ -15,12 +15,14 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 
 from reliability_util import Load, call, cli, connect, resp
-from tracer_proc import TracerProcess, json_lines
+from tracer_proc import REPO, TracerProcess, json_lines, report_of
 
 from tracer.redis_server import ping
 
@@ -64,6 +66,56 @@ def test_target_exit_mid_trace_flushes_and_exits_0(redis_factory, tmp_path, how)
     proc = cli("report", str(path), "--json")
     assert proc.returncode == 0 and b"warning" not in proc.stderr, proc.stderr   # clean trailer
     assert json.loads(proc.stdout)["commands"]["SET"]["count"] == 25
+
+
+def test_ctrl_c_while_attaching_says_so_in_one_line(redis_server, tmp_path):
+    path = tmp_path / "never.rtrace"
+    proc = subprocess.Popen([sys.executable, "-m", "tracer", "record", "--port", str(redis_server.port),
+                             "-o", str(path)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        client = redis_server.client()
+        base = client.info("stats")["total_connections_received"]
+        deadline = time.monotonic() + 30
+        # the tracer asks Redis for INFO just before attaching: once that connection is gone it compiles
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (client.info("stats")["total_connections_received"] > base
+                    and client.info("clients")["connected_clients"] == 1):
+                break
+            time.sleep(0.02)
+        time.sleep(0.2)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 130
+    assert err.splitlines() == ["redis-tracer: interrupted while attaching: nothing was traced"], err
+    assert out == "" and not path.exists()
+    assert ping(redis_server.port)
+
+
+def test_target_exit_says_so_once_and_closes_its_connections(redis_factory, tmp_path):
+    server = redis_factory()
+    path = tmp_path / "gone.rtrace"
+    live = TracerProcess("live", "--port", str(server.port), "--duration", "60", "--record", str(path))
+    clients = [connect(server.port) for _ in range(3)]     # open when Redis dies: the kernel closes them
+    for i, c in enumerate(clients):
+        assert call(c, "SET", f"k{i}", "v") == b"+OK\r\n"
+    time.sleep(0.5)
+    server.proc.send_signal(signal.SIGKILL)
+    rc, out = live.wait(timeout=60)
+    for c in clients:
+        c.close()
+    err = live.stderr_text()
+    assert rc == 0 and "Traceback" not in err, err
+    assert [line for line in err.splitlines() if "exited" in line] == [
+        "redis-tracer: the traced redis-server exited; stopping"], err
+    conns = re.findall(r"(\d+) accepted.*?, (\d+) closed, (\d+) open", out)
+    assert conns and conns[-1] == ("3", "3", "0"), out        # the final summary
+    report = report_of(path)                    # the recording ends them the same way
+    assert report["connections"]["accepted"] == report["connections"]["closed"] == 3, report["connections"]
 
 
 # -- SIGKILL of the tracer: nothing stays attached -------------------------------------------------

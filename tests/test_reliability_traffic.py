@@ -3,13 +3,15 @@ tracer keeps going, marks what it could not decode, stays bounded, and still tra
 exactly afterwards."""
 from __future__ import annotations
 
+import os
+import random
 import socket
 import time
 
 import pytest
 
-from reliability_util import HOST, call, connect, read_some
-from tracer_proc import TracerProcess, json_lines
+from reliability_util import HOST, call, cli, connect, read_some
+from tracer_proc import TracerProcess, json_lines, report_of
 
 pytestmark = pytest.mark.bpf
 
@@ -102,3 +104,30 @@ def test_hostile_traffic_then_a_normal_client_is_traced_exactly(redis_server):
     assert len(pings) == STORM // 10
     # memory: the storm and the garbage left no per-connection state behind
     assert rss_end - rss_before_storm < 20 * 1024, (rss_start, rss_before_storm, rss_end)
+
+
+def test_garbage_lines_share_one_row_in_the_report(redis_server, tmp_path):
+    port = redis_server.port
+    path = tmp_path / "garbage.rtrace"
+    tracer = TracerProcess("record", "--port", str(port), "-o", str(path))
+    rng = random.Random(7)
+    plain = bytes(b for b in range(0x21, 0x7f) if b not in b"*$\"'")
+    for i in range(30):       # a fresh garbage word each: Redis answers "-ERR unknown command"
+        line = bytes(rng.choice(plain) for _ in range(12)) + b" " + os.urandom(8).hex().encode() + b"\r\n"
+        assert send_and_close(port, line).startswith(b"-ERR unknown command")
+    assert send_and_close(port, b"GTE typo:key\r\n").startswith(b"-ERR unknown command")
+    assert b"-ERR Protocol error" in send_and_close(port, b"*abc\r\n$3\r\nGET\r\n")
+    s = connect(port)
+    for i in range(10):
+        assert call(s, "SET", f"real:{i}", "v") == b"+OK\r\n"
+    s.close()
+    rc, _ = tracer.stop()
+    assert rc == 0, tracer.stderr_text()
+    report = report_of(path)
+    assert set(report["commands"]) == {"?", "SET"}, sorted(report["commands"])
+    row = report["commands"]["?"]
+    assert row["count"] >= 32 and report["commands"]["SET"]["count"] == 10
+    assert 1 <= len(row["samples"]) <= 5 and len(set(row["samples"])) == len(row["samples"])
+    assert {k for k, _ in report["hot_keys"]} == {f"real:{i}" for i in range(10)}   # no garbage "keys"
+    text = cli("report", str(path))
+    assert text.returncode == 0 and b"unknown commands Redis refused, e.g. " in text.stdout

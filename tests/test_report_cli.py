@@ -50,6 +50,23 @@ def test_truncated_trace_gives_partial_result_and_warning(tmp_path):
     assert "warning" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_one_flipped_byte_in_a_large_trace_costs_one_block(tmp_path):
+    path = tmp_path / "big.rtrace"
+    n = write_trace(path, 60_000, block_size=64 * 1024)   # 12 MB of records in ~180 blocks
+    data = bytearray(path.read_bytes())
+    assert len(data) > 2**20               # compressed or not, depending on the writer's CPU budget
+    data[len(data) // 2] ^= 0x04                       # one bit, mid-file
+    path.write_bytes(bytes(data))
+    proc = cli("report", str(path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    gets = json.loads(proc.stdout)["commands"]["GET"]["count"]
+    per_block = 64 * 1024 // 200                        # a GET and its reply frame to > 200 bytes
+    assert n - 2 * per_block <= gets < n     # one block's requests lost (and edges split with its neighbours)
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("redis-tracer: warning: ")]
+    assert len(warnings) == 2 and "is corrupt (" in warnings[0] and "reading on from the next valid block" \
+        in warnings[0] and "lost in the damaged blocks" in warnings[1], proc.stderr
+
+
 def test_bad_files_fail_with_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
@@ -93,3 +110,15 @@ def test_replay_paced_by_trace_time(tmp_path):
     slow = cli("replay", str(path), "--speed", "0.002")  # 5 ms of trace time take ~2.4 s
     assert slow.returncode == 0 and time.monotonic() - t0 >= 2.0
     assert cli("replay", str(path), "--speed", "0").returncode != 0
+
+
+def test_mistyped_option_prints_the_subcommands_usage(tmp_path):
+    proc = cli("record", "--durration", "1", "-o", str(tmp_path / "t.rtrace"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("usage: redis-tracer record ")
+    assert lines[-1] == "redis-tracer record: error: unrecognized arguments: --durration 1"
+    assert not (tmp_path / "t.rtrace").exists()
+    report = cli("report", str(tmp_path / "t.rtrace"), "--jsn")
+    assert report.returncode == 2 and report.stderr.startswith("usage: redis-tracer report ")
+    assert report.stderr.splitlines()[-1] == "redis-tracer report: error: unrecognized arguments: --jsn"

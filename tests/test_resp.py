@@ -292,7 +292,30 @@ SECRETS = [
     (["ACL", "SETUSER", "alice", "on", ">Pw-0011", "~*", "+@all"], ["on", ">Pw-0011", "~*", "+@all"]),
     (["SENTINEL", "SET", "mymaster", "auth-pass", "Pw-0012"], ["Pw-0012"]),
     (["SENTINEL", "CONFIG", "SET", "sentinel-pass", "Pw-0013"], ["Pw-0013"]),
+    # rename-command CONFIG/ACL/SENTINEL: a name the table does not know, the same secrets
+    (["cfg_9f8e", "SET", "requirepass", "Pw-0014"], ["Pw-0014"]),
+    (["cfg_9f8e", "set", "maxmemory", "1gb", "MasterAuth", "Pw-0015", "masteruser", "usr-0015"],
+     ["Pw-0015", "usr-0015"]),
+    (["acl_7c1d", "SETUSER", "alice", "on", ">Pw-0016", "<Pw-0017", "#5e884898da28047151d0e56f8dc629",
+      "!a1b2c3d4e5f60718293a4b5c6d7e8f90"], [">Pw-0016", "<Pw-0017", "#5e884898da28047151d0e56f8dc629",
+                                             "!a1b2c3d4e5f60718293a4b5c6d7e8f90"]),
+    (["sen_4b2a", "SET", "mymaster", "auth-pass", "Pw-0018"], ["Pw-0018"]),
+    (["sen_4b2a", "CONFIG", "SET", "sentinel-pass", "Pw-0019"], ["Pw-0019"]),
 ]
+
+
+def test_secret_replies_whatever_the_command_is_called():
+    from tracer.keyspec import secret_reply
+
+    for command in ("CONFIG GET", "ACL GETUSER", "ACL LIST", "SENTINEL MASTERS", "?",
+                    "CFG_9F8E GET", "CFG_9F8E CONFIG", "ACL_7C1D GETUSER", "ACL_7C1D LIST"):
+        assert secret_reply(command), command
+    for command in ("GET", "HGET", "CONFIG SET", "CLIENT LIST", "MYMODULE.GET", "FT.SEARCH"):
+        assert not secret_reply(command), command
+    # renamed: argv[1] is read as the subcommand (so the reply is recognised), not as a key
+    s = mb("cfg_9f8e", "GET", "requirepass") + mb("mymodule.get", "k1")
+    assert [(c.name, c.sub, c.key) for c in RequestParser().feed(s, len(s))[0]] == [
+        ("CFG_9F8E", "GET", None), ("MYMODULE.GET", None, "k1")]
 
 
 @pytest.mark.parametrize("show_values", [False, True])

@@ -75,6 +75,18 @@ def test_records_in_order_and_space_released():
     assert r.drain(out) == 0 and len(out) == 3
 
 
+def test_a_consumer_position_moved_by_someone_else_is_counted():
+    ring = FakeRing()
+    r = ring.reader()
+    ring.reserve(b"a")
+    r.drain([])
+    assert r.moved == 0 and r.drain([]) == 0 and r.moved == 0     # ours, unchanged: fine
+    struct.pack_into("<Q", ring.cons, 0, 0)                        # moved back behind our back
+    ring.reserve(b"b")
+    r.drain([])
+    assert r.moved == 1
+
+
 def test_wraparound_record_reads_contiguously():
     ring = FakeRing(size=64)
     r = ring.reader()

@@ -12,12 +12,18 @@ import heapq
 
 from tracer.diagnosis import NS_PER_S, StallDetector, format_stall
 from tracer.histogram import LatencyHistogram
+from tracer.keyspec import KNOWN
 
 WINDOW_S = 5            # rates are over the last ~5 s of trace time
 SLOW_WINDOW_S = 10      # "recent" slow requests
 SECS_KEPT = 12          # per-second counters kept
 KEY_CAP = 2000
 MAX_COMMANDS = 512      # distinct command names tracked; the rest are counted as OTHER
+UNDECODABLE = "?"       # the row of frames that could not be decoded and of unknown commands Redis refused
+UNDECODABLE_SAMPLES = 5  # names kept as evidence in that row
+_REFUSED = ("error", "none")
+KNOWN_COMMANDS = frozenset(name.decode() for name in KNOWN)
+MAX_LOSSES = 100        # loss spans listed in a report (all are counted)
 PHASES = ("socket_queue", "wait", "exec", "reply_write")
 EVICT_DIV = 2           # a full top-K table drops at least 1/EVICT_DIV of its entries at once
 
@@ -125,13 +131,20 @@ class _Secs:
 
 
 class _Command:
-    __slots__ = ("count", "hist", "exec_ns", "secs")
+    __slots__ = ("count", "hist", "exec_ns", "secs", "samples")
 
     def __init__(self):
         self.count = 0
         self.hist = LatencyHistogram()
         self.exec_ns = 0
         self.secs = _Secs()
+        self.samples: list[str] = []    # the "?" row: a few of the unknown names it holds
+
+    def entry(self, **figures) -> dict:
+        """The row as the report/snapshot shows it: figures, plus samples when there are any."""
+        if self.samples:
+            figures["samples"] = list(self.samples)
+        return figures
 
 
 def _segments(req) -> list:
@@ -178,6 +191,9 @@ class Analyzer:
         self.slow_secs: dict = {}           # second -> min-heap of (latency, seq, request), top_n each
         self.seq = 0
         self.lost_events = 0
+        self.losses: list = []              # LossSpans, the first MAX_LOSSES: who lost records, when
+        self.loss_spans = 0
+        self.lost_requests = 0              # requests whose reply a lost record took
         self.kernel_busy_ns = None
         self.kernel_idle_ns = None
         self.prev_counters = None           # (busy, idle) at the previous set_counters, for the recent ratio
@@ -216,13 +232,29 @@ class Analyzer:
                 cmd = self.commands[name] = _Command()
         return cmd
 
+    def _row(self, name: str, req) -> _Command:
+        """The row of a name not seen yet. A name Redis does not know, answered with an error (a
+        garbage line, a typo: "-ERR unknown command") or not at all (garbage after a protocol error,
+        when Redis has closed the connection), joins the "?" row with a few names as samples,
+        instead of making a one-off row per garbage line."""
+        upper = name.upper()
+        if req.reply_type not in _REFUSED or upper.split(" ", 1)[0] in KNOWN_COMMANDS:
+            return self._command(upper)
+        cmd = self._command(UNDECODABLE)
+        if len(cmd.samples) < UNDECODABLE_SAMPLES and name not in cmd.samples:
+            cmd.samples.append(name)
+        return cmd
+
     def on_request(self, req) -> None:
         # hot path: the phase arithmetic mirrors Request's properties, inlined (tests compare them)
         self.requests += 1
-        name = req.command or "?"
+        name = req.command or UNDECODABLE
         cmd = self.commands.get(name)
+        key = req.key
         if cmd is None:
-            cmd = self._command(name.upper())
+            cmd = self._row(name, req)
+            if cmd.samples:
+                key = None          # the "key" of a garbage line is more garbage
         cmd.count += 1
         arr, wake, rs, re_ = req.arrival_ts, req.wake_ts, req.read_start_ts, req.read_end_ts
         xs, xe, ps, pe = req.exec_start_ts, req.exec_end_ts, req.reply_start_ts, req.reply_end_ts
@@ -260,7 +292,7 @@ class Analyzer:
                 heapq.heappush(heap, (latency, -self.seq, req))
             elif latency > heap[0][0]:
                 heapq.heapreplace(heap, (latency, -self.seq, req))
-        if not pe:
+        if not pe and req.reply_type != "lost":
             self.unanswered += 1
         if xs and xe:
             ex = xe - xs if xe > xs else 0
@@ -282,7 +314,6 @@ class Analyzer:
             self.phase_wait_ns += wait
         if ps and pe and pe > ps:
             self.phase_rw_ns += pe - ps
-        key = req.key
         if key is not None:
             if key.__class__ is not str:
                 key = str(key)
@@ -353,6 +384,12 @@ class Analyzer:
         if conn.close_ts:
             self._seen(conn.close_ts, conn.close_ts)
             self.detector.advance(conn.close_ts)
+
+    def on_loss(self, span) -> None:
+        self.loss_spans += 1
+        self.lost_requests += span.requests
+        if len(self.losses) < MAX_LOSSES:
+            self.losses.append(span)
 
     def set_counters(self, lost: int, busy_ns: int | None = None, idle_ns: int | None = None) -> None:
         """Kernel counters (cumulative): lost ring-buffer records, main-thread busy/idle ns."""
@@ -426,12 +463,12 @@ class Analyzer:
         commands = {}
         for name, c in shown:
             p50, p99, p999 = c.hist.percentiles((50, 99, 99.9))
-            commands[name] = {
-                "count": c.count, "rps": _r3(c.secs.total(lo, hi) / window),
-                "p50_us": _us(p50), "p99_us": _us(p99), "p999_us": _us(p999), "max_us": _us(c.hist.max),
-                "exec_share": _r3(c.exec_ns / self.exec_total_ns) if self.exec_total_ns else 0.0,
-                "spark": c.hist.sparkline(spark_width, spark_lo, spark_hi),
-            }
+            commands[name] = c.entry(
+                count=c.count, rps=_r3(c.secs.total(lo, hi) / window),
+                p50_us=_us(p50), p99_us=_us(p99), p999_us=_us(p999), max_us=_us(c.hist.max),
+                exec_share=_r3(c.exec_ns / self.exec_total_ns) if self.exec_total_ns else 0.0,
+                spark=c.hist.sparkline(spark_width, spark_lo, spark_hi),
+            )
         slow_items = [it for s, heap in self.slow_secs.items() if s > hi - SLOW_WINDOW_S for it in heap]
         slow_items.sort(key=lambda it: (-it[0], it[1]))
         return {
@@ -469,7 +506,7 @@ class Analyzer:
         for name in sorted(self.commands):
             c = self.commands[name]
             p50, p99 = c.hist.percentiles((50, 99))
-            commands[name] = {"count": c.count, "p50_us": _us(p50), "p99_us": _us(p99), "max_us": _us(c.hist.max)}
+            commands[name] = c.entry(count=c.count, p50_us=_us(p50), p99_us=_us(p99), max_us=_us(c.hist.max))
         stalls = [format_stall(r, first) for r in self.detector.results()]
         busy = self.busy_ratio()
         return {
@@ -489,4 +526,8 @@ class Analyzer:
             "phases_us_total": {p: _us(v) for p, v in self.phase_ns.items()},
             "unanswered": self.unanswered,
             "busy_ratio": None if busy is None else _r3(busy),
+            # where lost_events came from: connection, time window, requests left without a reply
+            "losses": [span.as_dict(first) for span in self.losses],
+            "loss_spans": self.loss_spans,
+            "lost_requests": self.lost_requests,
         }

@@ -6,13 +6,17 @@ on the way, ready for the recorder and the stitcher alike.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import heapq
 import time
+from dataclasses import dataclass
 from importlib import resources
+from typing import Callable
 
 from tracer import events, ringbuf
 from tracer.errors import BPFUnavailable, TracerError
-from tracer.fdinfo import STALE, FdClassifier
+from tracer.fdinfo import FdClassifier, SocketTables
 from tracer.privileges import require_tracing_privileges
 from tracer.target import Target
 
@@ -20,18 +24,33 @@ from tracer.target import Target
 # syscall tracepoint puts the whole host on the slower syscall path.
 PROBE_FILES = {
     "conn": "conn.c",    # accept/accept4, close, handshake, request arrival
+    "fds": "fds.c",      # files, pipes, eventfds the target opens: marked so they are never decoded
     "io": "io.c",        # read, write, writev of client sockets and the AOF
     "loop": "loop.c",    # epoll_wait/epoll_pwait of the main thread
     "fsync": "fsync.c",  # fsync/fdatasync
     "exec": "exec.c",    # uprobes on call()
     "engine": "engine.c",  # read/write parsed and aggregated in the kernel (instead of io.c)
 }
-DEFAULT_PROBES = ("conn", "io", "loop", "fsync")
+DEFAULT_PROBES = ("conn", "fds", "io", "loop", "fsync")
 # engine.c first: it defines the hooks conn.c and loop.c call
-ENGINE_PROBES = ("engine", "conn", "loop", "fsync")
+ENGINE_PROBES = ("engine", "conn", "fds", "loop", "fsync")
+RESCUE_FRACTION = 64        # the rescue ring is 1/64 of events (at least RESCUE_PAGES_MIN pages: 1 MiB)
+RESCUE_PAGES_MIN = 256
 MATCH_TGIDS_MAX = 16        # up to this many targets, their tgids are compiled into the probes
 DRAIN_MAX_RECORDS = 65_536  # per drain() call: bounds the batch in memory; `backlog` says there is more
 EXEC_SYMBOL = "call"
+PROGRESS_AFTER_S = 1.0      # attach: fd discovery reports its progress once it has taken this long
+# legacy syscalls (x86): fds.c probes them when the kernel has them (musl's open() and pipe() use them)
+OPTIONAL_SYSCALLS = {"HAVE_SYS_OPEN": ("sys_exit_open", "sys_exit_creat"),
+                     "HAVE_SYS_PIPE": ("sys_enter_pipe", "sys_exit_pipe")}
+# enum rt_counter -> the name counters() reports it under
+COUNTER_NAMES = {events.CNT_LOST: "lost", events.CNT_LOOP_BUSY_NS: "busy_ns", events.CNT_LOOP_IDLE_NS: "idle_ns",
+                 events.CNT_LOOPS: "loops", events.CNT_REFUSED_FULL: "refused_full",
+                 events.CNT_REFUSED_ROOM: "refused_room", events.CNT_RESCUED: "rescued",
+                 events.CNT_REFUSED_AVAIL_MAX: "refused_avail_max", events.CNT_REFUSED_NS_MAX: "refused_ns_max",
+                 events.CNT_REFUSED_CONS_POS: "refused_cons_pos", events.CNT_REFUSED_PROD_POS: "refused_prod_pos"}
+COUNTER_MAXIMA = {events.CNT_REFUSED_AVAIL_MAX, events.CNT_REFUSED_NS_MAX, events.CNT_REFUSED_CONS_POS,
+                  events.CNT_REFUSED_PROD_POS}  # per-CPU maxima: the largest CPU's, not the sum
 
 
 def probe_source(names) -> tuple[str, str]:
@@ -42,6 +61,39 @@ def probe_source(names) -> tuple[str, str]:
     for name in names:
         parts.append(root.joinpath(PROBE_FILES[name]).read_text())
     return "\n".join(parts), str(root)
+
+
+def _deferred_attach(bpf_class):
+    """bcc loads and attaches every TRACEPOINT_PROBE as soon as it has compiled them. This subclass
+    waits for attach_probes(): the session marks the fds the target already holds first, so no
+    probe ever reports an fd of the target before it is classified (nothing to guess later about
+    which holder of an fd number a record belonged to). With a bcc that attaches some other way,
+    the probes attach at load time and attach_probes() does nothing."""
+
+    class DeferredAttachBPF(bpf_class):
+        def _trace_autoload(self):
+            self.autoload_deferred = True
+
+        def attach_probes(self):
+            if getattr(self, "autoload_deferred", False):
+                self.autoload_deferred = False
+                bpf_class._trace_autoload(self)
+
+    return DeferredAttachBPF
+
+
+@dataclass
+class AttachTimes:
+    """Where attaching spent its time (seconds), for the `attached:` line and benchmarks."""
+
+    compile_s: float = 0.0   # clang + creating the maps
+    scan_s: float = 0.0      # /proc discovery of the fds the targets hold, map updates
+    probes_s: float = 0.0    # verifying and attaching the programs
+    fds: int = 0             # fds classified at attach
+
+    def describe(self) -> str:
+        return (f"{self.fds} fds classified in {self.scan_s:.2f} s, probes compiled in {self.compile_s:.1f} s"
+                f" and attached in {self.probes_s:.2f} s")
 
 
 class ProbeSession:
@@ -62,16 +114,21 @@ class ProbeSession:
         self.classifier = FdClassifier(listen_ports={t.pid: set(t.listen_ports) for t in targets})
         self.bpf = None
         self._pending: list[bytes] = []
-        self._classified: set[tuple[int, int]] = set()  # fds whose kernel kind we set from user space
+        self.times = AttachTimes()
+        self.dropped_unknown = 0    # records of an fd number's earlier holder, dropped (see _classify_unknown)
         self.exec_attached = False
         self.records = 0
         self.ring = None            # ringbuf.RingBufReader: the ring read from its mapped memory
+        self.rescue = None          # the same for the rescue ring (records `events` refused)
+        self._rescued: list[bytes] = []  # rescue ring records from bcc's callback
         self.ring_mode = ""         # "mmap" | "callback" (bcc's per-record ctypes callback)
         self.ring_note = ""         # why the mmap reader is not used
         self.backlog = False        # the last drain() stopped at max_records: drain again soon
 
     # -- set-up ---------------------------------------------------------------
-    def attach(self) -> None:
+    def attach(self, progress: Callable[[str], None] | None = None) -> None:
+        """Compile the probes, mark every fd the targets hold, then attach. `progress(message)` hears
+        about fd discovery when it takes longer than PROGRESS_AFTER_S."""
         require_tracing_privileges()
         try:
             from bcc import BPF
@@ -81,36 +138,50 @@ class ProbeSession:
         text, include = probe_source([p for p in self.probes])
         cflags = [f"-I{include}", f"-DCAPTURE_MAX={self.capture_max}",
                   f"-DLOOP_MIN_NS={self.loop_min_us * 1000}ULL", f"-DRINGBUF_PAGES={self.ringbuf_pages}",
+                  f"-DRESCUE_PAGES={max(RESCUE_PAGES_MIN, self.ringbuf_pages // RESCUE_FRACTION)}",
                   "-Wno-unused-function", *self.extra_cflags]
+        cflags += [f"-D{flag}" for flag, tps in OPTIONAL_SYSCALLS.items()
+                   if all(BPF.tracepoint_exists("syscalls", tp) for tp in tps)]
         pids = sorted({int(t.pid) for t in self.targets})
         if 0 < len(pids) <= MATCH_TGIDS_MAX:
             # compares instead of a map lookup in every probe (the map is filled all the same)
             match = "||".join(f"(t)=={pid}" for pid in pids)
             cflags.append(f"-DTARGET_TGID_MATCH(t)=({match})")
-        try:
-            self.bpf = BPF(text=text, cflags=cflags)
-        except Exception as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise BPFUnavailable(f"could not load the BPF probes: {first}",
-                                 "run `redis-tracer doctor` to see what is missing") from None
-        self._fill_maps()
+        started = time.monotonic()
+        with _load_errors():
+            self.bpf = _deferred_attach(BPF)(text=text, cflags=cflags)
+        self.times.compile_s = time.monotonic() - started
+        ring_ref = self.bpf["ring_ref"]
+        ring_ref[ctypes.c_int(0)] = ctypes.c_int(self.bpf["events"].map_fd)
+        self._fill_maps(progress)
         if self.on_load is not None:
             self.on_load(self.bpf)
+        started = time.monotonic()
+        with _load_errors():
+            self.bpf.attach_probes()
+        self.times.probes_s = time.monotonic() - started
         if "exec" in self.probes:
             self._attach_exec()
         self._open_ring()
 
     def _open_ring(self) -> None:
-        """Read the ring from its mapped pages; bcc's per-record callback if that is not possible."""
-        table = self.bpf["events"]
+        """Read the rings from their mapped pages; bcc's per-record callback if that is not possible."""
+        table, rescue = self.bpf["events"], self.bpf["rescue"]
         self.ring, self.ring_note = ringbuf.open_reader(table.map_fd, int(table.max_entries))
         if self.ring is not None:
-            self.ring_mode = "mmap"
-            return
+            self.rescue, note = ringbuf.open_reader(rescue.map_fd, int(rescue.max_entries))
+            if self.rescue is not None:
+                self.ring_mode = "mmap"
+                return
+            self.ring.close()
+            self.ring, self.ring_note = None, note
         self.ring_mode = "callback"
         table.open_ring_buffer(self._on_record)
+        rescue.open_ring_buffer(self._on_rescued)
 
-    def _fill_maps(self) -> None:
+    def _fill_maps(self, progress: Callable[[str], None] | None = None) -> None:
+        """Targets, their ports, and the kind of every fd they hold (before the probes attach)."""
+        started = time.monotonic()
         targets = self.bpf["targets"]
         ports = self.bpf["listen_ports"]
         fd_kinds = self.bpf["fd_kinds"]
@@ -118,12 +189,21 @@ class ProbeSession:
             targets[ctypes.c_uint32(t.pid)] = ctypes.c_uint32(t.pid)
             for port in t.listen_ports:
                 ports[ctypes.c_uint16(port)] = ctypes.c_uint32(t.pid)
-            for fd, kind, info in self.classifier.scan(t.pid):
-                fd_kinds[fd_kinds.Key(t.pid, fd)] = ctypes.c_uint8(kind)
-                self._classified.add((t.pid, fd))
+
+            def tick(done: int, total: int, pid=t.pid) -> None:
+                elapsed = time.monotonic() - started
+                if progress is not None and elapsed >= PROGRESS_AFTER_S:
+                    progress(f"attaching: {done}/{total} fds of pid {pid} classified ({elapsed:.1f} s)")
+
+            scanned = self.classifier.scan(t.pid, tick=tick)
+            _update_fd_kinds(fd_kinds, [(t.pid, fd, kind) for fd, kind, _ in scanned])
+            now = time.monotonic_ns()
+            for _fd, _kind, info in scanned:
                 if info is not None:
-                    info.ts_enter = info.ts_exit = time.monotonic_ns()
+                    info.ts_enter = info.ts_exit = now
                     self._pending.append(events.encode(info))
+            self.times.fds += len(scanned)
+        self.times.scan_s = time.monotonic() - started
 
     def _attach_exec(self) -> None:
         for t in self.targets:
@@ -148,16 +228,31 @@ class ProbeSession:
     def _on_record(self, _ctx, data, size) -> None:
         self._pending.append(ctypes.string_at(data, size))
 
+    def _on_rescued(self, _ctx, data, size) -> None:
+        self._rescued.append(ctypes.string_at(data, size))
+
     def drain(self, max_records: int = DRAIN_MAX_RECORDS) -> list[bytes]:
         """The records the probes produced since the last call, in ring-buffer order: all of them,
         or the first max_records (then `backlog` is True and the rest wait for the next call)."""
         batch, self._pending = self._pending, []
+        rescued, self._rescued = self._rescued, []
+        lost = self._lost_records()     # before the rings: a loss is older than what follows it there
         if self.ring is not None:
+            # the rescue ring first: each record in it was made before the drain of events
+            # starts, so the records events holds from before it are in this batch too (unless
+            # that drain stops at max_records: then they follow in the next batch)
+            self.rescue.drain(rescued)
             self.backlog = self.ring.drain(batch, max_records) >= max_records
         else:
             self.bpf.ring_buffer_consume()
             batch += self._pending
             self._pending = []
+            rescued += self._rescued
+            self._rescued = []
+        if lost:
+            rescued = sorted(rescued + lost, key=_ts_exit)
+        if rescued:
+            batch = merge_in_time_order(batch, rescued)
         if not batch:
             return batch
         out = []
@@ -169,6 +264,7 @@ class ProbeSession:
         # one fd are made before user space classifies it, and classifying reads /proc (the fd
         # link, /proc/net/tcp): once per fd and batch, not once per record
         decided: dict = {}
+        sockets = SocketTables(self.classifier.proc)   # read at most once per batch, if at all
         for raw in batch:
             # flags sits at byte 54 of the header, kind at 52: checked without decoding the record
             if raw[54] & unknown and len(raw) >= events.HEADER_SIZE:
@@ -176,7 +272,7 @@ class ProbeSession:
                 fd = int.from_bytes(raw[48:52], "little", signed=True)
                 keep = decided.get((tgid, fd))
                 if keep is None:
-                    keep = decided[(tgid, fd)] = self._classify_unknown(tgid, fd, raw, fd_kinds, append)
+                    keep = decided[(tgid, fd)] = self._classify_unknown(tgid, fd, raw, fd_kinds, append, sockets)
                 if keep:
                     append(raw)
                 continue
@@ -184,25 +280,41 @@ class ProbeSession:
                 tgid = int.from_bytes(raw[40:44], "little")
                 fd = int.from_bytes(raw[48:52], "little", signed=True)
                 self.classifier.forget(tgid, fd)
-                self._classified.discard((tgid, fd))
                 decided.pop((tgid, fd), None)
             append(raw)
         self.records += len(out)
         return out
 
-    def _classify_unknown(self, tgid: int, fd: int, raw: bytes, fd_kinds, append) -> bool:
-        """A record for an fd the kernel did not know: classify the fd from /proc, tell the kernel,
-        append an FDINFO record when there is news; True when the record is to be kept."""
+    def _lost_records(self) -> list[bytes]:
+        """A LOST record per fd whose records neither ring took since the last call (the kernel
+        notes them in lost_fds), placed by time among the records around the loss."""
+        table = self.bpf["lost_fds"]
+        spans = list(table.items())
+        out = []
+        for key, span in spans:
+            del table[key]
+            out.append(events.encode(events.Event(kind=events.LOST, tgid=key.tgid, tid=key.tgid, fd=key.fd,
+                                                  ts_enter=span.first_ts, ts_exit=span.last_ts,
+                                                  ret=span.records)))
+        return out
+
+    def _classify_unknown(self, tgid: int, fd: int, raw: bytes, fd_kinds, append, sockets) -> bool:
+        """A record for an fd the kernel had not classified: classify the fd from /proc, tell the
+        kernel, append an FDINFO record when there is news; True when the record is to be kept."""
+        link = self.classifier.link(tgid, fd)
+        if link is None:
+            # closed since: nothing left to follow. No mark: the number's next holder starts unknown.
+            self.dropped_unknown += 1
+            return False
         key = fd_kinds.Key(tgid, fd)
-        if (tgid, fd) not in self._classified and key in fd_kinds:
-            # accept() marked this fd number after the record was made: the record is
-            # from an earlier, short-lived file with the same number (e.g. /proc/self/stat).
+        if (not raw[54] & events.RTF_FILE_FD and key in fd_kinds
+                and not self.classifier.reported(tgid, fd, link)):
+            # the kernel marked this number (accept, open) after the record was made, and not for
+            # a holder classified here: the record is an earlier, since closed, holder's.
+            self.dropped_unknown += 1
             return False
-        kind, info = self.classifier.classify(tgid, fd)
-        if kind == STALE:
-            return False
+        kind, info = self.classifier.classify(tgid, fd, link, sockets)
         fd_kinds[key] = ctypes.c_uint8(kind)
-        self._classified.add((tgid, fd))
         if info is not None:
             info.ts_enter = info.ts_exit = int.from_bytes(raw[0:8], "little")
             append(events.encode(info))
@@ -217,12 +329,21 @@ class ProbeSession:
         return mark is None or self.ring is None or self.ring.consumer_pos >= mark
 
     def counters(self) -> dict:
+        """The kernel counters summed over CPUs (COUNTER_MAXIMA: the largest CPU's value), and the
+        main ring's refusals per record kind."""
         table = self.bpf["counters"]
-        names = {events.CNT_LOST: "lost", events.CNT_LOOP_BUSY_NS: "busy_ns",
-                 events.CNT_LOOP_IDLE_NS: "idle_ns", events.CNT_LOOPS: "loops"}
         out = {}
-        for idx, name in names.items():
-            out[name] = sum(int(v) for v in table[ctypes.c_int(idx)])
+        for idx, name in COUNTER_NAMES.items():
+            values = [int(v) for v in table[ctypes.c_int(idx)]]
+            out[name] = max(values, default=0) if idx in COUNTER_MAXIMA else sum(values)
+        kinds = self.bpf["refused_kinds"]
+        out["refused_by_kind"] = {}
+        for kind in range(events.ACCEPT, events.EXEC + 1):
+            n = sum(int(v) for v in kinds[ctypes.c_int(kind)])
+            if n:
+                out["refused_by_kind"][events.KIND_NAMES[kind]] = n
+        # drains that found events' consumer position not where we left it (nobody else may move it)
+        out["consumer_moved"] = self.ring.moved if self.ring is not None else 0
         return out
 
     def counters_record(self) -> bytes:
@@ -235,13 +356,54 @@ class ProbeSession:
     def targets_alive(self) -> bool:
         return all(_process_alive(t.pid) for t in self.targets)
 
+    def exit_records(self) -> list[bytes]:
+        """An EXIT record for each target that is gone, to be fed and recorded with the stream."""
+        now = time.monotonic_ns()
+        return [events.encode(events.Event(kind=events.EXIT, ts_enter=now, ts_exit=now, tgid=t.pid, tid=t.pid))
+                for t in self.targets if not _process_alive(t.pid)]
+
     def close(self) -> None:
-        if self.ring is not None:
-            self.ring.close()
-            self.ring = None
+        for reader in (self.ring, self.rescue):
+            if reader is not None:
+                reader.close()
+        self.ring = self.rescue = None
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None
+
+
+@contextlib.contextmanager
+def _load_errors():
+    """bcc's compile, verifier and attach failures, as one line saying what to run."""
+    try:
+        yield
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BPFUnavailable(f"could not load the BPF probes: {first}",
+                             "run `redis-tracer doctor` to see what is missing") from None
+
+
+def _update_fd_kinds(fd_kinds, entries: list[tuple[int, int, int]]) -> None:
+    """Write (tgid, fd, kind) entries: in one BPF_MAP_UPDATE_BATCH call per 4096 entries where the
+    kernel has it: 20,000 entries in 0.08 s, against 11 us per entry one syscall at a time."""
+    step = 4096
+    for start in range(0, len(entries), step):
+        chunk = entries[start:start + step]
+        try:
+            keys = (fd_kinds.Key * len(chunk))(*[fd_kinds.Key(tgid, fd) for tgid, fd, _ in chunk])
+            values = (fd_kinds.Leaf * len(chunk))(*[kind for _, _, kind in chunk])
+            fd_kinds.items_update_batch(keys, values)
+        except Exception:  # noqa: BLE001 - no batch ops (old kernel or bcc): one by one
+            for tgid, fd, kind in chunk:
+                fd_kinds[fd_kinds.Key(tgid, fd)] = ctypes.c_uint8(kind)
+def _ts_exit(raw: bytes) -> int:
+    return int.from_bytes(raw[8:16], "little")
+
+
+def merge_in_time_order(batch: list[bytes], rescued: list[bytes]) -> list[bytes]:
+    """Records from events and the rescue ring as one batch: each keeps its own ring order and
+    a rescued record goes where its end time puts it (ts_exit, bytes 8..16 of the header)."""
+    return list(heapq.merge(batch, rescued, key=_ts_exit))
 
 
 def _process_alive(pid: int) -> bool:

@@ -13,12 +13,14 @@ COMMANDS = ["demo", "live", "trace", "diagnose", "record", "replay", "report", "
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser; `parser.command_parsers` maps each command to its own parser."""
     parser = argparse.ArgumentParser(
         prog="redis-tracer",
         description="Trace every Redis request from the kernel: where its time went and who delayed it.",
     )
     parser.add_argument("--version", action="version", version=f"redis-tracer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.command_parsers = {}
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"tracer.commands.{name}")
@@ -28,12 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         sub_parser = module.add_parser(sub)
         sub_parser.set_defaults(run=module.run)
+        parser.command_parsers[name] = sub_parser
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # argparse leaves a subcommand's unknown options to the top-level parser, which would print
+        # the top-level usage: the subcommand's own usage is the one that helps (exits 2)
+        owner = parser.command_parsers.get(getattr(args, "command", None), parser)
+        owner.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "run", None):
         parser.print_help()
         return 2

@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 
 from tracer import headers as headers_mod
+from tracer.credentials import ENV_PASSWORD, HOW_TO_AUTHENTICATE, NO_CREDENTIALS, Credentials
 from tracer.elfsyms import ElfError, find_function
 from tracer.errors import TracerError
 from tracer.privileges import missing_privileges, privilege_fix, read_cap_eff
@@ -26,7 +27,7 @@ BOOTSTRAP = "sudo scripts/bootstrap"
 
 # Every tracepoint probes/*.c attaches to. Syscall ones are required (enter and exit).
 SYSCALL_TRACEPOINTS = ("accept", "accept4", "read", "write", "writev", "epoll_wait", "epoll_pwait",
-                       "fsync", "fdatasync", "close")
+                       "fsync", "fdatasync", "close", "openat", "pipe2", "eventfd2", "socket")
 # The sock ones only add the kernel-side arrival and handshake times.
 SOCK_TRACEPOINTS = {
     "inet_sock_set_state": "accept-queue wait will be unknown",
@@ -175,19 +176,11 @@ class SystemProbes:
 
         return find_target(pid=pid, port=port, proc=self.proc)
 
-    def ping(self, port: int) -> str | None:
-        """None when PING answers within 2 s, else why not."""
-        import redis
+    def ping(self, port: int, credentials: Credentials) -> str | None:
+        """None when PING answers within 2 s, else why not (one plain-RESP command after AUTH)."""
+        from tracer.target import ping_redis
 
-        try:
-            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2)
-            try:
-                client.ping()
-            finally:
-                client.close()
-        except Exception as err:
-            return str(err).splitlines()[0] if str(err) else type(err).__name__
-        return None
+        return ping_redis(port, credentials)
 
     def function_symbol(self, pid: int, name: str):
         return find_function(f"{self.proc}/{pid}/exe", name)
@@ -318,17 +311,29 @@ def check_probe_types(p: SystemProbes, root: str | None) -> list[Check]:
     ]
 
 
-def check_target(p: SystemProbes, pid: int | None, port: int | None) -> list[Check]:
+def check_ping(p: SystemProbes, port: int, credentials: Credentials) -> Check:
+    why = p.ping(port, credentials)
+    if why is None:
+        return Check("PING", True, WARN, f"port {port} answered")
+    if why.startswith("NOAUTH"):
+        return Check("PING", False, WARN, f"port {port} wants a password (tracing works without)",
+                     HOW_TO_AUTHENTICATE)
+    if why.startswith("WRONGPASS"):
+        return Check("PING", False, WARN, f"port {port} refused the credentials ({why})",
+                     f"check {ENV_PASSWORD} or --password (and --user)")
+    return Check("PING", False, WARN, f"port {port}: {why}",
+                 "tracing still works; check requirepass/ACL or whether Redis is stuck")
+
+
+def check_target(p: SystemProbes, pid: int | None, port: int | None,
+                 credentials: Credentials = NO_CREDENTIALS) -> list[Check]:
     try:
         target = p.find_target(pid, port)
     except TracerError as err:
         return [Check("target", False, ERROR, str(err), err.fix)]
     checks = [Check("target", True, ERROR, f"redis-server {target.describe()} ({target.exe or 'exe unknown'})")]
     if target.port:
-        why = p.ping(target.port)
-        checks.append(Check("PING", why is None, WARN, f"port {target.port} answered" if why is None
-                            else f"port {target.port}: {why}",
-                            "tracing still works; check requirepass/ACL or whether Redis is stuck"))
+        checks.append(check_ping(p, target.port, credentials))
     else:
         checks.append(Check("PING", False, WARN, "target listens on no TCP port", "pass --port"))
     try:
@@ -346,7 +351,8 @@ def check_target(p: SystemProbes, pid: int | None, port: int | None) -> list[Che
     return checks
 
 
-def run_checks(pid: int | None = None, port: int | None = None, probes: SystemProbes | None = None) -> list[Check]:
+def run_checks(pid: int | None = None, port: int | None = None, probes: SystemProbes | None = None,
+               credentials: Credentials = NO_CREDENTIALS) -> list[Check]:
     p = probes or SystemProbes()
     root = p.tracefs()
     checks = [check_privileges(p), check_bcc(p), check_bpf_syscall(p), check_tracefs(p, root), check_headers(p)]
@@ -354,7 +360,7 @@ def run_checks(pid: int | None = None, port: int | None = None, probes: SystemPr
     checks += check_tracepoints(p, root)
     checks += check_probe_types(p, root)
     if pid is not None or port is not None:
-        checks += check_target(p, pid, port)
+        checks += check_target(p, pid, port, credentials)
     return checks
 
 

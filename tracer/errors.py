@@ -21,3 +21,9 @@ class PrivilegeError(TracerError):
 
 class BPFUnavailable(TracerError):
     exit_code = 78
+
+
+class Interrupted(TracerError):
+    """Ctrl-C before anything was traced: one line, and the shell's 128 + SIGINT."""
+
+    exit_code = 130

@@ -38,14 +38,18 @@ ACCEPT, READ, WRITE, CLOSE, FSYNC, LOOP, EXEC, REQ = 1, 2, 3, 4, 5, 6, 7, 8
 # Made in user space, recorded like the rest so that replay sees exactly what live mode saw:
 FDINFO = 100    # an fd classified after the fact (ret = fd kind, payload = path or peer)
 COUNTERS = 101  # kernel counters read on a tick (ret = lost records, aux_ts = busy ns, aux_ts2 = idle ns)
+EXIT = 102      # a traced process (tgid) is gone: the kernel closed its fds without a close() to trace
+LOST = 103      # records of one fd neither ring took: ret = how many, ts_enter..ts_exit = their end times
 KIND_NAMES = {ACCEPT: "accept", READ: "read", WRITE: "write", CLOSE: "close", FSYNC: "fsync",
-              LOOP: "loop", EXEC: "exec", REQ: "req", FDINFO: "fdinfo", COUNTERS: "counters"}
+              LOOP: "loop", EXEC: "exec", REQ: "req", FDINFO: "fdinfo", COUNTERS: "counters", EXIT: "exit",
+              LOST: "lost"}
 
 # enum rt_fd_kind
-FD_UNKNOWN, FD_CLIENT, FD_AOF, FD_IGNORE = 0, 1, 2, 3
+FD_UNKNOWN, FD_CLIENT, FD_AOF, FD_IGNORE, FD_FILE = 0, 1, 2, 3, 4
 
 # enum rt_flags
-RTF_WRITEV, RTF_FDATASYNC, RTF_UNKNOWN_FD, RTF_ACCEPT4, RTF_EPOLL_PWAIT, RTF_ENGINE_RAW = 1, 2, 4, 8, 16, 32
+RTF_WRITEV, RTF_FDATASYNC, RTF_UNKNOWN_FD, RTF_ACCEPT4, RTF_EPOLL_PWAIT, RTF_FILE_FD = 1, 2, 4, 8, 16, 32
+RTF_ENGINE_RAW = 64
 
 # struct rt_req: the engine's per-request record (a REQ record; decoded by tracer/engine/records.py)
 REQ_FIELDS = (
@@ -74,7 +78,9 @@ RQF_SLOW, RQF_SAMPLED, RQF_STALL, RQF_VICTIM, RQF_OVERFLOW = 1, 2, 8, 16, 32
 RPL_NONE, RPL_OK, RPL_ERROR, RPL_NIL, RPL_MOVED, RPL_ASK = 0, 1, 2, 3, 4, 5
 
 # enum rt_counter
-CNT_LOST, CNT_LOOP_BUSY_NS, CNT_LOOP_IDLE_NS, CNT_LOOPS, CNT_MAX = 0, 1, 2, 3, 4
+CNT_LOST, CNT_LOOP_BUSY_NS, CNT_LOOP_IDLE_NS, CNT_LOOPS = 0, 1, 2, 3
+CNT_REFUSED_FULL, CNT_REFUSED_ROOM, CNT_RESCUED, CNT_REFUSED_AVAIL_MAX, CNT_REFUSED_NS_MAX = 4, 5, 6, 7, 8
+CNT_REFUSED_CONS_POS, CNT_REFUSED_PROD_POS, CNT_MAX = 9, 10, 11
 
 AF_INET, AF_INET6 = 2, 10
 

@@ -1,17 +1,33 @@
 """Classify a target's file descriptors from /proc: client sockets, the AOF file, everything else.
 
 The probes only follow fds the kernel map marks as client or AOF. Connections accepted while
-tracing are marked by the accept probe; everything else (connections older than the tracer,
-a new AOF file after a rewrite) is classified here the first time the probes report it.
+tracing are marked by the accept probe, files and pipes the target opens by probes/fds.c;
+everything else (connections older than the tracer, sockets Redis connected itself) is classified
+here: all at once before the probes attach (`scan`), or the first time the probes report the fd.
+
+Reading /proc/<pid>/net/{tcp,tcp6,unix} costs time in proportion to every socket in the network
+namespace, so it is read once per scan or drain batch (`SocketTables`), never once per fd: once
+per fd made attaching to a Redis with N connections cost O(N²) (minutes at a few thousand).
 """
 from __future__ import annotations
 
 import os
+from typing import Callable, NamedTuple
 
 from tracer import events
 
 _TCP_LISTEN = "0A"
-STALE = -1  # classify(): the record is older than the fd now behind its number
+_UNIX_STREAM = "0001"     # /proc/net/unix Type column
+_UNIX_CONNECTED = "03"    # /proc/net/unix St column: SS_CONNECTED
+SCAN_TICK_FDS = 512       # scan(): the progress callback is called this often
+
+
+class TcpSocket(NamedTuple):
+    state: str            # /proc/net/tcp "st" column, "0A" = LISTEN
+    family: int
+    peer_addr: bytes      # 16 bytes, as the probe stores it
+    peer_port: int
+    local_port: int
 
 
 def _parse_addr(hex_addr: str) -> tuple[int, bytes, int]:
@@ -25,94 +41,136 @@ def _parse_addr(hex_addr: str) -> tuple[int, bytes, int]:
     return events.AF_INET6, words, int(port, 16)
 
 
-def tcp_sockets(pid: int, proc: str = "/proc") -> dict[int, tuple[str, int, bytes, int, int]]:
-    """inode -> (state, family, peer address, peer port, local port) for the process's network namespace."""
+def _table_lines(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            return f.read().splitlines()[1:]
+    except OSError:
+        return []
+
+
+def tcp_sockets(pid: int, proc: str = "/proc") -> dict[int, TcpSocket]:
+    """inode -> TcpSocket for every TCP socket of the process's network namespace."""
     result = {}
     for name in ("tcp", "tcp6"):
-        try:
-            with open(f"{proc}/{pid}/net/{name}") as f:
-                lines = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
+        for line in _table_lines(f"{proc}/{pid}/net/{name}"):
             cols = line.split()
             if len(cols) < 10:
                 continue
-            _, _, local_port = _parse_addr(cols[1])
+            local_port = int(cols[1].rsplit(":", 1)[1], 16)
             family, addr, port = _parse_addr(cols[2])
-            result[int(cols[9])] = (cols[3], family, addr, port, local_port)
+            result[int(cols[9])] = TcpSocket(cols[3], family, addr, port, local_port)
     return result
 
 
+def unix_stream_connections(pid: int, proc: str = "/proc") -> set[int]:
+    """Inodes of the connected unix stream sockets of the process's network namespace (unix clients)."""
+    result = set()
+    for line in _table_lines(f"{proc}/{pid}/net/unix"):
+        cols = line.split()
+        if len(cols) >= 7 and cols[4] == _UNIX_STREAM and cols[5] == _UNIX_CONNECTED:
+            result.add(int(cols[6]))
+    return result
+
+
+class SocketTables:
+    """The socket tables a target's fds are looked up in, each read at most once per instance.
+    Make one per scan or drain batch: a later batch must see sockets made since."""
+
+    def __init__(self, proc: str = "/proc"):
+        self.proc = proc
+        self._tcp: dict[int, dict[int, TcpSocket]] = {}
+        self._unix: dict[int, set[int]] = {}
+
+    def tcp(self, tgid: int) -> dict[int, TcpSocket]:
+        if tgid not in self._tcp:
+            self._tcp[tgid] = tcp_sockets(tgid, self.proc)
+        return self._tcp[tgid]
+
+    def unix(self, tgid: int) -> set[int]:
+        if tgid not in self._unix:
+            self._unix[tgid] = unix_stream_connections(tgid, self.proc)
+        return self._unix[tgid]
+
+
 class FdClassifier:
-    """Decides what an fd of the target is; caches by the fd's link so each fd is reported once."""
+    """Decides what an fd of the target is; remembers the fd's link so each fd is reported once."""
 
     def __init__(self, proc: str = "/proc", aof_names: tuple[str, ...] = ("appendonly", ".aof"),
                  listen_ports: dict[int, set] | None = None):
         self.proc = proc
         self.aof_names = aof_names
         self.listen_ports = listen_ports or {}  # tgid -> its listening ports
-        self._seen: dict[tuple[int, int], str] = {}
+        self._seen: dict[tuple[int, int], tuple[str, int]] = {}  # (tgid, fd) -> (link, kind) reported
+
+    def link(self, tgid: int, fd: int) -> str | None:
+        """What the fd is now ("socket:[123]", a path, "pipe:[4]"), None once it is closed."""
+        try:
+            return os.readlink(f"{self.proc}/{tgid}/fd/{fd}")
+        except OSError:
+            return None
+
+    def reported(self, tgid: int, fd: int, link: str) -> bool:
+        """True when this classifier classified the fd while it already was `link`."""
+        seen = self._seen.get((tgid, fd))
+        return seen is not None and seen[0] == link
 
     def forget(self, tgid: int, fd: int) -> None:
         self._seen.pop((tgid, fd), None)
 
-    def classify(self, tgid: int, fd: int, at_attach: bool = False) -> tuple[int, events.Event | None]:
-        """(fd kind, FDINFO event to insert in the stream or None when already reported).
-
-        After attach, an fd that is now a connection accepted on the target's own port cannot be
-        the fd an "unknown" record was made for: accept() marks those in the kernel as they happen.
-        The record was made for an earlier, short-lived file with the same number (Redis reads
-        /proc/self/stat): STALE says to drop it and leave the kernel's mark alone."""
-        try:
-            link = os.readlink(f"{self.proc}/{tgid}/fd/{fd}")
-        except OSError:
-            return events.FD_IGNORE, None  # already closed: nothing left to follow
-        if not at_attach and link.startswith("socket:["):
-            sock = tcp_sockets(tgid, self.proc).get(int(link[8:-1]))
-            if sock is not None and sock[0] != _TCP_LISTEN and sock[4] in self.listen_ports.get(tgid, ()):
-                return STALE, None
-        if self._seen.get((tgid, fd)) == link:
-            return self._kind_of(tgid, link)[0], None
-        kind, info = self._kind_of(tgid, link)
-        self._seen[(tgid, fd)] = link
-        if info is None:
-            return kind, None
-        info.tgid = tgid
-        info.tid = tgid
-        info.fd = fd
+    def classify(self, tgid: int, fd: int, link: str, sockets: SocketTables) -> tuple[int, events.Event | None]:
+        """(fd kind, FDINFO event to insert in the stream, or None when this link was reported already)."""
+        seen = self._seen.get((tgid, fd))
+        if seen is not None and seen[0] == link:
+            return seen[1], None
+        kind, info = self._kind_of(tgid, link, sockets)
+        self._seen[(tgid, fd)] = (link, kind)
+        if info is not None:
+            info.tgid = tgid
+            info.tid = tgid
+            info.fd = fd
         return kind, info
 
-    def _kind_of(self, tgid: int, link: str) -> tuple[int, events.Event | None]:
+    def _kind_of(self, tgid: int, link: str, sockets: SocketTables) -> tuple[int, events.Event | None]:
         if link.startswith("socket:["):
             inode = int(link[8:-1])
-            sock = tcp_sockets(tgid, self.proc).get(inode)
+            sock = sockets.tcp(tgid).get(inode)
             if sock is None:
-                # unix socket (or one that is gone): follow it as a client without a peer address.
-                return events.FD_CLIENT, events.Event(kind=events.FDINFO, ret=events.FD_CLIENT, payload=b"unix")
-            state, family, addr, port, local_port = sock
-            if state == _TCP_LISTEN:
+                if inode in sockets.unix(tgid):
+                    return events.FD_CLIENT, events.Event(kind=events.FDINFO, ret=events.FD_CLIENT, payload=b"unix")
+                # a listening unix socket, UDP, netlink, or a socket closed since: never a client
+                return events.FD_IGNORE, None
+            if sock.state == _TCP_LISTEN:
                 return events.FD_IGNORE, None
             # "in": accepted on the target's own port; "out": Redis connected out (master link,
             # cluster bus, MIGRATE); the stitcher decides what it is from the traffic.
-            direction = "in" if local_port in self.listen_ports.get(tgid, ()) else "out"
-            return events.FD_CLIENT, events.Event(kind=events.FDINFO, ret=events.FD_CLIENT, family=family,
-                                                  peer_addr=addr, peer_port=port,
-                                                  payload=f"{direction}:{local_port}".encode())
+            direction = "in" if sock.local_port in self.listen_ports.get(tgid, ()) else "out"
+            return events.FD_CLIENT, events.Event(kind=events.FDINFO, ret=events.FD_CLIENT, family=sock.family,
+                                                  peer_addr=sock.peer_addr, peer_port=sock.peer_port,
+                                                  payload=f"{direction}:{sock.local_port}".encode())
         base = os.path.basename(link)
         if any(name in base for name in self.aof_names):
             return events.FD_AOF, events.Event(kind=events.FDINFO, ret=events.FD_AOF,
                                                payload=link.encode()[-200:])
-        return events.FD_IGNORE, None
+        return events.FD_IGNORE, None  # files, pipes, eventfds, epoll: never decoded
 
-    def scan(self, tgid: int) -> list[tuple[int, int, events.Event | None]]:
-        """(fd, kind, FDINFO) for every fd the process holds now."""
+    def scan(self, tgid: int, tick: Callable[[int, int], None] | None = None
+             ) -> list[tuple[int, int, events.Event | None]]:
+        """(fd, kind, FDINFO) for every fd the process holds now (fds closed while scanning are left
+        out); `tick(done, total)` is called every SCAN_TICK_FDS fds."""
         try:
             names = os.listdir(f"{self.proc}/{tgid}/fd")
         except OSError:
             return []
+        sockets = SocketTables(self.proc)
         out = []
-        for name in sorted(names, key=int):
-            kind, info = self.classify(tgid, int(name), at_attach=True)
-            out.append((int(name), kind, info))
+        for done, name in enumerate(sorted(names, key=int)):
+            if tick is not None and done and done % SCAN_TICK_FDS == 0:
+                tick(done, len(names))
+            fd = int(name)
+            link = self.link(tgid, fd)
+            if link is None:
+                continue
+            kind, info = self.classify(tgid, fd, link, sockets)
+            out.append((fd, kind, info))
         return out

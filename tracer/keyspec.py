@@ -11,6 +11,13 @@ MIGRATE ... AUTH pass / AUTH2 user pass, CONFIG SET <secret param> value, ACL SE
 SENTINEL SET/CONFIG SET auth-pass|auth-user|sentinel-pass... value. When an argument of such a
 command was not fully captured, or the command name itself was not, every later argument is
 treated as a secret.
+
+Masking does not rely on the command's name alone: `rename-command CONFIG cfg_9f8e` makes
+`cfg_9f8e SET requirepass pw` a command the table does not know. A command of unknown name whose
+first argument is a subcommand word of a secret-bearing container (SET, CONFIG, SETUSER, GET,
+GETUSER, LIST) is taken for a renamed CONFIG/ACL/SENTINEL: after SET/CONFIG every argument that
+follows a secret parameter name is a secret, after SETUSER every rule is, and its reply is a
+secret reply (`secret_reply`).
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ SUB_CHARS = 32
 # key location kinds
 K_NONE, K_AT, K_EVAL, K_STREAMS, K_MIGRATE, K_SUB = range(6)
 # secret kinds
-S_NONE, S_ALL, S_HELLO, S_MIGRATE, S_CONFIG, S_ACL, S_SENTINEL = range(7)
+S_NONE, S_ALL, S_HELLO, S_MIGRATE, S_CONFIG, S_ACL, S_SENTINEL, S_RENAMED = range(8)
 
 
 class Spec:
@@ -117,6 +124,21 @@ _build()
 KNOWN = frozenset(k for k in SPECS if k.isupper())
 DEFAULT = Spec("?", K_AT, 1)                       # unknown commands: argv[1] is the key
 UNKNOWN_NAME = Spec("?", K_NONE, secret=S_ALL)     # name not captured: it might have been AUTH
+# an unknown command whose argv[1] is one of these is taken for a renamed CONFIG, ACL or SENTINEL
+RENAMED = Spec("?", K_SUB, secret=S_RENAMED, container=True)
+RENAMED_SUBS = frozenset((b"SET", b"CONFIG", b"SETUSER", b"GET", b"GETUSER", b"LIST"))
+# replies that carry secrets (CONFIG GET requirepass, ACL GETUSER/LIST password hashes, SENTINEL's
+# auth-pass), masked even with --show-values; "?" is a command whose name was not captured
+SECRET_REPLY_COMMANDS = frozenset(("CONFIG GET", "ACL GETUSER", "ACL LIST", "?"))
+_RENAMED_SECRET_REPLY_SUBS = frozenset(("GET", "GETUSER", "LIST", "CONFIG"))
+
+
+def secret_reply(command: str) -> bool:
+    """Does the reply to `command` ("NAME" or "NAME SUB", as traced) carry secrets?"""
+    if command in SECRET_REPLY_COMMANDS or command.startswith("SENTINEL"):
+        return True
+    name, _, sub = command.partition(" ")
+    return bool(sub) and sub in _RENAMED_SECRET_REPLY_SUBS and name.encode() not in KNOWN
 
 
 def lookup(name: bytes) -> Spec | None:
@@ -225,6 +247,12 @@ class ArgAnalyzer:
             self.sfrom = i + 1          # cannot tell what follows: everything after is secret
         if i == self.kpos:
             self.kpos = 0
+            if spec is DEFAULT and whole and content is not None and len(content) <= 7 and \
+                    content.upper() in RENAMED_SUBS:
+                self.spec = RENAMED     # a renamed CONFIG/ACL/SENTINEL: argv[1] is its subcommand
+                self.vfrom = 2          # what is not a secret is still a value
+                self._set_sub(content, whole)
+                return
             if spec.kind == K_MIGRATE and content == b"":
                 self.scanfrom = 6       # key "" : the keys follow KEYS
                 self.keepto = 0
@@ -318,6 +346,11 @@ class ArgAnalyzer:
                 self.sfrom = 3
         elif secret == S_SENTINEL:
             self.scanfrom = 2
+        elif secret == S_RENAMED:
+            if sub == b"SETUSER":
+                self.sfrom = 3
+            elif sub in (b"SET", b"CONFIG"):
+                self.scanfrom = 2
 
     def _keyword(self, i, w: bytes) -> None:
         spec = self.spec
@@ -351,6 +384,8 @@ class ArgAnalyzer:
                 self.sleft = 1
             else:
                 self.skip = 1
-        elif secret == S_SENTINEL:      # SENTINEL SET master opt val ... / SENTINEL CONFIG SET p v
+        elif secret in (S_SENTINEL, S_RENAMED):
+            # SENTINEL SET master opt val ... / SENTINEL CONFIG SET p v / renamed ... SET p v: no
+            # pairing assumed, every secret parameter name masks the argument after it
             if not w or secret_param(w):
                 self.sleft = 1

@@ -45,6 +45,7 @@ class Request:
         self.request_bytes = 0      # whole RESP frame on the wire
         self.reply_bytes = 0
         self.reply_type = "none"    # ok | error | moved | ask | nil | push | unknown | partial | none (no reply)
+        #                             | lost (a record of its connection reached neither ring: reply unknown)
         self.reply_error = None     # error prefix such as "ERR", "MOVED", "WRONGTYPE"
         self.reply_detail = None    # MOVED/ASK: "slot host:port"
         self.arrival_ts = 0         # first byte in the kernel socket queue (sk_data_ready); 0 unknown
@@ -144,7 +145,7 @@ class Connection:
         self.accept_ts = 0
         self.established_ts = 0     # handshake done: the accept-queue wait starts
         self.close_ts = 0
-        self.closed_by = None       # "client" (read returned 0) | "server" | None
+        self.closed_by = None       # "client" (read returned 0) | "server" | "exit" | None
         self.requests = 0
         self.kind = "client"        # client | replica | cluster-bus | monitor | pubsub
 
@@ -188,3 +189,27 @@ class BusySpan:
     @property
     def duration_ns(self) -> int:
         return max(0, self.end_ts - self.start_ts)
+
+
+class LossSpan:
+    """Records of one connection (or file) that reached neither ring buffer: which, and when."""
+
+    __slots__ = ("tgid", "fd", "conn_id", "client", "first_ts", "last_ts", "records", "requests")
+
+    def __init__(self, tgid, fd, conn_id, client, first_ts, last_ts, records, requests=0):
+        self.tgid = tgid
+        self.fd = fd
+        self.conn_id = conn_id      # 0: no connection known for the fd
+        self.client = client
+        self.first_ts = first_ts    # end times of the first and last lost record
+        self.last_ts = last_ts
+        self.records = records
+        self.requests = requests    # requests it left without a known reply (reported as "lost")
+
+    def as_dict(self, first_ts: int) -> dict:
+        def rel(ts):
+            return round(max(0, ts - first_ts) / 1e9, 6) if first_ts and ts else None
+
+        return {"pid": self.tgid, "fd": self.fd, "conn_id": self.conn_id, "client": self.client,
+                "start_s": rel(self.first_ts), "end_s": rel(self.last_ts), "records": self.records,
+                "requests": self.requests}

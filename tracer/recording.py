@@ -12,8 +12,9 @@ implementation. In short:
 Writing appends whole blocks with one os.write each, so a tracer killed at any
 moment leaves a file that reads back up to its last complete block. Reading
 streams one block at a time in bounded memory and turns every kind of damage
-into either a warning (data after the damage is dropped) or a TracerError with
-one line; it never hangs and never shows a traceback.
+into either a warning (a damaged block is skipped: reading resumes at the next
+block whose checksum matches) or a TracerError with one line; it never hangs and
+never shows a traceback.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import errno
 import json
 import os
 import platform
+import re
 import socket
 import stat
 import struct
@@ -51,6 +53,8 @@ COMPRESS_BUDGET = 0.25           # share of wall time the writer may spend compr
 
 ZLIB_LEVEL = 1
 CODECS = ("zlib", "none")        # what this module writes and reads
+SCAN_CHUNK = 1024 * 1024         # bytes read at a time while looking for the block after a damaged one
+_BLOCK_TYPE_BYTE = re.compile(b"[BT]")
 
 __all__ = ["TraceWriter", "TraceReader", "MAGIC", "FORMAT_VERSION", "CODECS"]
 
@@ -276,15 +280,17 @@ class TraceWriter:
             raise TypeError("summary must be a dict")
         if self._count:
             self._flush_block()
+        self._write_block(BLOCK_TRAILER, self._trailer_body(summary), 0)
+        self._finished = True
+        self._block_size = -1   # write() now reaches _usable() and raises
+
+    def _trailer_body(self, summary: dict) -> bytes:
         trailer = dict(summary)
         trailer["records"] = self.records_written
         trailer["blocks"] = self.blocks_written
         trailer["blocks_uncompressed"] = self.blocks_stored
         trailer.setdefault("ended", time.time())
-        body = json.dumps(trailer, separators=(",", ":"), allow_nan=False).encode("utf-8")
-        self._write_block(BLOCK_TRAILER, body, 0)
-        self._finished = True
-        self._block_size = -1   # write() now reaches _usable() and raises
+        return json.dumps(trailer, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
     def close(self, *, aborted: str | None = None) -> None:
         """Flush, write a trailer if write_trailer() was not called, sync and close.
@@ -398,33 +404,66 @@ class TraceWriter:
                 done += n
         except OSError as err:
             self._failed = True
+            whole = not done
             if done:
                 try:
                     os.ftruncate(self._fd, start)   # back to the last complete block
+                    whole = True
                 except OSError:
                     pass
             if header:
                 raise TracerError(f"cannot create {_show(self.path)}: {err.strerror or err}",
                                   fix="free space on that disk or choose another path") from None
+            if whole:
+                self._end_early(start, err)
             raise self._write_error(err) from None
         self.bytes_written = start + done
+
+    def _end_early(self, at: int, err: OSError) -> None:
+        """After a failed block, try to end the file at `at` with a small trailer saying why, so the
+        reader can tell "disk full after N records" from a killed tracer. If even that does not fit,
+        the file is cut back to `at`: it still reads up to its last block."""
+        body = self._trailer_body({"stopped": _stop_reason(err)})
+        frame = _BLOCK_HEAD.pack(BLOCK_TRAILER, len(body), len(body), 0, zlib.crc32(body)) + body
+        try:
+            # pwrite: after the ftruncate the file offset is still past the cut-off block
+            written = os.pwrite(self._fd, frame, at)
+        except OSError:
+            written = -1
+        if written == len(frame):
+            self.bytes_written = at + written
+            return
+        try:
+            os.ftruncate(self._fd, at)
+        except OSError:
+            pass
 
     def _write_error(self, err: OSError) -> TracerError:
         self._block_size = -1   # write() now reaches _usable() and raises
         shown = _show(self.path)
         where = _show(os.path.dirname(os.path.abspath(self.path)))
         kept = f"{self.records_written} records kept up to block {self.blocks_written}"
+        reason = _stop_reason(err)
         if err.errno == errno.ENOSPC:
-            return TracerError(f"disk full writing {shown}: {kept}",
+            return TracerError(f"{reason} writing {shown}: {kept}",
                                fix=f"free space on the file system of {where} or record to another disk; "
                                    f"the file reads back up to block {self.blocks_written}")
         if err.errno == getattr(errno, "EDQUOT", -1):
-            return TracerError(f"disk quota exceeded writing {shown}: {kept}",
+            return TracerError(f"{reason} writing {shown}: {kept}",
                                fix=f"free space in your quota or record to another disk; "
                                    f"the file reads back up to block {self.blocks_written}")
         return TracerError(f"cannot write {shown}: {err.strerror or err}: {kept}",
                            fix=f"check the disk holding {where}; the file reads back up to block "
                                f"{self.blocks_written}")
+
+
+def _stop_reason(err: OSError) -> str:
+    """Why a recording stopped early, as its trailer's "stopped" says it."""
+    if err.errno == errno.ENOSPC:
+        return "disk full"
+    if err.errno == getattr(errno, "EDQUOT", -1):
+        return "disk quota exceeded"
+    return f"write error ({err.strerror or err})"
 
 
 class TraceReader:
@@ -445,6 +484,9 @@ class TraceReader:
         self.trailer: dict | None = None
         self.blocks_read = 0        # complete data blocks read so far
         self.records_read = 0       # records in those blocks
+        self.damaged_skipped = 0    # damaged stretches skipped to the next valid block
+        self.bytes_skipped = 0      # bytes in them
+        self._scan_budget = 0
         self._header_warnings: list[str] = []
         self._fd = self._open()
         try:
@@ -571,71 +613,75 @@ class TraceReader:
         self.trailer = None
         self.blocks_read = 0
         self.records_read = 0
+        self.damaged_skipped = 0
+        self.bytes_skipped = 0
         return self._records()
 
     __iter__ = records
-
-    def _stop(self, offset: int, size: int, what: str) -> None:
-        self.warnings.append(f"{what}: {size - offset:,} bytes at the end could not be read")
 
     def _records(self) -> Iterator[bytes]:
         unpack_u32 = _U32.unpack_from
         offset = self._data_start
         size = self._size()
+        self._scan_budget = 2 * size + MAX_BLOCK
         while True:
             if offset + BLOCK_HEAD_SIZE > size:
                 size = self._size()   # the file may still be growing
             head = self._pread(BLOCK_HEAD_SIZE, offset) if offset < size else b""
             if not head:
-                self.warnings.append(
-                    f"trace cut short after block {self.blocks_read}: it has no end trailer "
-                    f"(the tracer was probably killed)")
+                self.warnings.append(f"the recording ends without a trailer (the tracer stopped before "
+                                     f"closing it): {self.records_read:,} records read")
                 return
+            where = f"block {self.blocks_read + 1} at byte {offset:,}"
             if len(head) < BLOCK_HEAD_SIZE:
                 self._cut_short(offset, size)
                 return
             kind, slen, rlen, count, crc = _BLOCK_HEAD.unpack(head)
-            where = f"block {self.blocks_read + 1} at byte {offset:,}"
-            if kind not in (BLOCK_DATA, BLOCK_TRAILER):
-                self._stop(offset, size, f"{where} is corrupt (unknown block type 0x{kind:02x})")
-                return
-            if slen > MAX_BLOCK or rlen > MAX_BLOCK:
-                self._stop(offset, size, f"{where} is corrupt (declares {max(slen, rlen):,} bytes, "
-                                         f"over the {MAX_BLOCK // 2**20} MiB limit)")
-                return
+            damage = raw = None
             end = offset + BLOCK_HEAD_SIZE + slen
-            if end > size:
-                size = self._size()
+            if kind not in (BLOCK_DATA, BLOCK_TRAILER):
+                damage = f"unknown block type 0x{kind:02x}"
+            elif slen > MAX_BLOCK or rlen > MAX_BLOCK:
+                damage = f"declares {max(slen, rlen):,} bytes, over the {MAX_BLOCK // 2**20} MiB limit"
+            else:
                 if end > size:
-                    self._cut_short(offset, size)
+                    size = self._size()
+                stored = self._pread(slen, offset + BLOCK_HEAD_SIZE) if end <= size else b""
+                if len(stored) < slen:
+                    # the last block, cut short; or a damaged length pointing past the end
+                    size = self._size()
+                    damage = "it runs past the end of the file"
+                elif zlib.crc32(stored) != crc:
+                    damage = "checksum mismatch"
+                else:
+                    raw = self._decode(stored, rlen)
+                    if raw is None:
+                        damage = f"it does not decompress to its declared {rlen:,} bytes"
+                    elif kind == BLOCK_DATA and not self._framed(raw, rlen, count):
+                        damage = "its records do not add up"
+            if damage is not None:
+                # Resynchronise on the next valid block: one damaged block costs that block, not the rest.
+                nxt = self._next_block(offset + 1, size)
+                if nxt is None:
+                    if damage == "it runs past the end of the file":
+                        self._cut_short(offset, size)
+                    else:
+                        self._stop(offset, size, f"{where} is corrupt ({damage}); stopped there")
                     return
-            stored = self._pread(slen, offset + BLOCK_HEAD_SIZE)
-            if len(stored) < slen:
-                self._cut_short(offset, self._size())
-                return
-            if zlib.crc32(stored) != crc:
-                self._stop(offset, size, f"{where} is corrupt (checksum mismatch); stopped there")
-                return
-            raw = self._decode(stored, rlen)
-            if raw is None:
-                self._stop(offset, size, f"{where} is corrupt (it does not decompress to its "
-                                         f"declared {rlen:,} bytes); stopped there")
-                return
+                if nxt == end and count and damage != "it runs past the end of the file":
+                    lost = f"skipped it ({count:,} records)"     # its head was intact: one block lost
+                else:
+                    lost = f"skipped {nxt - offset:,} bytes"
+                self.warnings.append(f"{where} is corrupt ({damage}): {lost}, reading on from the next "
+                                     f"valid block at byte {nxt:,}")
+                self.damaged_skipped += 1
+                self.bytes_skipped += nxt - offset
+                offset = nxt
+                continue
             if kind == BLOCK_TRAILER:
                 self._read_trailer(raw, where)
                 if end < size:
                     self.warnings.append(f"{size - end:,} bytes after the end trailer were ignored")
-                return
-            # Check the whole block's framing before yielding any of it: a block is all or nothing.
-            pos = n = 0
-            try:
-                while pos < rlen:
-                    pos += 4 + unpack_u32(raw, pos)[0]
-                    n += 1
-            except struct.error:
-                pos = -1
-            if pos != rlen or n != count:
-                self._stop(offset, size, f"{where} is corrupt (its records do not add up); stopped there")
                 return
             self.blocks_read += 1
             self.records_read += count
@@ -647,9 +693,53 @@ class TraceReader:
                 pos += length
             offset = end
 
+    @staticmethod
+    def _framed(raw: bytes, rlen: int, count: int) -> bool:
+        """The whole block's framing checks out (before any of it is yielded: all or nothing)."""
+        unpack_u32 = _U32.unpack_from
+        pos = n = 0
+        try:
+            while pos < rlen:
+                pos += 4 + unpack_u32(raw, pos)[0]
+                n += 1
+        except struct.error:
+            return False
+        return pos == rlen and n == count
+
+    def _next_block(self, start: int, size: int) -> int | None:
+        """Offset of the first block at or after `start` whose head is plausible and whose checksum
+        matches (a false match is a 1-in-2^32 chance per candidate); None when there is none.
+        Blocks have no magic of their own, so every 'B'/'T' byte is a candidate. The bytes
+        checksummed over a whole read are capped (self._scan_budget): a hostile file cannot make
+        the scan quadratic."""
+        zlib_ok = self.codec == "zlib"
+        pos = start
+        while pos + BLOCK_HEAD_SIZE <= size:
+            chunk = self._pread(SCAN_CHUNK + BLOCK_HEAD_SIZE - 1, pos)
+            limit = min(SCAN_CHUNK, len(chunk) - BLOCK_HEAD_SIZE + 1)
+            for match in _BLOCK_TYPE_BYTE.finditer(chunk, 0, max(0, limit)):
+                at = match.start()
+                kind, slen, rlen, count, crc = _BLOCK_HEAD.unpack_from(chunk, at)
+                # the writer never writes an empty block: S > 0, and a data block holds records
+                if (not 0 < slen <= rlen <= MAX_BLOCK or (slen < rlen and not zlib_ok)
+                        or pos + at + BLOCK_HEAD_SIZE + slen > size
+                        or (count == 0) == (kind == BLOCK_DATA) or count > rlen // 4):
+                    continue
+                self._scan_budget -= slen
+                if self._scan_budget < 0:
+                    return None
+                if zlib.crc32(self._pread(slen, pos + at + BLOCK_HEAD_SIZE)) == crc:
+                    return pos + at
+            pos += SCAN_CHUNK
+        return None
+
+    def _stop(self, offset: int, size: int, what: str) -> None:
+        self.warnings.append(f"{what}: {size - offset:,} bytes at the end could not be read")
+
     def _cut_short(self, offset: int, size: int) -> None:
-        self._stop(offset, size, f"trace cut short after block {self.blocks_read}")
-        self.warnings[-1] += " (the tracer was probably killed)"
+        self.warnings.append(f"the recording ends inside block {self.blocks_read + 1}, without a trailer (the "
+                             f"tracer stopped before closing it): {self.records_read:,} records read, "
+                             f"{size - offset:,} bytes at the end could not be read")
 
     def _decode(self, stored: bytes, rlen: int) -> bytes | None:
         if len(stored) == rlen:
@@ -675,9 +765,16 @@ class TraceReader:
             return
         self.trailer = trailer
         declared = trailer.get("records")
+        stopped = trailer.get("stopped")
+        if stopped is not None:
+            count = declared if type(declared) is int else self.records_read
+            reason = _show(stopped[:80]) if isinstance(stopped, str) else _clip(stopped)
+            self.warnings.append(f"recording stopped: {reason} after {count:,} records")
         if type(declared) is int and declared != self.records_read:
+            lost = (f": {declared - self.records_read:,} lost in the damaged blocks"
+                    if self.damaged_skipped and declared > self.records_read else "")
             self.warnings.append(f"the end trailer says {declared:,} records but the file holds "
-                                 f"{self.records_read:,}")
+                                 f"{self.records_read:,}{lost}")
 
     # -- lifetime ------------------------------------------------------------------------------
 

@@ -40,13 +40,34 @@ def find_redis_server() -> str:
 
 
 def config_args(config: dict) -> list[str]:
-    """{"appendfsync": "always", "io_threads": 2, "appendonly": True} -> --appendfsync always --io-threads 2 ..."""
+    """{"appendfsync": "always", "io_threads": 2, "appendonly": True} -> --appendfsync always --io-threads 2 ...
+
+    A list repeats the option, each item split into its words (redis-server quotes one argument
+    holding spaces as one word): {"rename_command": ["CONFIG cfg", "ACL acl"]} ->
+    --rename-command CONFIG cfg --rename-command ACL acl."""
     args = []
     for key, value in config.items():
+        option = f"--{key.replace('_', '-')}"
+        if isinstance(value, list):
+            for item in value:
+                args += [option, *str(item).split()]
+            continue
         if value is True or value is False:
             value = "yes" if value else "no"
-        args += [f"--{key.replace('_', '-')}", str(value)]
+        args += [option, str(value)]
     return args
+
+
+def raise_open_files_limit(need: int) -> None:
+    """Raise this process's RLIMIT_NOFILE soft limit to `need` (a redis-server started afterwards
+    inherits it: many-connection tests and benchmarks); TracerError when the hard limit is lower."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < need:   # raising it needs CAP_SYS_RESOURCE
+        raise TracerError(f"{need} open files needed, the hard limit is {hard}", "raise it: ulimit -Hn")
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 
 def ping(port: int, host: str = HOST, timeout: float = 0.5) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -24,6 +25,10 @@ def print_report(report: dict, header: dict | None = None, console: Console | No
     for name, c in sorted(report["commands"].items(), key=lambda kv: -kv[1]["count"]):
         cmds.add_row(name, str(c["count"]), _ms(c["p50_us"]), _ms(c["p99_us"]), _ms(c["max_us"]))
     console.print(cmds)
+    samples = (report["commands"].get("?") or {}).get("samples")
+    if samples:
+        console.print("?: undecodable frames and unknown commands Redis refused, e.g. "
+                      + ", ".join(escape(s) for s in samples))
 
     if report["stalls"]:
         stalls = Table(title="Main-thread stalls (longest first)", title_justify="left")
@@ -42,6 +47,14 @@ def print_report(report: dict, header: dict | None = None, console: Console | No
     c = report["connections"]
     console.print(f"fsync: {f['count']} ({f['main_thread']} on the main thread), p99 {_ms(f['p99_us'])}, "
                   f"max {_ms(f['max_us'])}   connections: {c['accepted']} accepted, {c['closed']} closed")
+    losses = report.get("losses") or []
+    if losses:
+        console.print(f"[red]lost records[/] ({report.get('loss_spans', len(losses))} spans, "
+                      f"{report.get('lost_requests', 0)} requests left without a known reply):")
+        for span in losses[:10]:
+            who = span["client"] or f"fd {span['fd']}"
+            console.print(f"  {who} (pid {span['pid']}, conn {span['conn_id'] or '-'}): {span['records']} records "
+                          f"between {span['start_s']}s and {span['end_s']}s, {span['requests']} requests affected")
     if report.get("hot_keys"):
         console.print("hot keys: " + ", ".join(f"{k} ({n})" for k, n in report["hot_keys"][:5]))
     if report.get("big_keys"):

@@ -52,7 +52,7 @@ class RingBufReader:
     """
 
     __slots__ = ("_cons", "_prod", "_data_off", "size", "mask", "_maps", "records", "bytes",
-                 "discarded", "drains")
+                 "discarded", "drains", "_stored", "moved")
 
     def __init__(self, consumer, producer, size: int, data_offset: int):
         if size <= 0 or size & (size - 1):
@@ -67,6 +67,8 @@ class RingBufReader:
         self.bytes = 0        # ring bytes consumed (headers and padding included)
         self.discarded = 0    # records the producer discarded
         self.drains = 0
+        self._stored = None   # the consumer position we last wrote
+        self.moved = 0        # drains that found it changed by someone else (must stay 0)
 
     @classmethod
     def open(cls, map_fd: int, size: int, page_size: int | None = None) -> "RingBufReader":
@@ -116,6 +118,8 @@ class RingBufReader:
         base, mask = self._data_off, self.mask
         append = out.append
         start = pos = _u64_at(cons_buf, 0)[0]
+        if self._stored is not None and start != self._stored:
+            self.moved += 1
         got = discarded = 0
         while got < max_records:
             end = _u64_at(prod, 0)[0]
@@ -142,6 +146,7 @@ class RingBufReader:
             if pos != batch_from:
                 # release the space: the producer may reuse it from now on
                 _store_u64(cons_buf, 0, pos)
+                self._stored = pos
             if stop:
                 break
         self.records += got

@@ -7,7 +7,8 @@ import sys
 import time
 
 from tracer.bpf_session import ProbeSession
-from tracer.errors import TracerError
+from tracer.credentials import HOW_TO_AUTHENTICATE, add_credential_args, credentials_from_args
+from tracer.errors import Interrupted, TracerError
 from tracer.privileges import require_tracing_privileges
 from tracer.target import Target, find_target, query_redis_info, redis_pids
 
@@ -38,6 +39,7 @@ def add_target_args(parser, duration_default=None) -> None:
                              "that do not fit are dropped and counted as lost events")
     parser.add_argument("--show-values", action="store_true",
                         help="show values on screen and in files (off: values are masked; secrets always are)")
+    add_credential_args(parser)
 
 
 class StopFlag:
@@ -75,6 +77,7 @@ def resolve_targets(args) -> list[Target]:
     # First: without the capabilities /proc of a root-owned redis-server is unreadable and the
     # target search would fail with a misleading "nothing listens on port N".
     require_tracing_privileges()
+    credentials = credentials_from_args(args)
     pids, ports = getattr(args, "pid", None) or [], getattr(args, "port", None) or []
     if getattr(args, "all", False):
         if pids or ports:
@@ -91,7 +94,11 @@ def resolve_targets(args) -> list[Target]:
         unique.setdefault(t.pid, t)
     targets = list(unique.values())
     for t in targets:
-        t.info = query_redis_info(t)
+        t.info = query_redis_info(t, credentials)
+        if str(t.info.get("error", "")).startswith(("NOAUTH", "WRONGPASS")):
+            print(f"redis-tracer: {t.describe()} did not say its version and config "
+                  f"({t.info['error'].split()[0]}; tracing works without): {HOW_TO_AUTHENTICATE}",
+                  file=sys.stderr)
     return targets
 
 
@@ -114,8 +121,16 @@ def attach(args, targets) -> ProbeSession:
     pages = check_ringbuf_pages(getattr(args, "ringbuf_pages", RINGBUF_PAGES))
     session = ProbeSession(targets, exec_probes=args.exec_probes, capture_max=args.capture_bytes,
                            ringbuf_pages=pages)
-    session.attach()
-    print(f"attached: {session.describe()}", file=sys.stderr, flush=True)
+    try:
+        session.attach(progress=lambda message: print(message, file=sys.stderr, flush=True))
+    except KeyboardInterrupt:
+        # Ctrl-C while bcc compiles and loads: detach what is attached and say so (exit 130)
+        session.close()
+        raise Interrupted("interrupted while attaching: nothing was traced") from None
+    except BaseException:
+        session.close()
+        raise
+    print(f"attached: {session.describe()} ({session.times.describe()})", file=sys.stderr, flush=True)
     return session
 
 
@@ -166,9 +181,25 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
             if not getattr(session, "backlog", False) or session.ring_passed(mark):
                 break
         consume([session.counters_record()])
+        if reason == "target exited":
+            consume(session.exit_records())   # its connections end here: none is left "open"
+        if hasattr(session, "counters"):
+            print(ring_health(session.counters()), file=sys.stderr, flush=True)
     finally:
         stop.restore()
     return reason
+
+
+def ring_health(c: dict) -> str:
+    """One line on how the ring buffer took the probes' records (kernel counters of a session)."""
+    refused = c["refused_full"] + c["refused_room"]
+    kinds = ", ".join(f"{n} {kind}" for kind, n in c.get("refused_by_kind", {}).items())
+    return (f"ring: {refused} records refused ({c['refused_full']} ring full, {c['refused_room']} with room, "
+            f"most unread bytes at a refusal {c['refused_avail_max']}), {c['rescued']} taken by the rescue ring, "
+            f"{c['lost']} lost" + (f", consumer position moved by someone else {c['consumer_moved']} times"
+                                   if c.get("consumer_moved") else "") + (f"; refused: {kinds}; longest refusal {c['refused_ns_max'] / 1000:.1f}us after "
+                                   f"the record's end; positions at the last: consumer {c['refused_cons_pos']} producer "
+                                   f"{c['refused_prod_pos']}" if refused else ""))
 
 
 def check_duration(args) -> None:

@@ -12,7 +12,8 @@ import heapq
 from collections import deque
 
 from tracer import events
-from tracer.model import BusySpan, Connection, FileSync, Request
+from tracer.keyspec import secret_reply
+from tracer.model import BusySpan, Connection, FileSync, LossSpan, Request
 from tracer.links import BusParser, LinkStats, looks_like_cluster_bus
 from tracer.resp import ReplyParser, RequestParser
 
@@ -70,7 +71,7 @@ class ConnState:
 class Stats:
     __slots__ = ("requests", "unanswered", "unpaired_replies", "pushes", "evicted", "undecodable",
                  "desyncs", "accepted", "closed", "events", "stale_events", "evicted_conns",
-                 "replication_handshakes", "links_dropped", "parser_errors")
+                 "replication_handshakes", "links_dropped", "parser_errors", "lost_records", "lost_requests")
 
     def __init__(self):
         for name in self.__slots__:
@@ -84,24 +85,17 @@ def _noop(*_args) -> None:
     return None
 
 
-# replies that can hold secrets: CONFIG GET requirepass/masterauth, password hashes of ACL GETUSER/LIST,
-# SENTINEL's auth-pass; "?" is a command whose name was not captured. Masked even with --show-values.
-SECRET_REPLY_COMMANDS = frozenset(("CONFIG GET", "ACL GETUSER", "ACL LIST", "?"))
-
-
 def _secret_reply_pending(pending) -> bool:
+    """A reply to a command in `pending` may carry secrets (keyspec.secret_reply): mask it even
+    with --show-values."""
     if len(pending) > 256:
         return True     # not worth scanning: mask this write
-    for req in pending:
-        c = req.command
-        if c in SECRET_REPLY_COMMANDS or c.startswith("SENTINEL"):
-            return True
-    return False
+    return any(secret_reply(req.command) for req in pending)
 
 
 class Stitcher:
     def __init__(self, on_request=_noop, on_busy=_noop, on_sync=_noop, on_conn=_noop, on_accept=_noop,
-                 on_counters=_noop,
+                 on_counters=_noop, on_loss=_noop,
                  show_values: bool = False, mask_payloads: bool = False, uprobe_exec: bool = False,
                  max_conns: int = MAX_CONNS):
         self.on_request = on_request
@@ -110,6 +104,7 @@ class Stitcher:
         self.on_conn = on_conn      # called when a connection closes
         self.on_accept = on_accept  # called when a connection is accepted (or found at attach)
         self.on_counters = on_counters  # (lost, busy_ns, idle_ns) from a COUNTERS record
+        self.on_loss = on_loss          # a LossSpan: records of a connection neither ring took
         self.show_values = show_values
         self.mask_payloads = mask_payloads  # collect redaction spans per record (for the recorder)
         self.conns: dict[tuple[int, int], ConnState] = {}
@@ -128,6 +123,8 @@ class Stitcher:
             events.READ: self._on_read, events.WRITE: self._on_write, events.ACCEPT: self._on_accept,
             events.CLOSE: self._on_close, events.FSYNC: self._on_fsync, events.LOOP: self._on_loop,
             events.EXEC: self._on_exec, events.FDINFO: self._on_fdinfo, events.COUNTERS: self._on_counters,
+            events.EXIT: self._on_exit,
+            events.LOST: self._on_lost,
         }
 
     # -- entry points -------------------------------------------------------------
@@ -240,6 +237,13 @@ class Stitcher:
         state = self.conns.pop(key, None)
         if state is not None:
             self._end_conn(state, ev.ts_enter, closed_by=state.conn.closed_by or "server")
+
+    def _on_exit(self, ev):
+        """The process is gone: the kernel closed its connections (no close() was traced)."""
+        for key in [k for k in self.conns if k[0] == ev.tgid]:
+            self.aof_fds.discard(key)
+            state = self.conns.pop(key)
+            self._end_conn(state, ev.ts_enter, closed_by=state.conn.closed_by or "exit")
 
     def _end_conn(self, state: ConnState, ts: int, closed_by):
         if state.partial_bytes and state.pending:
@@ -533,6 +537,29 @@ class Stitcher:
 
     def _on_counters(self, ev) -> None:
         self.on_counters(ev.ret, ev.aux_ts, ev.aux_ts2)
+
+    def _on_lost(self, ev) -> None:
+        """Records of this fd reached neither ring, here in time. A lost WRITE leaves the waiting
+        requests without their reply, a lost READ leaves the parser inside a frame: the waiting
+        requests are reported as "lost" (not unanswered, not paired with the next reply) and the
+        connection's parsers start over at the next record."""
+        self.stats.lost_records += ev.ret
+        state = self.conns.get((ev.tgid, ev.fd))
+        conn = state.conn if state is not None else None
+        span = LossSpan(ev.tgid, ev.fd, conn.conn_id if conn else 0, conn.client if conn else None,
+                        ev.ts_enter, ev.ts_exit, ev.ret)
+        if state is not None:
+            while state.pending:
+                req = state.pending.popleft()
+                req.reply_type = "lost"
+                span.requests += 1
+                self.stats.lost_requests += 1
+                self._emit(req)
+            state.req = RequestParser(show_values=self.show_values)
+            state.rep = ReplyParser(show_values=self.show_values)
+            state.reply_partial_start = 0
+            state.partial_bytes = 0
+        self.on_loss(span)
 
     def _on_loop(self, ev) -> None:
         self.on_busy(BusySpan(ev.tgid, ev.aux_ts, ev.ts_enter))

@@ -1,9 +1,12 @@
 """Find the redis-server to trace: by pid, by listening port (read from /proc), or the only one running."""
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 from dataclasses import dataclass, field
 
+from tracer.credentials import NO_CREDENTIALS, Credentials
 from tracer.errors import TracerError
 
 TCP_LISTEN = "0A"
@@ -82,8 +85,11 @@ def is_redis(pid: int, proc: str = "/proc") -> bool:
     return comm.startswith("redis-server") or os.path.basename(process_exe(pid, proc)).startswith("redis-server")
 
 
-def listen_ports_of(pid: int, proc: str = "/proc") -> list[int]:
-    listening = listening_inodes(proc)
+def listen_ports_of(pid: int, proc: str = "/proc", listening: dict[int, int] | None = None) -> list[int]:
+    """The process's TCP listening ports; `listening` (listening_inodes()) when the caller has it:
+    /proc/net/tcp lists every socket of the namespace, thousands on a busy host."""
+    if listening is None:
+        listening = listening_inodes(proc)
     return sorted({listening[ino] for ino in socket_inodes(pid, proc) if ino in listening})
 
 
@@ -95,56 +101,60 @@ def redis_pids(proc: str = "/proc") -> list[int]:
     return sorted(pids)
 
 
-def pid_listening_on(port: int, proc: str = "/proc") -> int | None:
-    """The process holding the TCP socket listening on `port`, found through socket inodes."""
-    inodes = {ino for ino, p in listening_inodes(proc).items() if p == port}
+def pid_listening_on(port: int, proc: str = "/proc", listening: dict[int, int] | None = None) -> int | None:
+    """The process holding the TCP socket listening on `port`, found through socket inodes.
+    redis-servers are looked at first: other processes may hold thousands of fds (clients)."""
+    if listening is None:
+        listening = listening_inodes(proc)
+    inodes = {ino for ino, p in listening.items() if p == port}
     if not inodes:
         return None
-    for name in os.listdir(proc):
-        if not name.isdigit():
-            continue
-        if inodes & socket_inodes(int(name), proc).keys():
-            return int(name)
+    redis = redis_pids(proc)
+    others = [int(name) for name in os.listdir(proc) if name.isdigit() and int(name) not in redis]
+    for pid in redis + others:
+        if inodes & socket_inodes(pid, proc).keys():
+            return pid
     return None
 
 
 def find_target(pid: int | None = None, port: int | None = None, proc: str = "/proc") -> Target:
     """Resolve --pid/--port/nothing to one redis-server, or raise a TracerError saying why not."""
+    listening = listening_inodes(proc)
     if pid is not None:
         if not os.path.isdir(f"{proc}/{pid}"):
             raise TracerError(f"no process with pid {pid}", "check the pid with `pgrep -a redis-server`")
         if not is_redis(pid, proc):
             raise TracerError(f"pid {pid} is {process_comm(pid, proc) or 'unknown'}, not redis-server",
                               "pass the pid of a redis-server")
-        ports = listen_ports_of(pid, proc)
+        ports = listen_ports_of(pid, proc, listening)
         if port is not None and port not in ports:
             raise TracerError(f"redis-server pid {pid} does not listen on port {port}",
                               f"it listens on {ports or 'no TCP port'}")
     elif port is not None:
-        pid = pid_listening_on(port, proc)
+        pid = pid_listening_on(port, proc, listening)
         if pid is None:
             raise TracerError(f"nothing listens on TCP port {port}", "start Redis or pass the right --port")
         if not is_redis(pid, proc):
             raise TracerError(f"port {port} belongs to pid {pid} ({process_comm(pid, proc)}), not redis-server",
                               "pass the port of a redis-server")
-        ports = listen_ports_of(pid, proc)
+        ports = listen_ports_of(pid, proc, listening)
     else:
         pids = redis_pids(proc)
         if not pids:
             raise TracerError("no redis-server is running", "start one, or pass --pid/--port")
         if len(pids) > 1:
-            listing = ", ".join(f"pid {p} port {listen_ports_of(p, proc) or '-'}" for p in pids)
+            listing = ", ".join(f"pid {p} port {listen_ports_of(p, proc, listening) or '-'}" for p in pids)
             raise TracerError(f"{len(pids)} redis-server processes are running ({listing})",
                               "choose one with --pid or --port")
         pid = pids[0]
-        ports = listen_ports_of(pid, proc)
+        ports = listen_ports_of(pid, proc, listening)
     return Target(pid=pid, exe=process_exe(pid, proc), listen_ports=ports,
                   port=port if port is not None else (ports[0] if ports else None),
                   comm=process_comm(pid, proc))
 
 
-class _RespError(Exception):
-    pass
+class RespError(Exception):
+    """An error reply of the target (its text, e.g. "NOAUTH Authentication required.")."""
 
 
 def _read_reply(f, depth: int = 0):
@@ -156,7 +166,7 @@ def _read_reply(f, depth: int = 0):
     if kind == b"+":
         return body.decode(errors="replace")
     if kind == b"-":
-        raise _RespError(body.decode(errors="replace"))
+        raise RespError(body.decode(errors="replace"))
     if kind == b":":
         return int(body)
     if kind == b"$":
@@ -187,34 +197,67 @@ def _command(*args: str) -> bytes:
     return b"".join(out)
 
 
-def query_redis_info(target: Target, host: str = "127.0.0.1", timeout: float = 2.0) -> dict:
+@contextlib.contextmanager
+def redis_connection(port: int, credentials: Credentials = NO_CREDENTIALS, host: str = "127.0.0.1",
+                     timeout: float = 2.0):
+    """A plain RESP2 connection, authenticated first when there are credentials; yields
+    call(*args) -> reply (raises RespError on an error reply).
+
+    Not a client library: a library's connection handshake (HELLO, CLIENT SETINFO ... on versions
+    that lack them) adds error replies to the target's statistics."""
+    with socket.create_connection((host, port), timeout=timeout) as sock, sock.makefile("rb") as f:
+        def call(*args: str):
+            sock.sendall(_command(*args))
+            return _read_reply(f)
+
+        auth = credentials.auth_args()
+        if auth:
+            call(*auth)
+        yield call
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def ping_redis(port: int, credentials: Credentials = NO_CREDENTIALS, timeout: float = 2.0) -> str | None:
+    """None when PING answers PONG, else why not (the error reply's text, e.g. "NOAUTH ...").
+    Exactly one command after the optional AUTH: without credentials a protected Redis counts one
+    NOAUTH, which no unauthenticated client can avoid (docs/SECURITY.md)."""
+    try:
+        with redis_connection(port, credentials, timeout=timeout) as call:
+            reply = call("PING")
+    except (OSError, ValueError, RespError) as err:
+        return _first_line(err)
+    return None if reply == "PONG" else f"unexpected reply {str(reply)[:40]!r}"
+
+
+def query_redis_info(target: Target, credentials: Credentials = NO_CREDENTIALS, host: str = "127.0.0.1",
+                     timeout: float = 2.0) -> dict:
     """Version and the config that shapes the request path; empty values when Redis will not say.
 
-    Plain RESP2 over a socket, not a client library: a library's connection handshake (HELLO,
-    CLIENT SETINFO ... on versions that lack them) would add error replies to the traced Redis's
-    statistics. One command at a time; the first error other than a refused CONFIG ends it."""
+    One command at a time; the first error other than a refused CONFIG ends it; a renamed CONFIG
+    is not called."""
     info = {"redis_version": "", "io_threads": None, "io_threads_do_reads": None,
             "appendonly": None, "appendfsync": None, "dir": None, "appenddirname": None}
     if not target.port:
         return info
-    import socket
-
     try:
-        with socket.create_connection((host, target.port), timeout=timeout) as sock, \
-                sock.makefile("rb") as f:
-            sock.sendall(_command("INFO", "server"))
-            server = _read_reply(f)
+        with redis_connection(target.port, credentials, host, timeout) as call:
+            server = call("INFO", "server")
             for line in str(server or "").splitlines():
                 if line.startswith("redis_version:"):
                     info["redis_version"] = line.split(":", 1)[1].strip()
+            # COMMAND INFO answers nil for a renamed CONFIG where CONFIG GET would be an error reply
+            if call("COMMAND", "INFO", "CONFIG") in ([None], []):
+                return info
             for name in ("io-threads", "io-threads-do-reads", "appendonly", "appendfsync", "dir", "appenddirname"):
-                sock.sendall(_command("CONFIG", "GET", name))
                 try:
-                    reply = _read_reply(f)
-                except _RespError:   # CONFIG renamed or forbidden by ACL: the rest would fail too
+                    reply = call("CONFIG", "GET", name)
+                except RespError:    # CONFIG forbidden by ACL: the rest would fail too
                     break
                 if isinstance(reply, list) and len(reply) >= 2 and reply[0] == name:
                     info[name.replace("-", "_")] = reply[1]
-    except (OSError, ValueError, _RespError) as err:  # the tracer works without INFO (auth, protected mode...)
-        info["error"] = str(err).splitlines()[0] if str(err) else type(err).__name__
+    except (OSError, ValueError, RespError) as err:  # the tracer works without INFO (auth, protected mode...)
+        info["error"] = _first_line(err)
     return info

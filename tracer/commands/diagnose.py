@@ -27,8 +27,6 @@ def run(args) -> int:
     if args.duration is None:
         print("diagnose: tracing until Ctrl-C (or pass --duration S)", file=sys.stderr, flush=True)
     result = live.run_traced(args, target, title="diagnose", mode="quiet")
-    if result.reason == "target exited":
-        print("redis-tracer: the traced redis-server exited", file=sys.stderr)
     if args.json:
         print(json.dumps(result.report, default=str), flush=True)
     else:

@@ -5,6 +5,7 @@ import json
 import sys
 
 from tracer import doctor
+from tracer.credentials import add_credential_args, credentials_from_args
 
 
 def add_parser(subparsers):
@@ -14,6 +15,7 @@ def add_parser(subparsers):
     parser.add_argument("--pid", type=int, help="also check this redis-server process")
     parser.add_argument("--port", type=int, help="also check the redis-server listening on this TCP port")
     parser.add_argument("--json", action="store_true", help='print {"ok": bool, "checks": [...]} instead')
+    add_credential_args(parser)
     return parser
 
 
@@ -30,7 +32,7 @@ def _can_print_unicode(stream) -> bool:
 
 def run(args, probes=None, out=None) -> int:
     out = out or sys.stdout
-    checks = doctor.run_checks(pid=args.pid, port=args.port, probes=probes)
+    checks = doctor.run_checks(pid=args.pid, port=args.port, probes=probes, credentials=credentials_from_args(args))
     ok = doctor.tracing_ok(checks)
     if args.json:
         json.dump({"ok": ok, "checks": [c.to_json() for c in checks]}, out)

@@ -268,8 +268,6 @@ def run(args) -> int:
     check_args(args)
     targets = runner.resolve_targets(args)
     result = run_traced(args, targets, title="live")
-    if result.reason == "target exited":
-        print("redis-tracer: the traced redis-server exited", file=sys.stderr)
     if args.svg:
         save_svg(args.svg, result.snapshot, result.header)
     print_summary(result, args.stall_ms)

@@ -58,6 +58,6 @@ def run(args) -> int:
             raise TracerError(f"cannot write {args.json_out}: {err.strerror} (the trace itself is complete: "
                               f"{args.output})") from None
     lost = pipeline.lost_events
-    print(f"recorded: {writer.records_written} records, {summary['requests']} requests, {lost} lost events "
+    print(f"recorded: {writer.records_written} records, {summary['requests']} requests, {lost} lost events after attach "
           f"-> {args.output}", file=sys.stderr)
     return 0

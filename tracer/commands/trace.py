@@ -58,6 +58,6 @@ def run(args) -> int:
     s = stitcher.stats
     extra = "".join(f", {n} {what}" for n, what in ((s.evicted_conns, "connections evicted"),
                                                      (s.parser_errors, "parser errors")) if n)
-    print(f"traced: {s.requests} requests, {s.unanswered} unanswered, {lost} lost events, "
+    print(f"traced: {s.requests} requests, {s.unanswered} unanswered, {lost} lost events after attach, "
           f"{s.undecodable} undecodable{extra}", file=sys.stderr)
     return 0
