@@ -188,6 +188,8 @@ def test_slow_fd_discovery_reports_progress(tmp_path, monkeypatch):
     total = 2 * fdinfo.SCAN_TICK_FDS + 10
     assert [m.split(" fds")[0] for m in messages] == [f"attaching: {fdinfo.SCAN_TICK_FDS}/{total}",
                                                        f"attaching: {2 * fdinfo.SCAN_TICK_FDS}/{total}"]
+
+
 def test_rescued_records_join_the_batch_in_time_order():
     # events refused the records of ts 20 and 40 (its lock failed): the rescue ring took them
     s, ring = _session()
@@ -198,6 +200,19 @@ def test_rescued_records_join_the_batch_in_time_order():
     assert [events.decode(r).payload for r in s.drain()] == [b"+1", b"+2", b"+3", b"+4", b"+5"]
     ring.rescue.reserve(_rec(events.WRITE, 5, 0, b"+6", ts=60))
     assert [events.decode(r).payload for r in s.drain()] == [b"+6"]    # alone: still drained
+    assert s.drain() == []
+
+
+def test_a_rescued_record_waits_while_events_still_holds_older_records():
+    # the drain of events stops at max_records: a rescued reply newer than the last record drained
+    # from events must not overtake that ring's older records (its request's read among them), or
+    # the stitcher sees the reply before the request and leaves the request unanswered
+    s, ring = _session()
+    for ts, body in ((10, b"+1"), (20, b"+2"), (30, b"+3"), (50, b"+5")):
+        ring.reserve(_rec(events.WRITE, 5, 0, body, ts=ts))
+    ring.rescue.reserve(_rec(events.WRITE, 5, 0, b"+4", ts=40))
+    assert [events.decode(r).payload for r in s.drain(max_records=2)] == [b"+1", b"+2"] and s.backlog
+    assert [events.decode(r).payload for r in s.drain(max_records=2)] == [b"+3", b"+4", b"+5"]
     assert s.drain() == []
 
 

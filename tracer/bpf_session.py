@@ -242,7 +242,15 @@ class ProbeSession:
             # starts, so the records events holds from before it are in this batch too (unless
             # that drain stops at max_records: then they follow in the next batch)
             self.rescue.drain(rescued)
+            before = len(batch)
             self.backlog = self.ring.drain(batch, max_records) >= max_records
+            if rescued and self.ring.pending_bytes():
+                # events stopped early (max_records, or a record still being written): a rescued
+                # record newer than the last one drained from events waits for the next batch,
+                # or it would overtake older events records (a reply ahead of its request)
+                newest = _ts_exit(batch[-1]) if len(batch) > before else 0
+                self._rescued = [raw for raw in rescued if _ts_exit(raw) > newest]
+                rescued = [raw for raw in rescued if _ts_exit(raw) <= newest]
         else:
             self.bpf.ring_buffer_consume()
             batch += self._pending
@@ -284,6 +292,12 @@ class ProbeSession:
             append(raw)
         self.records += len(out)
         return out
+
+    def held_back(self) -> list[bytes]:
+        """Rescued records drain() kept for a later batch: the last call when tracing stops, so
+        that none is left behind (each is newer than every record drained from events)."""
+        held, self._rescued = self._rescued, []
+        return held
 
     def _lost_records(self) -> list[bytes]:
         """A LOST record per fd whose records neither ring took since the last call (the kernel

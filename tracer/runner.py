@@ -180,6 +180,8 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
             consume(session.drain())
             if not getattr(session, "backlog", False) or session.ring_passed(mark):
                 break
+        if hasattr(session, "held_back"):
+            consume(session.held_back())
         consume([session.counters_record()])
         if reason == "target exited":
             consume(session.exit_records())   # its connections end here: none is left "open"
