@@ -1,0 +1,124 @@
+"""The engine's user-space side without BPF: its map layouts agree with probes/engine.c, the
+log-linear histogram's buckets and percentiles, the command table, REQ records, the raw counter."""
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from tracer.kernel import events
+from tracer.engine import histogram, layout
+from tracer.engine.commands import OTHER, OVERFLOW, SECRET_COMMANDS, build_table
+from tracer.engine.raw import RawCounter
+from tracer.engine.records import decode_request, is_request
+
+ENGINE_C = (Path(__file__).resolve().parent.parent / "probes" / "engine.c").read_text()
+
+
+def _define(name: str) -> int:
+    return int(re.search(r"#define %s (\d+)" % name, ENGINE_C).group(1))
+
+
+def _struct_fields(name: str) -> list[str]:
+    body = re.search(r"struct %s \{(.*?)\};" % name, ENGINE_C, re.S).group(1)
+    names = []
+    for line in body.splitlines():
+        line = line.split("/*")[0].strip().rstrip(";")
+        if line:
+            names += [n.strip().split("[")[0] for n in line.split(None, 1)[1].split(",")]
+    return names
+
+
+def test_layout_mirrors_engine_c():
+    assert _define("ENG_SLOTS") == layout.SLOTS
+    assert _define("ENG_NCMD") == layout.NCMD
+    assert _define("ENG_NB") == layout.NBUCKETS
+    assert _define("ENG_PHASES") == layout.PHASES == len(layout.PHASE_NAMES)
+    assert _define("ENG_NAME") == layout.NAME_LEN
+    assert _define("ENG_SUB_BITS") == histogram.SUB_BITS
+    assert _struct_fields("eng_cmd_stats") == list(layout.CMD_STATS_FIELDS) + ["buckets"]
+    assert _struct_fields("eng_phase_stats") == list(layout.PHASE_STATS_FIELDS) + ["buckets"]
+    body = re.search(r"enum eng_counter \{(.*?)\};", ENGINE_C, re.S).group(1)
+    counters = {k: int(v) for k, v in re.findall(r"(ECNT_\w+)\s*=\s*(\d+)", body)}
+    assert counters["ECNT_MAX"] == layout.ECNT_MAX == len(layout.COUNTER_NAMES)
+    for name, idx in counters.items():
+        if name != "ECNT_MAX":
+            assert layout.COUNTER_NAMES[idx] == name[len("ECNT_"):].lower()
+
+
+def test_buckets_cover_every_value_once_and_are_at_most_a_sixteenth_wide():
+    prev_hi = 0
+    for idx in range(layout.NBUCKETS):
+        lo, hi = histogram.bucket_bounds(idx)
+        assert lo == prev_hi and hi > lo
+        assert hi - lo <= max(1, lo // 16)
+        prev_hi = hi
+    assert histogram.bucket_index(histogram.MAX_NS) == layout.NBUCKETS - 1
+    assert histogram.bucket_index(10 ** 15) == layout.NBUCKETS - 1     # clamped like the kernel
+    for v in [0, 1, 31, 32, 33, 1000, 12345, 10 ** 6, 123456789, 2 ** 35 + 7]:
+        lo, hi = histogram.bucket_bounds(histogram.bucket_index(v))
+        assert lo <= v < hi
+
+
+def test_percentiles_within_4_percent_of_exact():
+    rng = random.Random(7)
+    values = sorted(int(rng.lognormvariate(11, 1.2)) for _ in range(20000))   # ~60 us median, long tail
+    buckets = [0] * layout.NBUCKETS
+    for v in values:
+        buckets[histogram.bucket_index(v)] += 1
+    h = histogram.EngineHistogram(buckets)
+    from tracer.analyze.histogram import nearest_rank
+
+    for p in (50, 90, 99, 99.9):
+        exact = values[nearest_rank(p, len(values)) - 1]
+        assert abs(h.percentile(p) - exact) <= 0.04 * exact
+    assert histogram.EngineHistogram().percentile(99) == 0
+
+
+def test_command_table():
+    table = build_table(["get", "set", "mycustomcmd", "client|list", "a-name-far-too-long-for-the-kernel"], "test")
+    assert table.name(0) == OTHER and table.name(layout.CMD_OVERFLOW) == OVERFLOW
+    assert table.name(table.ids["GET"]) == "GET" and "MYCUSTOMCMD" in table.ids
+    assert not any("|" in n for n in table.names)
+    assert len(table.names) <= layout.CMD_OVERFLOW
+    entries = {raw.rstrip(b"\0").decode(): (cid, flags) for raw, cid, flags in table.kernel_entries()}
+    assert all(len(raw) == layout.NAME_LEN for raw, _, _ in table.kernel_entries())
+    assert entries["GET"] == (table.ids["GET"], 0)
+    for secret in SECRET_COMMANDS:
+        assert entries[secret][1] == layout.ECMD_SECRET
+
+
+def _req(**kw):
+    vals = {name: 0 for _, name in events.REQ_FIELDS}
+    vals.update(kind=events.REQ, **kw)
+    cap = kw.pop("captured", b"")
+    vals.pop("captured", None)
+    vals["cap_len"] = len(cap)
+    return events.REQ_HEADER.pack(*(vals[name] for _, name in events.REQ_FIELDS)) + cap
+
+
+def test_request_record_decodes():
+    raw = _req(read_start=2000, write_end=9000, arrival_ts=1500, tgid=5, fd=9, cmd_id=3, ncmds=1,
+               flags=events.RQF_SLOW, reply_type=events.RPL_NIL, captured=b"*2\r\n$3\r\nGET\r\n$1\r\nk")
+    assert is_request(raw)
+    r = decode_request(raw)
+    assert (r.tgid, r.fd, r.cmd_id, r.latency_ns, r.reply) == (5, 9, 3, 7500, "nil")
+    assert r.captured.endswith(b"k")
+    with pytest.raises(ValueError):
+        decode_request(raw[:40])
+    with pytest.raises(ValueError):
+        decode_request(raw[:-1])
+
+
+def _raw_read(fd, payload, flags=events.RTF_ENGINE_RAW):
+    return events.encode(events.Event(kind=events.READ, tgid=5, tid=5, fd=fd, flags=flags, ret=len(payload),
+                                      payload=payload))
+
+
+def test_raw_counter_counts_inline_and_split_commands_per_connection():
+    rc = RawCounter()
+    rc.feed([_raw_read(7, b"PING\r\nset a 1\r\n*2\r\n$3\r\nGET\r\n$1"), _raw_read(8, b"GET x\r\n"),
+             _raw_read(7, b"\r\na\r\n"), _raw_read(9, b"*1\r\n$4\r\nPING\r\n", flags=0)])  # not raw: the kernel's
+    assert dict(rc.counts) == {(5, "PING"): 1, (5, "SET"): 1, (5, "GET"): 2}

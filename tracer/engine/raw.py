@@ -1,0 +1,37 @@
+"""The bytes the kernel left to user space (RT_READ records flagged RTF_ENGINE_RAW: inline commands,
+unparseable or over-budget batches, connections not yet classified): parsed here with the same RESP
+parser as the full path, so that kernel counts plus these counts are the exact totals."""
+from __future__ import annotations
+
+from collections import Counter
+
+from tracer.kernel import events
+from tracer.decode.resp import RequestParser
+
+
+class RawCounter:
+    """Commands per (tgid, name) in the raw reads, one parser per connection."""
+
+    def __init__(self):
+        self.counts: Counter = Counter()
+        self._parsers: dict = {}
+
+    def feed(self, records) -> None:
+        for raw in records:
+            kind = raw[52]
+            if kind == events.CLOSE:
+                ev = events.decode(raw)
+                self._parsers.pop((ev.tgid, ev.fd), None)
+                continue
+            if kind != events.READ:
+                continue
+            ev = events.decode(raw)
+            if not ev.flags & events.RTF_ENGINE_RAW:
+                continue
+            parser = self._parsers.get((ev.tgid, ev.fd))
+            if parser is None:
+                parser = self._parsers[(ev.tgid, ev.fd)] = RequestParser()
+            commands, _ = parser.feed(ev.payload, ev.ret)
+            for cmd in commands:
+                if cmd.complete and cmd.name not in ("?", ""):
+                    self.counts[(ev.tgid, cmd.name.upper())] += 1
