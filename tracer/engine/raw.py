@@ -21,17 +21,22 @@ class RawCounter:
             kind = raw[52]
             if kind == events.CLOSE:
                 ev = events.decode(raw)
-                self._parsers.pop((ev.tgid, ev.fd), None)
-                continue
-            if kind != events.READ:
-                continue
-            ev = events.decode(raw)
-            if not ev.flags & events.RTF_ENGINE_RAW:
-                continue
-            parser = self._parsers.get((ev.tgid, ev.fd))
-            if parser is None:
-                parser = self._parsers[(ev.tgid, ev.fd)] = RequestParser()
-            commands, _ = parser.feed(ev.payload, ev.ret)
-            for cmd in commands:
-                if cmd.complete and cmd.name not in ("?", ""):
-                    self.counts[(ev.tgid, cmd.name.upper())] += 1
+                self.forget(ev.tgid, ev.fd)
+            elif kind == events.READ:
+                ev = events.decode(raw)
+                if ev.flags & events.RTF_ENGINE_RAW:
+                    self.feed_event(ev)
+
+    def forget(self, tgid: int, fd: int) -> None:
+        self._parsers.pop((tgid, fd), None)
+
+    def feed_event(self, ev) -> list:
+        """Counts the commands of one raw READ event; returns the spans of its values and secrets."""
+        parser = self._parsers.get((ev.tgid, ev.fd))
+        if parser is None:
+            parser = self._parsers[(ev.tgid, ev.fd)] = RequestParser()
+        commands, spans = parser.feed(ev.payload, ev.ret)
+        for cmd in commands:
+            if cmd.complete and cmd.name not in ("?", ""):
+                self.counts[(ev.tgid, cmd.name.upper())] += 1
+        return spans

@@ -5,7 +5,7 @@ import ctypes
 from dataclasses import dataclass
 
 from tracer.kernel.bpf_session import ENGINE_PROBES, ProbeSession
-from tracer.engine import layout
+from tracer.engine import aggregates, layout
 from tracer.engine.commands import CommandTable, table_for_port
 from tracer.engine.snapshot import EngineSnapshot, read_snapshot
 from tracer.errors import TracerError
@@ -69,6 +69,12 @@ class EngineSession(ProbeSession):
 
     def snapshot(self) -> EngineSnapshot:
         return read_snapshot(self.bpf, self.table, self.slot_pids, self.ncpu)
+
+    def aggregate_records(self) -> list[bytes]:
+        """The aggregates as ENGINE records of the stream (the first ones also carry the command table)."""
+        names = None if getattr(self, "_table_sent", False) else list(self.table.names)
+        self._table_sent = True
+        return aggregates.encode(self.snapshot(), names)
 
     def describe(self) -> str:
         return super().describe() + f" engine commands {len(self.table.names) - 1} ({self.table.source})"

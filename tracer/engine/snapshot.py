@@ -36,11 +36,12 @@ class CommandStats:
 
 @dataclass
 class InstanceStats:
-    __slots__ = ("slot", "pid", "commands", "phases")
+    __slots__ = ("slot", "pid", "commands", "phases", "phase_sum_ns")
     slot: int
     pid: int
     commands: dict          # name -> CommandStats
     phases: dict            # phase name -> EngineHistogram
+    phase_sum_ns: dict      # phase name -> ns summed over every request
 
 
 @dataclass
@@ -114,13 +115,15 @@ def read_snapshot(bpf, table: CommandTable, slot_pids: dict, ncpu: int) -> Engin
             values["max_ns"] = max(maxes)
             name = table.name(cmd_id)
             commands[name] = CommandStats(name=name, histogram=EngineHistogram(row[nf:]), **values)
-        phase_hists = {}
+        phase_hists, phase_sums = {}, {}
         ph_stride = _round8(layout.PHASE_STATS.size * layout.PHASES)     # struct eng_slot_phases
         for ph, ph_name in enumerate(layout.PHASE_NAMES):
             row = _sum_percpu(phases, slot * ncpu * ph_stride + ph * layout.PHASE_STATS.size, ph_stride, ncpu,
                               layout.PHASE_STATS)
             phase_hists[ph_name] = EngineHistogram(row[len(layout.PHASE_STATS_FIELDS):])
-        instances[slot] = InstanceStats(slot=slot, pid=pid, commands=commands, phases=phase_hists)
+            phase_sums[ph_name] = row[layout.PHASE_STATS_FIELDS.index("sum_ns")]
+        instances[slot] = InstanceStats(slot=slot, pid=pid, commands=commands, phases=phase_hists,
+                                        phase_sum_ns=phase_sums)
     counters_table = bpf["eng_counters"]
     counters = {}
     for idx, name in enumerate(layout.COUNTER_NAMES):
