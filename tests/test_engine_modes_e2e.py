@@ -53,7 +53,7 @@ def test_engine_record_counts_exact_and_live_equals_report_and_replay(redis_serv
         assert sent == 20000
         assert report["commands"][name]["count"] == sent, (name, report["commands"][name])
         row = report["commands"][name]
-        assert 0 < row["p50_us"] <= row["p99_us"] <= row["max_us"] * 1.07     # bucket midpoints: within 1/16
+        assert 0 < row["p50_us"] <= row["p99_us"] <= row["max_us"]
     assert set(report["phases_us_total"]) == {"socket_queue", "wait", "exec", "reply_write"}
     assert report["phases_us_total"]["exec"] > 0
     # the live analysis is the very same JSON, and so is a replay of the recording

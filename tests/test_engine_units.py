@@ -122,3 +122,77 @@ def test_raw_counter_counts_inline_and_split_commands_per_connection():
     rc.feed([_raw_read(7, b"PING\r\nset a 1\r\n*2\r\n$3\r\nGET\r\n$1"), _raw_read(8, b"GET x\r\n"),
              _raw_read(7, b"\r\na\r\n"), _raw_read(9, b"*1\r\n$4\r\nPING\r\n", flags=0)])  # not raw: the kernel's
     assert dict(rc.counts) == {(5, "PING"): 1, (5, "SET"): 1, (5, "GET"): 2}
+
+
+def _snapshot(pid=5):
+    from tracer.engine.snapshot import CommandStats, EngineSnapshot, InstanceStats
+
+    def hist(values):
+        buckets = [0] * layout.NBUCKETS
+        for v in values:
+            buckets[histogram.bucket_index(v)] += 1
+        return histogram.EngineHistogram(buckets)
+
+    get = CommandStats(name="GET", count=1000, done=1000, sum_ns=0, max_ns=900_000, bytes_in=0, bytes_out=0,
+                       ok=1000, errors=0, nil=0, moved=0, ask=0, untyped=0,
+                       histogram=hist([10_000 + i * 100 for i in range(1000)]))
+    phases = {name: hist([1000] * 10) for name in layout.PHASE_NAMES}
+    inst = InstanceStats(slot=0, pid=pid, commands={"GET": get}, phases=phases,
+                         phase_sum_ns={name: 10_000 for name in layout.PHASE_NAMES})
+    return EngineSnapshot(ts=0.0, instances={0: inst}, counters={"raw_reads": 3})
+
+
+def test_aggregates_round_trip_through_an_engine_record():
+    from tracer.engine import aggregates
+
+    snap = _snapshot()
+    (raw,) = aggregates.encode(snap, names=["(other)", "GET"], ts=123)
+    ev = events.decode(raw)
+    assert ev.kind == events.ENGINE and ev.tgid == 5 and ev.ts_exit == 123
+    figures, names = aggregates.decode(ev)
+    assert names == ["(other)", "GET"] and figures.counters == {"raw_reads": 3}
+    fields, hist = figures.commands["GET"]
+    assert fields["count"] == 1000 and fields["max_ns"] == 900_000
+    assert hist.buckets == snap.instances[0].commands["GET"].histogram.buckets
+    assert figures.phase_sum_ns["exec"] == 10_000 and figures.phases["wait"].count == 10
+    ev.payload = b"not zlib"
+    with pytest.raises(ValueError, match="damaged ENGINE record"):
+        aggregates.decode(ev)
+
+
+def test_captured_args_keep_only_whole_bulk_strings():
+    from tracer.engine.feed import captured_args
+
+    assert captured_args(b"*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP") == ["DEBUG", "SLEEP"]
+    assert captured_args(b"*2\r\n$3\r\nGET\r\n$10\r\nvictim-") == ["GET"]     # a cut key is no key
+    assert captured_args(b"") == [] and captured_args(b"*1\r\n$x\r\n") == []
+
+
+def test_engine_feed_puts_kernel_figures_into_the_views():
+    from tracer.analyze.analysis import Analyzer
+    from tracer.engine import aggregates
+    from tracer.engine.feed import EngineFeed
+
+    analyzer = Analyzer()
+    feed = EngineFeed(analyzer.on_request)
+    t0 = 10 ** 12
+    for i, ts in enumerate((t0, t0 + 2_000_000_000)):
+        snap = _snapshot()
+        snap.instances[0].commands["GET"].count = 1000 * (i + 1)
+        feed.on_aggregates(events.decode(aggregates.encode(snap, names=["(other)", "GET", "AUTH"], ts=ts)[0]))
+    # a slow request record (AUTH carries no bytes: named from the table), and a raw inline PING
+    req = feed.on_req(_req(read_start=t0, read_end=t0 + 1000, write_start=t0 + 5_000_000, write_end=t0 + 5_001_000,
+                           tgid=5, fd=9, cmd_id=2, ncmds=1, flags=events.RQF_SLOW, reply_type=events.RPL_OK))
+    assert req.command == "AUTH" and req.key is None and req.exec_ns == 4_999_000 and req.latency_ns == 5_001_000
+    feed.on_raw_read(events.decode(_raw_read(7, b"PING\r\n")))
+    s = analyzer.snapshot(t0 + 2_000_000_000)
+    feed.apply_snapshot(s)
+    assert s.mode == "engine" and s.requests == 2001 and s.commands["GET"].count == 2000
+    assert s.commands["GET"].rps == 500.0 and s.rps == 500.0
+    assert abs(s.commands["GET"].p50_us - 60.0) <= 0.04 * 60 and s.commands["PING"].count == 1
+    assert s.phases_us_total == {name: 10.0 for name in layout.PHASE_NAMES}
+    assert [r.command for r in s.slowest] == ["AUTH"]
+    report = analyzer.report({"pid": 5, "port": 1})
+    feed.apply_report(report)
+    assert report.mode == "engine" and report.requests == 2001 and list(report.commands) == ["GET", "PING"]
+    assert report.to_json()["commands"]["GET"]["count"] == 2000

@@ -24,6 +24,7 @@ STALL_MS_MAX = 3_600_000    # beyond an hour a "stall" threshold is a typo (also
 # keeps per-command counts and histograms, only slow/stall/victim/sampled requests go up (tracer/engine).
 MODES = ("full", "engine")
 MODE = "full"               # the default mode of live/diagnose/demo/record/trace: switch it here, only here
+ENGINE_SAMPLE = 100         # engine mode: 1 batch in this many goes up as a record (slowest, hot keys: estimates)
 
 
 def is_power_of_two(n: int) -> bool:

@@ -172,10 +172,13 @@ class EngineFeed:
         rates = self.rates(pids)[1] if live else {}
         rows = {}
         for name, (fields, hist) in self.merged(pids).items():
-            row = CommandStats(count=fields["count"], p50_us=ns_to_us(hist.percentile(50)),
-                               p99_us=ns_to_us(hist.percentile(99)), max_us=ns_to_us(fields["max_ns"]))
+            top = fields["max_ns"]
+
+            def pct(p):     # a bucket's midpoint can lie above the largest value in it
+                return ns_to_us(min(hist.percentile(p), top))
+            row = CommandStats(count=fields["count"], p50_us=pct(50), p99_us=pct(99), max_us=ns_to_us(top))
             if live:
-                row.p999_us = ns_to_us(hist.percentile(99.9))
+                row.p999_us = pct(99.9)
                 row.rps = r3(rates.get(name, 0.0))
             rows[name] = row
         return rows

@@ -9,13 +9,12 @@ from tracer.engine import aggregates, layout
 from tracer.engine.commands import CommandTable, table_for_port
 from tracer.engine.snapshot import EngineSnapshot, read_snapshot
 from tracer.errors import TracerError
-
-DEFAULT_STALL_MS = 50.0     # as `live --stall-ms`; slow records default to a fifth of it
+from tracer.options import STALL_MS     # as `live --stall-ms`; slow records default to a fifth of it
 
 
 @dataclass
 class EngineConfig:
-    stall_ms: float = DEFAULT_STALL_MS
+    stall_ms: float = STALL_MS
     slow_ms: float | None = None    # None: stall_ms / 5
     sample: int = 0                 # 1-in-N batches get a record (0: none)
 

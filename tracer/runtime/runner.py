@@ -11,7 +11,7 @@ from tracer.errors import Interrupted, TracerError
 from tracer.kernel.bpf_session import ProbeSession
 from tracer.kernel.privileges import require_tracing_privileges
 from tracer.kernel.target import Target, find_target, query_redis_info, redis_pids
-from tracer.options import CAPTURE_BYTES, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, TraceOptions
+from tracer.options import CAPTURE_BYTES, ENGINE_SAMPLE, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, TraceOptions
 
 COUNTERS_S = 1.0  # kernel counters (lost records, loop busy/idle) join the stream this often
 
@@ -38,15 +38,20 @@ def add_target_args(parser, duration_default=None) -> None:
     parser.add_argument("--show-values", action="store_true",
                         help="show values on screen and in files (off: values are masked; secrets always are; "
                              "needs --full)")
+    add_mode_args(parser)
+    add_credential_args(parser)
+
+
+def add_mode_args(parser) -> None:
+    """--full / --engine (options.MODE is the default)."""
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--full", dest="mode", action="store_const", const="full",
                        help="every request's bytes go up and are stitched in user space" +
                             (" (the default)" if MODE == "full" else ""))
     modes.add_argument("--engine", dest="mode", action="store_const", const="engine",
                        help="always-on mode: the kernel parses and aggregates; only slow, stalled, victim and "
-                            "sampled requests go up (slowest requests and hot keys are estimates)" +
-                            (" (the default)" if MODE == "engine" else ""))
-    add_credential_args(parser)
+                            f"1-in-{ENGINE_SAMPLE} sampled requests go up (slowest requests and hot keys are "
+                            "estimates)" + (" (the default)" if MODE == "engine" else ""))
 
 
 class StopFlag:
@@ -123,7 +128,8 @@ def new_session(options: TraceOptions, targets: list[Target]) -> ProbeSession:
     if options.mode == "engine":
         from tracer.engine.session import EngineConfig, EngineSession
 
-        return EngineSession(targets, EngineConfig(stall_ms=options.stall_ms, slow_ms=options.slow_ms),
+        return EngineSession(targets, EngineConfig(stall_ms=options.stall_ms, slow_ms=options.slow_ms,
+                                                      sample=ENGINE_SAMPLE),
                              capture_max=options.capture_bytes, ringbuf_pages=options.ringbuf_pages)
     return ProbeSession(targets, exec_probes=options.exec_probes, capture_max=options.capture_bytes,
                         ringbuf_pages=options.ringbuf_pages)
