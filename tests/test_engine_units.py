@@ -155,9 +155,13 @@ def test_aggregates_round_trip_through_an_engine_record():
     assert fields["count"] == 1000 and fields["max_ns"] == 900_000
     assert hist.buckets == snap.instances[0].commands["GET"].histogram.buckets
     assert figures.phase_sum_ns["exec"] == 10_000 and figures.phases["wait"].count == 10
-    ev.payload = b"not zlib"
-    with pytest.raises(ValueError, match="damaged ENGINE record"):
-        aggregates.decode(ev)
+    import zlib
+
+    for bad in (b"not zlib", zlib.compress(b"[1, 2]"), zlib.compress(b'{"commands": {"GET": "xyz"}}'),
+                zlib.compress(b" " * (aggregates.MAX_DECODED + 1))):
+        ev.payload = bad
+        with pytest.raises(ValueError, match="damaged ENGINE record"):
+            aggregates.decode(ev)
 
 
 def test_captured_args_keep_only_whole_bulk_strings():

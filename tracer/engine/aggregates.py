@@ -17,6 +17,7 @@ from tracer.engine.histogram import EngineHistogram
 from tracer.kernel import events
 
 MAX_PAYLOAD = 0xFFFF        # cap_len is a u16
+MAX_DECODED = 4 << 20       # a damaged or hostile record never inflates beyond this
 
 
 def _sparse(buckets) -> list:
@@ -73,7 +74,11 @@ class InstanceFigures:
 def decode(ev) -> tuple[InstanceFigures, list | None]:
     """(figures, command table or None) of an ENGINE event; ValueError when the payload is damaged."""
     try:
-        body = json.loads(zlib.decompress(ev.payload))
+        inflate = zlib.decompressobj()
+        text = inflate.decompress(ev.payload, MAX_DECODED)
+        if inflate.unconsumed_tail:
+            raise ValueError(f"inflates beyond {MAX_DECODED} bytes")
+        body = json.loads(text)
         commands = {}
         for name, row in body.get("commands", {}).items():
             fields = dict(zip(layout.CMD_STATS_FIELDS, (int(v) for v in row[:-1])))
@@ -82,7 +87,7 @@ def decode(ev) -> tuple[InstanceFigures, list | None]:
         phase_sum_ns = {str(n): int(s[0]) for n, s in body.get("phases", {}).items()}
         counters = {str(k): int(v) for k, v in body.get("counters", {}).items()}
         names = body.get("names")
-    except (zlib.error, ValueError, TypeError, AttributeError, IndexError) as err:
+    except (zlib.error, ValueError, TypeError, AttributeError, IndexError, RecursionError) as err:
         raise ValueError(f"damaged ENGINE record: {err}") from None
     return InstanceFigures(ev.ts_exit or ev.ts_enter, commands, phases, phase_sum_ns, counters), \
         [str(n) for n in names] if isinstance(names, list) else None
