@@ -115,3 +115,31 @@ def test_show_values_requires_full(redis_server):
     assert proc.returncode != 0
     assert "--show-values requires --full" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_engine_recording_never_holds_values_of_a_connection_left_to_user_space(redis_server, tmp_path):
+    """Pipelined 1000-field HSETs run the kernel parser out of budget inside a command: the connection
+    goes raw, its reads and writes come up whole. The recording masks their values (reads: by the
+    RESP parser's spans; writes: whole), and the engine's own records never carry one."""
+    from tracer.kernel import events
+    from tracer.tracefile.recording import TraceReader
+
+    trace = tmp_path / "raw.rtrace"
+    tracer = TracerProcess("record", "--engine", "--port", str(redis_server.port), "-o", str(trace))
+    c = redis_server.client(socket_timeout=30)
+    secret = "topsecret-value-0123456789"
+    for lo in range(0, 40_000, 4000):
+        pipe = c.pipeline(transaction=False)
+        for b in range(lo, lo + 4000, 1000):
+            pipe.hset("big", mapping={f"field:{i}": secret for i in range(b, b + 1000)})
+        pipe.execute()
+    assert c.hget("big", "field:7") == secret.encode()
+    c.close()
+    rc, _ = tracer.stop()
+    assert rc == 0, tracer.stderr_text()
+    raw_writes = 0
+    with TraceReader(trace) as reader:
+        for raw in reader.records():
+            assert secret[:9].encode() not in raw
+            raw_writes += raw[events.KIND_BYTE] == events.WRITE and raw[events.FLAGS_BYTE] & events.RTF_ENGINE_RAW
+    assert raw_writes, "the scenario did not leave a connection to user space"

@@ -200,3 +200,18 @@ def test_engine_feed_puts_kernel_figures_into_the_views():
     feed.apply_report(report)
     assert report.mode == "engine" and report.requests == 2001 and list(report.commands) == ["GET", "PING"]
     assert report.to_json()["commands"]["GET"]["count"] == 2000
+
+
+def test_raw_counter_masks_and_skips_a_connection_handed_over_inside_a_frame():
+    """The kernel leaves a connection to user space where its parse stopped, possibly inside a frame:
+    the bytes before the next request start are masked, never counted as commands."""
+    from tracer.decode.redact import redact_spans
+
+    tail = b"\r\n$26\r\ntopsecret-value-0123456789\r\n$8\r\nfield:25\r\n$26\r\ntopsecret-value-0123456789\r\n"
+    rc = RawCounter()
+    kept = []
+    for payload in (tail, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$9\r\ntopsecret\r\nPING\r\n"):
+        ev = events.decode(_raw_read(7, payload))
+        kept.append(redact_spans(ev.payload, rc.feed_event(ev)))
+    assert all(b"topsecret" not in k for k in kept), kept
+    assert dict(rc.counts) == {(5, "SET"): 1, (5, "PING"): 1}

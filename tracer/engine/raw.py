@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 from tracer.kernel import events
+from tracer.decode.keyspec import KNOWN
 from tracer.decode.resp import RequestParser
 
 
@@ -34,9 +35,12 @@ class RawCounter:
         """Counts the commands of one raw READ event; returns the spans of its values and secrets."""
         parser = self._parsers.get((ev.tgid, ev.fd))
         if parser is None:
+            # the kernel hands a connection over where its parse stopped: possibly inside a frame
             parser = self._parsers[(ev.tgid, ev.fd)] = RequestParser()
+            parser.start_unsynced()
         commands, spans = parser.feed(ev.payload, ev.ret)
         for cmd in commands:
-            if cmd.complete and cmd.name not in ("?", ""):
+            # a command cut by bytes the kernel could not capture still counts when its name is known
+            if cmd.name not in ("?", "") and (cmd.complete or cmd.name.upper().encode() in KNOWN):
                 self.counts[(ev.tgid, cmd.name.upper())] += 1
         return spans

@@ -127,8 +127,8 @@ class Pipeline:
         self.writer.maybe_flush()
 
     def _feed_engine(self, records) -> None:
-        """Engine mode: REQ and ENGINE records to the engine feed, raw READs counted (and their values
-        masked before recording), the rest (ACCEPT, CLOSE, FSYNC, LOOP, COUNTERS, ...) to the stitcher."""
+        """Engine mode: REQ and ENGINE records to the engine feed, raw READs counted (values and secrets
+        masked before recording; raw WRITEs masked whole), the rest (ACCEPT, CLOSE, FSYNC, LOOP, COUNTERS, ...) to the stitcher."""
         engine, feed, decode = self.engine, self.stitcher.feed, events.decode
         kind_at, flags_at = events.KIND_BYTE, events.FLAGS_BYTE
         out = [] if self.writer is not None else None
@@ -137,9 +137,11 @@ class Pipeline:
             if kind == events.REQ:
                 engine.on_req(raw)
                 feed(decode(raw))       # its ts fields lie where every record's do: the trace clock
-            elif kind == events.READ and raw[flags_at] & events.RTF_ENGINE_RAW:
+            elif (kind == events.READ or kind == events.WRITE) and raw[flags_at] & events.RTF_ENGINE_RAW:
+                # a connection the kernel left to user space: its commands are counted from the reads;
+                # its replies are not analysed, and their bytes (values) are never recorded
                 ev = decode(raw)
-                spans = engine.on_raw_read(ev)
+                spans = engine.on_raw_read(ev) if kind == events.READ else [(0, len(ev.payload))]
                 if spans and out is not None:
                     head = raw[:events.HEADER_SIZE]
                     raw = (head if head.__class__ is bytes else bytes(head)) + redact_spans(ev.payload, spans)
