@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
-from test_diagnosis_e2e import GetLoad, build_hash
+from test_diagnosis_e2e import bigkey_del_under_load
 from tracer_proc import REPO, TracerProcess, json_lines, report_of
 
 pytestmark = pytest.mark.bpf
@@ -64,21 +63,7 @@ def test_engine_record_counts_exact_and_live_equals_report_and_replay(redis_serv
 
 
 def test_engine_bigkey_del_stall_names_culprit_and_victims(redis_server, tmp_path):
-    c = redis_server.client(socket_timeout=60)
-    build_hash(c, "big:hash", 1_000_000)
-    trace = tmp_path / "del.rtrace"
-    tracer = TracerProcess("record", "--engine", "--port", str(redis_server.port), "-o", str(trace))
-    load = GetLoad(redis_server, n=10)
-    time.sleep(1.0)
-    t0 = time.perf_counter()
-    c.delete("big:hash")
-    del_rtt_ms = (time.perf_counter() - t0) * 1000
-    time.sleep(1.0)
-    load.finish()
-    c.close()
-    rc, _ = tracer.stop()
-    assert rc == 0, tracer.stderr_text()
-    report = report_of(trace)
+    report, del_rtt_ms, load = bigkey_del_under_load(redis_server, tmp_path / "del.rtrace", "--engine")
     assert report["mode"] == "engine"
     stall = report["stalls"][0]
     assert stall["command"] == "DEL" and stall["key"] == "big:hash" and stall["class"] == "bigkey", stall
