@@ -195,6 +195,7 @@ def test_engine_feed_puts_kernel_figures_into_the_views():
     assert s.commands["GET"].rps == 500.0 and s.rps == 500.0
     assert abs(s.commands["GET"].p50_us - 60.0) <= 0.04 * 60 and s.commands["PING"].count == 1
     assert s.phases_us_total == {name: 10.0 for name in layout.PHASE_NAMES}
+    assert len(s.commands["GET"].spark) == 16 and sum(s.commands["GET"].spark) == 1000   # the histogram's values
     assert [r.command for r in s.slowest] == ["AUTH"]
     report = analyzer.report({"pid": 5, "port": 1})
     feed.apply_report(report)

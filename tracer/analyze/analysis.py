@@ -24,6 +24,7 @@ SLOW_WINDOW_S = 10      # "recent" slow requests
 SECS_KEPT = 12          # per-second counters kept
 KEY_CAP = 2000
 TOP_N = 10              # slowest requests, hot and big keys listed
+SPARK_WIDTH = 16        # columns of a command's latency sparkline
 MAX_COMMANDS = 512      # distinct command names tracked; the rest are counted as OTHER
 UNDECODABLE_SAMPLES = 5  # names kept as evidence in that row
 _REFUSED = ("error", "none")
@@ -444,7 +445,7 @@ class Analyzer:
             segments=[(n, _us(a - start), _us(b - a)) for n, a, b in segs],
             reply_bytes=req.reply_bytes)
 
-    def snapshot(self, now_ts: int | None = None, max_commands: int = 12, spark_width: int = 16) -> Snapshot:
+    def snapshot(self, now_ts: int | None = None, max_commands: int = 12, spark_width: int = SPARK_WIDTH) -> Snapshot:
         """Live dashboard numbers; cheap. now_ts: CLOCK_MONOTONIC ns (defaults to the last event)."""
         end = max(now_ts or 0, self.last_ts)
         base = self.first_ts or end

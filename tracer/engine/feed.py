@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections import deque
 
+from tracer.analyze.analysis import SPARK_WIDTH
+from tracer.analyze.histogram import LatencyHistogram
 from tracer.engine import aggregates
 from tracer.engine.commands import OTHER
-from tracer.engine.histogram import EngineHistogram
+from tracer.engine.histogram import EngineHistogram, bucket_value
 from tracer.engine.raw import RawCounter
 from tracer.engine.records import decode_request
 from tracer.kernel import events
@@ -189,8 +191,15 @@ class EngineFeed:
         if not self._pids(pids) and not self.raw.counts:
             return
         rows = self.command_rows(pids, live=True)
-        shown = sorted(rows.items(), key=lambda kv: (-kv[1].count, kv[0]))[:max_commands]
-        snap.commands = dict(shown)
+        shown = dict(sorted(rows.items(), key=lambda kv: (-kv[1].count, kv[0]))[:max_commands])
+        merged = self.merged(pids)
+        hists = {name: _latency_histogram(merged[name][1]) for name in shown}
+        drawn = [h for h in hists.values() if h.count]
+        lo = min((h.min for h in drawn), default=None)
+        hi = max((h.max for h in drawn), default=None)
+        for name, row in shown.items():     # one axis for every row, as the full path draws them
+            row.spark = hists[name].sparkline(SPARK_WIDTH, lo, hi)
+        snap.commands = shown
         snap.requests = sum(r.count for r in rows.values())
         snap.rps = r3(self.rates(pids)[0])
         snap.phases_us_total = self.phases_us(pids) or snap.phases_us_total
@@ -205,3 +214,11 @@ class EngineFeed:
         report.phases_us_total = self.phases_us(pids) or report.phases_us_total
         report.mode = "engine"
 
+
+def _latency_histogram(hist: EngineHistogram) -> LatencyHistogram:
+    """The kernel's buckets as the full path's histogram (bucket midpoints), for its sparkline."""
+    out = LatencyHistogram()
+    for idx, n in enumerate(hist.buckets):
+        if n:
+            out.add(bucket_value(idx), n)
+    return out
