@@ -216,3 +216,17 @@ def test_raw_counter_masks_and_skips_a_connection_handed_over_inside_a_frame():
         kept.append(redact_spans(ev.payload, rc.feed_event(ev)))
     assert all(b"topsecret" not in k for k in kept), kept
     assert dict(rc.counts) == {(5, "SET"): 1, (5, "PING"): 1}
+
+
+def test_engine_feed_figures_per_instance_for_the_nodes_panel():
+    from tracer.engine import aggregates
+    from tracer.engine.feed import EngineFeed
+
+    feed = EngineFeed(lambda req: None)
+    for pid, ts in ((5, 10 ** 12), (6, 10 ** 12), (5, 10 ** 12 + 10 ** 9)):
+        snap = _snapshot(pid)
+        snap.instances[0].commands["GET"].count = 1000 * pid + (ts - 10 ** 12) // 10 ** 6
+        feed.on_aggregates(events.decode(aggregates.encode(snap, ts=ts)[0]))
+    requests, rps, p99_us = feed.node_figures(5)
+    assert requests == 6000 and rps == 1000.0 and abs(p99_us - 109.0) <= 0.04 * 109
+    assert feed.node_figures(6)[:2] == (6000, 0.0) and feed.node_figures(7) == (0, 0.0, None)

@@ -185,6 +185,15 @@ class EngineFeed:
             rows[name] = row
         return rows
 
+    def node_figures(self, pid: int) -> tuple[int, float, float | None]:
+        """(requests, requests/s, p99 in us or None) of one instance, for the nodes panel."""
+        merged = self.merged({pid})
+        total = EngineHistogram()
+        for _, hist in merged.values():
+            total.add(hist)
+        return (sum(fields["count"] for fields, _ in merged.values()), r3(self.rates({pid})[0]),
+                ns_to_us(total.percentile(99)) if total.count else None)
+
     # -- into the views ----------------------------------------------------------------------------
     def apply_snapshot(self, snap, pids=None, max_commands: int = 12) -> None:
         """The kernel's figures in a Snapshot the Analyzer made from the REQ records."""

@@ -178,8 +178,11 @@ class Pipeline:
             for c in inst.commands.values():
                 merged.merge(c.hist)
             busy = inst.busy_ratio()
-            rows.append(NodeRow(pid=t["pid"], port=t.get("port"), requests=snap.requests, rps=snap.rps,
-                                p99_us=ns_to_us(merged.percentile(99)) if merged.count else None,
+            requests, rps = snap.requests, snap.rps
+            p99_us = ns_to_us(merged.percentile(99)) if merged.count else None
+            if self.engine is not None and self.engine.active:     # the kernel's figures, not the records'
+                requests, rps, p99_us = self.engine.node_figures(t["pid"])
+            rows.append(NodeRow(pid=t["pid"], port=t.get("port"), requests=requests, rps=rps, p99_us=p99_us,
                                 busy_ratio=None if busy is None else r3(busy),
                                 stalls=len(inst.detector.results())))
         return rows
