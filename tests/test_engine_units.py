@@ -188,6 +188,7 @@ def test_engine_feed_puts_kernel_figures_into_the_views():
     req = feed.on_req(_req(read_start=t0, read_end=t0 + 1000, write_start=t0 + 5_000_000, write_end=t0 + 5_001_000,
                            tgid=5, fd=9, cmd_id=2, ncmds=1, flags=events.RQF_SLOW, reply_type=events.RPL_OK))
     assert req.command == "AUTH" and req.key is None and req.exec_ns == 4_999_000 and req.latency_ns == 5_001_000
+    feed.flush()
     feed.on_raw_read(events.decode(_raw_read(7, b"PING\r\n")))
     s = analyzer.snapshot(t0 + 2_000_000_000)
     feed.apply_snapshot(s)
@@ -230,3 +231,23 @@ def test_engine_feed_figures_per_instance_for_the_nodes_panel():
     requests, rps, p99_us = feed.node_figures(5)
     assert requests == 6000 and rps == 1000.0 and abs(p99_us - 109.0) <= 0.04 * 109
     assert feed.node_figures(6)[:2] == (6000, 0.0) and feed.node_figures(7) == (0, 0.0, None)
+
+
+def test_execution_ends_where_the_next_read_begins():
+    """A GET read just before a 200 ms DEL in the same loop iteration has its reply written after the
+    DEL too: read end → reply start would make it the longest execution; the next read cuts it."""
+    from tracer.engine.feed import EngineFeed
+
+    got = []
+    feed = EngineFeed(got.append)
+    t0, ms = 10 ** 12, 10 ** 6
+    for fd, name, read_start in ((9, b"GET", t0), (10, b"DEL", t0 + ms // 100)):
+        key = b"k" if name == b"GET" else b"big:hash"
+        feed.on_req(_req(read_start=read_start, read_end=read_start + 2000, write_start=t0 + 200 * ms,
+                         write_end=t0 + 200 * ms + 5000, tgid=5, fd=fd, cmd_id=1, ncmds=1, flags=events.RQF_STALL,
+                         captured=b"*2\r\n$3\r\n" + name + b"\r\n$%d\r\n" % len(key) + key))
+    assert not got                  # held until the batch ends
+    feed.flush()
+    get, delete = got
+    assert get.exec_ns == delete.read_start_ts - get.read_end_ts == ms // 100 - 2000
+    assert delete.exec_ns == 200 * ms - ms // 100 - 2000 and delete.key == "big:hash"

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 
 from tracer.analyze.analysis import SPARK_WIDTH
@@ -52,7 +53,7 @@ def captured_args(captured: bytes) -> list[str]:
 
 def to_request(rec, name: str, key, conn_id: int, client) -> Request:
     """A Request as the stitcher would make it, from a REQ record. Execution is taken as read end →
-    reply start (the engine does not time it; a stall's culprit executes there)."""
+    reply start (the engine does not time it); infer_execution() shortens it to the next read."""
     req = Request()
     req.tgid, req.fd, req.conn_id, req.client = rec.tgid, rec.fd, conn_id, client
     req.thread = req.reply_thread = rec.tid
@@ -69,6 +70,21 @@ def to_request(rec, name: str, key, conn_id: int, client) -> Request:
     return req
 
 
+def infer_execution(requests: list) -> None:
+    """Redis executes a command right after reading it and writes replies before it sleeps: a
+    command's execution ends, at the latest, where the main thread's next read begins. Among the
+    requests of one instance (REQ records of one loop iteration: a stall's culprit and its
+    same-iteration victims), each execution is cut at the next read start after its read end,
+    so a GET read just before a slow DEL is not taken for the one that ran for the whole stall."""
+    starts = sorted(r.read_start_ts for r in requests if r.read_start_ts)
+    for r in requests:
+        if not r.exec_end_ts:
+            continue
+        i = bisect_right(starts, r.read_end_ts)
+        if i < len(starts) and starts[i] < r.exec_end_ts:
+            r.exec_end_ts = max(starts[i], r.exec_start_ts)
+
+
 class EngineFeed:
     def __init__(self, on_request, conn_of=lambda tgid, fd: (0, None)):
         """on_request(Request) for each REQ record; conn_of(tgid, fd) -> (conn_id, client) of the
@@ -79,6 +95,7 @@ class EngineFeed:
         self.figures: dict = {}             # pid -> aggregates.InstanceFigures, the newest
         self.history: dict = {}             # pid -> deque of (ts, total count, {name: count})
         self.raw = RawCounter()
+        self.held: dict = {}                # tgid -> Requests of REQ records not yet given on (flush())
         self.records = 0                    # REQ records
         self.damaged = 0
 
@@ -96,8 +113,17 @@ class EngineFeed:
         if not conn_id:         # a connection the stitcher has not seen: one id per (tgid, fd)
             conn_id = -((rec.tgid << 32) | (rec.fd & 0xFFFFFFFF))
         req = to_request(rec, name, args[1] if len(args) > 1 else None, conn_id, client)
-        self.on_request(req)
+        self.held.setdefault(rec.tgid, []).append(req)
         return req
+
+    def flush(self) -> None:
+        """Gives the held requests on, their execution inferred together: at the end of each batch of
+        records and before a LOOP record (the busy span after them)."""
+        held, self.held = self.held, {}
+        for requests in held.values():
+            infer_execution(requests)
+            for req in requests:
+                self.on_request(req)
 
     def on_aggregates(self, ev) -> None:
         try:

@@ -151,9 +151,12 @@ class Pipeline:
                     engine.on_aggregates(ev)
                 elif kind == events.CLOSE:
                     engine.on_close(ev)
+                elif kind == events.LOOP:
+                    engine.flush()      # the requests of the iteration before its busy span
                 feed(ev)
             if out is not None:
                 out.append(raw)
+        engine.flush()
         if out is not None:
             self.writer.write_many(out)
             self.writer.maybe_flush()
