@@ -251,3 +251,20 @@ def test_execution_ends_where_the_next_read_begins():
     get, delete = got
     assert get.exec_ns == delete.read_start_ts - get.read_end_ts == ms // 100 - 2000
     assert delete.exec_ns == 200 * ms - ms // 100 - 2000 and delete.key == "big:hash"
+
+
+def test_engine_pipeline_keeps_stream_order_for_held_requests():
+    """REQ records are held while they follow each other; the next record of another kind (here the
+    connection's CLOSE) comes after them, so a closed connection is not left counted as open."""
+    from tracer.runtime.pipeline import Pipeline
+
+    t0, fd = 10 ** 12, 9
+    accept = events.encode(events.Event(kind=events.ACCEPT, tgid=5, tid=5, fd=fd, ret=fd, ts_enter=t0, ts_exit=t0))
+    req = _req(read_start=t0 + 1000, read_end=t0 + 2000, write_start=t0 + 3000, write_end=t0 + 4000, tgid=5, fd=fd,
+               tid=5, cmd_id=1, ncmds=1, flags=events.RQF_SAMPLED, captured=b"*2\r\n$3\r\nGET\r\n$1\r\nk")
+    close = events.encode(events.Event(kind=events.CLOSE, tgid=5, tid=5, fd=fd, ts_enter=t0 + 5000, ts_exit=t0 + 5000))
+    pipeline = Pipeline(engine=True, targets=[{"pid": 5}])
+    pipeline.feed([accept, req, close])
+    snap = pipeline.snapshot()
+    assert snap.connections.accepted == 1 and snap.connections.closed == 1 and snap.connections.open == 0
+    assert [r.command for r in snap.slowest] == ["GET"] and snap.hot_keys == [("k", 1)]

@@ -117,8 +117,8 @@ class EngineFeed:
         return req
 
     def flush(self) -> None:
-        """Gives the held requests on, their execution inferred together: at the end of each batch of
-        records and before a LOOP record (the busy span after them)."""
+        """Gives the held requests on, their execution inferred together: before the next record of
+        another kind (a loop iteration's REQ records come one after another) and at a batch's end."""
         held, self.held = self.held, {}
         for requests in held.values():
             infer_execution(requests)

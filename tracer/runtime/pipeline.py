@@ -135,9 +135,13 @@ class Pipeline:
         for raw in records:
             kind = raw[kind_at]
             if kind == events.REQ:
-                engine.on_req(raw)
+                engine.on_req(raw)      # held while REQ records follow each other (one loop iteration)
                 feed(decode(raw))       # its ts fields lie where every record's do: the trace clock
-            elif (kind == events.READ or kind == events.WRITE) and raw[flags_at] & events.RTF_ENGINE_RAW:
+                if out is not None:
+                    out.append(raw)
+                continue
+            engine.flush()              # the held requests, in stream order before this record
+            if (kind == events.READ or kind == events.WRITE) and raw[flags_at] & events.RTF_ENGINE_RAW:
                 # a connection the kernel left to user space: its commands are counted from the reads;
                 # its replies are not analysed, and their bytes (values) are never recorded
                 ev = decode(raw)
@@ -151,8 +155,6 @@ class Pipeline:
                     engine.on_aggregates(ev)
                 elif kind == events.CLOSE:
                     engine.on_close(ev)
-                elif kind == events.LOOP:
-                    engine.flush()      # the requests of the iteration before its busy span
                 feed(ev)
             if out is not None:
                 out.append(raw)
