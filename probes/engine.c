@@ -964,14 +964,10 @@ static __always_inline void eng_write(__u64 id, struct inflight *call, long ret)
 
 static __always_inline int eng_exit(void *ctx, long ret, __u16 kind)
 {
-    __u64 id = bpf_get_current_pid_tgid();
-    if (!is_target(id >> 32))
+    struct inflight call;
+    __u64 id = take_call(&call);
+    if (!id)
         return 0;
-    struct inflight *in = inflight_take((__u32)id);
-    if (!in)
-        return 0;
-    struct inflight call = *in;
-    in->kind = RT_NONE;
     if (ret <= 0 || call.kind != kind)
         return 0;
     if (kind == RT_READ)
