@@ -30,8 +30,8 @@
 #define ENG_STEPS 8                 /* parse steps (a header with its payload) per program */
 #endif
 /* A read is parsed ENG_STEPS unrolled steps at a time by eng_parse, which tail-calls itself, up
- * to the kernel's 33 tail calls (~250 steps; a -P 32 SET batch takes 128). Beyond that the rest
- * of the read goes to user space raw. Unrolled steps and tail calls instead of a loop: what bounds
+ * to the kernel's 33 tail calls less those kept for eng_raw (~250 steps; a -P 32 SET batch takes
+ * 128). Beyond that the rest of the read goes to user space raw, through eng_raw. Unrolled steps and tail calls instead of a loop: what bounds
  * a program here is the verifier's work (E2BIG past 1M instructions explored), and a loop's
  * iterations multiply the paths it explores. */
 
@@ -73,7 +73,8 @@ enum eng_counter {      /* mirrored by tracer/engine/layout.py */
     ECNT_LAZY_CLOSE = 5,    /* batches closed at the next read or close, not at a write */
     ECNT_UNCLASSIFIED = 6,  /* reads of fds not classified yet, sent up for classification */
     ECNT_OPEN_AT_CLOSE = 7, /* batches without a recognised reply end when their connection closed */
-    ECNT_MAX = 8,
+    ECNT_RAW_UNCAPTURED = 8,/* bytes of raw reads not sent up: beyond ENG_RAW_MAX, or no eng_raw to call */
+    ECNT_MAX = 9,
 };
 
 enum eng_cmd_flags {
@@ -125,6 +126,9 @@ struct eng_scratch {
     struct fd_key fk;
     __u32 slot;
     __u32 done_off;             /* end of the last complete command in this read */
+    __u32 hops;                 /* tail calls taken for this read (the kernel allows ENG_TAIL_CALLS) */
+    __u32 raw_calls;            /* eng_raw programs run for this read */
+    __u64 raw_from, raw_len;    /* the bytes eng_raw has still to send up */
     struct rt_req rec;
     __u8 rec_cap[ENG_CAP * 2];
 };
@@ -679,22 +683,36 @@ static __always_inline void eng_emit_raw(__u16 kind, __u64 id, struct inflight *
     emit(r);
 }
 
-/* A read's bytes from `from` for user space, in records of CAPTURE_MAX: Redis reads up to 16 KiB at
- * a time, and a record holds CAPTURE_MAX (4 KiB). The last record's ret is all that was left, so a
- * longer rest shows as bytes not captured. */
+/* Record `i` of a read's bytes from `from` for user space, in records of CAPTURE_MAX; returns 1
+ * when none is left. The `last` record allowed gets all that was left as its ret, so user space
+ * sees a longer rest as bytes not captured (and ECNT_RAW_UNCAPTURED counts them). */
+static __always_inline int eng_emit_raw_chunk(int i, int last, __u64 id, struct inflight *call, __u64 from,
+                                              __u64 len, __u64 arrival, __u64 wake)
+{
+    __u64 done = (__u64)i * CAPTURE_MAX;
+    if (done >= len)
+        return 1;
+    __u64 rest = len - done;
+    __u64 n = rest;
+    if (rest > CAPTURE_MAX) {
+        if (!last)
+            n = CAPTURE_MAX;
+        else
+            eng_count(ECNT_RAW_UNCAPTURED, rest - CAPTURE_MAX);
+    }
+    eng_emit_raw(RT_READ, id, call, from + done, n, arrival, wake, RTF_ENGINE_RAW);
+    return 0;
+}
+
+/* The same, inline: where eng_raw could not be tail-called (no program, or no tail call left). */
 #define ENG_RAW_CHUNKS 4
 static __always_inline void eng_emit_raw_read(__u64 id, struct inflight *call, __u64 from, __u64 len,
                                               __u64 arrival, __u64 wake)
 {
 #pragma unroll
-    for (int i = 0; i < ENG_RAW_CHUNKS; i++) {
-        __u64 done = (__u64)i * CAPTURE_MAX;
-        if (done >= len)
+    for (int i = 0; i < ENG_RAW_CHUNKS; i++)
+        if (eng_emit_raw_chunk(i, i == ENG_RAW_CHUNKS - 1, id, call, from, len, arrival, wake))
             break;
-        __u64 rest = len - done;
-        __u64 n = (rest <= CAPTURE_MAX || i == ENG_RAW_CHUNKS - 1) ? rest : CAPTURE_MAX;
-        eng_emit_raw(RT_READ, id, call, from + done, n, arrival, wake, RTF_ENGINE_RAW);
-    }
 }
 
 static __always_inline struct eng_conn *eng_new_conn(struct fd_key *fk)
@@ -709,12 +727,38 @@ static __always_inline struct eng_conn *eng_new_conn(struct fd_key *fk)
 
 #define ENG_PROG_PARSE 0
 #define ENG_PROG_READ 1
-BPF_PROG_ARRAY(eng_progs, 2);                              /* eng_parse, eng_read_body (user space fills it) */
+#define ENG_PROG_RAW 2
+BPF_PROG_ARRAY(eng_progs, 3);                  /* eng_parse, eng_read_body, eng_raw (user space fills it) */
+#define ENG_TAIL_CALLS 33                      /* the kernel's MAX_TAIL_CALL_CNT per chain */
+
+/* A read's raw rest goes up through eng_raw: ENG_RAW_PER_CALL records per program (the verifier
+ * explores a loop of more as E2BIG), which tail-calls itself up to ENG_RAW_CALLS times: 256 KiB at
+ * the default 4 KiB capture. Redis reads as much as its query buffer has room for (~20 KiB once it
+ * has grown), more than eng_parse's inline records could hold. Beyond the bound the rest is counted
+ * in ECNT_RAW_UNCAPTURED. eng_parse leaves the chain the tail calls its rest needs. */
+#define ENG_RAW_PER_CALL 8
+#define ENG_RAW_CALLS 8
+#define ENG_RAW_CALL_BYTES ((__u64)ENG_RAW_PER_CALL * CAPTURE_MAX)
+
+/* The read's bytes [from, from + len) for user space: eng_raw when it can be tail-called (it does
+ * not return then), else ENG_RAW_CHUNKS records inline. The caller's state updates come first. */
+static __always_inline void eng_raw_rest(void *ctx, struct eng_scratch *s, __u64 from, __u64 len)
+{
+    s->raw_from = from;
+    s->raw_len = len;
+    s->raw_calls = 0;
+    eng_progs.call(ctx, ENG_PROG_RAW);
+    struct inflight call = s->call;
+    eng_emit_raw_read(s->pid_tgid, &call, from, len, s->arrival, s->wake);
+}
 
 /* The end of a read's parse: what was not parsed goes to user space, with the connection. */
-static __always_inline void eng_read_done(struct eng_conn *c, struct eng_scratch *s, int lost)
+static __always_inline void eng_read_done(void *ctx, struct eng_conn *c, struct eng_scratch *s, int lost)
 {
     __u64 ret = s->ret;
+    if (c->npend)
+        c->b_read_end = s->rd_end;
+    c->total_in += ret;
     if (lost || s->off < ret) {
         __u64 from = s->done_off;
         /* The rest of the read goes up raw from the end of the last command counted: an inline
@@ -722,7 +766,7 @@ static __always_inline void eng_read_done(struct eng_conn *c, struct eng_scratch
          * a command and the read ends a line, the next read starts a command: the connection stays
          * parsed. Anything else lost the frame: the connection goes to user space. */
         __u8 last = 0;
-        if (c->pst == PS_CMD || c->cmd_begin >= c->total_in + from)
+        if (c->pst == PS_CMD || c->cmd_begin >= c->total_in - ret + from)
             bpf_probe_read_user(&last, 1, (void *)(s->buf + ret - 1));
         if (last != '\n') {
             c->flags |= ECF_RAW;
@@ -732,14 +776,9 @@ static __always_inline void eng_read_done(struct eng_conn *c, struct eng_scratch
         if (!c->npend)
             c->flags &= ~ECF_BATCH;     /* the command begun here is user space's now */
         eng_count(ECNT_RAW_READS, 1);
-        if (from < ret) {
-            struct inflight call = s->call;
-            eng_emit_raw_read(s->pid_tgid, &call, from, ret - from, s->arrival, s->wake);
-        }
+        if (from < ret)
+            eng_raw_rest(ctx, s, from, ret - from);
     }
-    if (c->npend)
-        c->b_read_end = s->rd_end;
-    c->total_in += ret;
 }
 
 /* A tail-called part of a read: the read's scratch and its connection's state. */
@@ -761,6 +800,7 @@ int eng_parse(void *ctx)
     struct eng_conn *c = eng_continued(&s);
     if (!c)
         return 0;
+    s->hops++;
     int lost = 0;
 #pragma unroll
     for (int i = 0; i < ENG_STEPS; i++) {
@@ -771,9 +811,16 @@ int eng_parse(void *ctx)
             break;
         }
     }
-    if (!lost && s->off < s->ret)
-        eng_progs.call(ctx, ENG_PROG_PARSE);
-    eng_read_done(c, s, lost);      /* done, lost, or out of tail calls (then off < ret) */
+    /* the chain's last tail calls are kept for eng_raw: as many as the rest would need now (it only
+     * shrinks as the parse goes on) */
+    if (!lost && s->off < s->ret) {
+        __u64 raw_calls = (s->ret - s->done_off + ENG_RAW_CALL_BYTES - 1) / ENG_RAW_CALL_BYTES;
+        if (raw_calls > ENG_RAW_CALLS)
+            raw_calls = ENG_RAW_CALLS;
+        if (s->hops + 1 + raw_calls <= ENG_TAIL_CALLS)
+            eng_progs.call(ctx, ENG_PROG_PARSE);
+    }
+    eng_read_done(ctx, c, s, lost); /* done, lost, or out of tail calls (then off < ret) */
     return 0;
 }
 
@@ -782,6 +829,8 @@ static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call,
     __u32 tgid = id >> 32;
     struct fd_key fk = {.tgid = tgid, .fd = call->fd};
     __u64 arrival = 0, wake = 0;
+    int zero = 0;
+    struct eng_scratch *s;
     __u32 slot = ENG_SLOT_OF(tgid);
     struct eng_loop *lp = eng_loop.lookup(&slot);
     if (lp)
@@ -816,8 +865,7 @@ static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call,
             si->arrival_ts = 0;
         }
     }
-    int zero = 0;
-    struct eng_scratch *s = eng_scratch.lookup(&zero);
+    s = eng_scratch.lookup(&zero);
     if (!s)
         goto raw;
     s->off = 0;
@@ -834,14 +882,27 @@ static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call,
     s->call = *call;
     s->fk = fk;
     s->done_off = 0;
+    s->hops = 0;
     /* straight to the parser unless a batch is to be closed first or the connection is not parsed */
     if ((c->npend && c->w_end) || (c->flags & (ECF_UNSYNCED | ECF_RAW)))
         eng_progs.call(ctx, ENG_PROG_READ);
     else
         eng_progs.call(ctx, ENG_PROG_PARSE);
     eng_count(ECNT_RAW_READS, 1);   /* no program to continue with */
+    eng_raw_rest(ctx, s, 0, ret);
+    return;
 raw:
-    eng_emit_raw_read(id, call, 0, ret, arrival, wake);
+    s = eng_scratch.lookup(&zero);
+    if (!s) {
+        eng_emit_raw_read(id, call, 0, ret, arrival, wake);
+        return;
+    }
+    s->pid_tgid = id;
+    s->call = *call;
+    s->arrival = arrival;
+    s->wake = wake;
+    s->hops = 0;
+    eng_raw_rest(ctx, s, 0, ret);
 }
 
 /* The read continued (a tail call: closing a batch does not fit in the read's own program). */
@@ -851,6 +912,7 @@ int eng_read_body(void *ctx)
     struct eng_conn *c = eng_continued(&s);
     if (!c)
         return 0;
+    s->hops++;
     struct fd_key fk = s->fk;
     /* A reply was written but its end was not recognised (a big or multi-part reply): it ended
      * with the last write before this read. */
@@ -869,10 +931,36 @@ int eng_read_body(void *ctx)
     if (!(c->flags & ECF_RAW))
         eng_progs.call(ctx, ENG_PROG_PARSE);
     /* raw connection, or no parser program */
-    struct inflight call = s->call;
     eng_count(ECNT_RAW_READS, 1);
-    eng_emit_raw_read(s->pid_tgid, &call, 0, s->ret, s->arrival, s->wake);
     c->total_in += s->ret;
+    eng_raw_rest(ctx, s, 0, s->ret);
+    return 0;
+}
+
+/* A read's raw bytes (s->raw_from, s->raw_len): ENG_RAW_PER_CALL records of CAPTURE_MAX, then
+ * itself again for the rest (a program of its own, so that eng_parse's verifier budget is spared). */
+int eng_raw(void *ctx)
+{
+    int zero = 0;
+    struct eng_scratch *s = eng_scratch.lookup(&zero);
+    if (!s)
+        return 0;
+    s->hops++;
+    s->raw_calls++;
+    struct inflight call = s->call;
+    __u64 id = s->pid_tgid, from = s->raw_from, len = s->raw_len, arrival = s->arrival, wake = s->wake;
+    /* the last program of the chain: its last record takes all that is left */
+    int final = s->raw_calls >= ENG_RAW_CALLS || s->hops >= ENG_TAIL_CALLS || len <= ENG_RAW_CALL_BYTES;
+#pragma clang loop unroll(disable)
+    for (int i = 0; i < ENG_RAW_PER_CALL; i++)
+        if (eng_emit_raw_chunk(i, final && i == ENG_RAW_PER_CALL - 1, id, &call, from, len, arrival, wake))
+            break;
+    if (final)
+        return 0;
+    s->raw_from = from + ENG_RAW_CALL_BYTES;
+    s->raw_len = len - ENG_RAW_CALL_BYTES;
+    eng_progs.call(ctx, ENG_PROG_RAW);
+    eng_count(ECNT_RAW_UNCAPTURED, len - ENG_RAW_CALL_BYTES);  /* no tail call left after all */
     return 0;
 }
 

@@ -342,8 +342,6 @@ def test_batch_over_the_parse_budget_goes_to_user_space_and_stays_exact(engine):
     assert engine.raw.counts[(engine.plain.pid, "GET")] >= 1
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (issue 13, open): a raw rest over 4 x 4 KiB is not all sent up; "
-                                       "a 64-record loop in eng_parse exceeds the verifier's budget (E2BIG)")
 def test_reads_longer_than_16k_over_the_parse_budget_stay_exact(engine):
     """4,000 GETs in one write (100 kB): Redis reads more than 16 KiB at a time once its query buffer
     has grown (the demo's pipelined HSETs: ~20 KiB reads), so the rest of a read that goes up raw can
@@ -352,3 +350,4 @@ def test_reads_longer_than_16k_over_the_parse_budget_stay_exact(engine):
     traced, calls, done, counters = engine.measure(
         engine.plain, lambda: _send_split(engine.plain, [batch, b"*2\r\n$6\r\nSTRLEN\r\n$1\r\nk\r\n"], pause=0.3))
     assert traced == calls == {"GET": 4000, "STRLEN": 1}
+    assert counters["raw_uncaptured"] == 0

@@ -13,9 +13,9 @@ PHASE_NAMES = ("socket_queue", "wait", "exec", "reply_write")
 
 # enum eng_counter
 (ECNT_RAW_READS, ECNT_DESYNC, ECNT_CONN_CAP, ECNT_PEND_OVERFLOW, ECNT_RECORDS, ECNT_LAZY_CLOSE,
- ECNT_UNCLASSIFIED, ECNT_OPEN_AT_CLOSE, ECNT_MAX) = range(9)
+ ECNT_UNCLASSIFIED, ECNT_OPEN_AT_CLOSE, ECNT_RAW_UNCAPTURED, ECNT_MAX) = range(10)
 COUNTER_NAMES = ("raw_reads", "desync", "conn_cap", "pend_overflow", "records", "lazy_close", "unclassified",
-                 "open_at_close")
+                 "open_at_close", "raw_uncaptured")
 
 # enum eng_cmd_flags
 ECMD_SECRET = 1

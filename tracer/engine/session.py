@@ -51,9 +51,9 @@ class EngineSession(ProbeSession):
     def _seed(self, bpf) -> None:
         from bcc import BPF
 
-        # the tail-called parts of a read (probes/engine.c ENG_PROG_PARSE, ENG_PROG_READ)
+        # the tail-called parts of a read (probes/engine.c ENG_PROG_PARSE, ENG_PROG_READ, ENG_PROG_RAW)
         progs = bpf["eng_progs"]
-        for idx, name in enumerate(("eng_parse", "eng_read_body")):
+        for idx, name in enumerate(("eng_parse", "eng_read_body", "eng_raw")):
             progs[ctypes.c_int(idx)] = ctypes.c_int(bpf.load_func(name, BPF.TRACEPOINT).fd)
         cmds = bpf["eng_cmds"]
         for raw, cmd_id, flags in self.table.kernel_entries():
