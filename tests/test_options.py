@@ -41,6 +41,7 @@ def test_command_line_values_reach_the_options():
 
 @pytest.mark.parametrize("field, value, words", [
     ("stall_ms", 0, "--stall-ms must be positive"), ("capture_bytes", 100, "--capture-bytes 100 is not a power"),
+    ("capture_bytes", 16384, "between 64 and 8192"),
     ("ringbuf_pages", 3, "--ringbuf-pages 3 is not a power"), ("refresh_hz", 50, "--refresh must be between"),
     ("duration", -1, "--duration must be positive"),
 ])

@@ -77,6 +77,21 @@ def test_io_threads_reads(redis_factory):
     assert sum(1 for r in recs if r["command"] == "GET") == n
 
 
+def test_the_largest_capture_allowed_loads_and_captures(redis_server):
+    # --capture-bytes 16384 used to be accepted and then failed to load the probes (the per-CPU
+    # scratch record outgrew a map value's 32 KiB)
+    from tracer.options import CAPTURE_MAX
+
+    tracer = trace(redis_server, "--capture-bytes", str(CAPTURE_MAX))
+    c = redis_server.client()
+    c.set("k" * 6000, "v")
+    c.close()
+    rc, out = tracer.stop()
+    assert rc == 0, tracer.stderr_text()
+    (req,) = [r for r in json_lines(out) if r["command"] == "SET"]
+    assert req["key"].startswith("kkkk") and req["request_bytes"] == len(b"*3\r\n$3\r\nSET\r\n$6000\r\n") + 6002 + 7
+
+
 def test_big_value_sizes_are_exact(redis_server):
     tracer = trace(redis_server)
     value = b"x" * (5 * 1024 * 1024)

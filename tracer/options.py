@@ -13,7 +13,9 @@ from tracer.errors import TracerError
 
 STALL_MS = 50.0             # a main-thread busy span this long is a stall
 CAPTURE_BYTES = 4096        # bytes of each read/write copied for RESP decoding
-CAPTURE_MIN, CAPTURE_MAX = 64, 16384
+# the probes' per-CPU scratch record holds twice the capture plus its header, and a per-CPU map value
+# may not exceed 32 KiB: 16384 failed to load ("could not open bpf map: scratch")
+CAPTURE_MIN, CAPTURE_MAX = 64, 8192
 POLL_MS = 200               # drain interval: fewer, larger batches cost Redis less (docs/PERFORMANCE.md)
 RINGBUF_PAGES = 16384       # 16384 pages of 4 KiB = 64 MiB (docs/PERFORMANCE.md)
 RINGBUF_PAGES_MAX = 1 << 18  # 1 GiB
