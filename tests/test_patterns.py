@@ -11,7 +11,7 @@ from tracer.analyze.patterns import PatternDetectors
 from tracer.analyze.patterns.common import Bounded, key_prefix
 from tracer.options import PatternOptions
 from tracer.schema import Pattern, Report
-from tracer.stitch.model import Request
+from tracer.stitch.model import Invalidation, Request
 
 MS = 1_000_000
 T0 = 10_000 * MS
@@ -327,3 +327,20 @@ def test_report_json_carries_patterns_and_reads_them_back():
     assert set(p) >= {"kind", "keys", "clients", "window_ms", "count", "evidence", "advice", "input"}
     assert p["kind"] == "stampede" and p["figures"]["missing_clients"] == 6
     assert Report.from_json(doc).patterns[0] == Pattern.from_json(p)
+
+
+def test_hot_key_counts_the_invalidations_pushed_per_key():
+    """CLIENT TRACKING: the invalidation pushes naming the hot key, and to how many tracking clients."""
+    w = hot_traffic(Wire(), 2000, 50)
+    for i in range(120):
+        w.detectors.on_invalidate(Invalidation(1, f"127.0.0.1:{60000 + i % 3}", ["config:flags"], T0 + i * MS))
+    w.detectors.on_invalidate(Invalidation(1, "127.0.0.1:60000", ["user:1", "config:flags"], T0))
+    (p,) = w.kinds("hot-key")
+    assert p.figures["invalidations"] == 121 and p.figures["invalidated_clients"] == 3
+    assert "config:flags: 121 invalidations pushed to 3 tracking clients" in p.evidence
+    assert w.detectors.hot_key.invalidated["user:1"].pushes == 1
+
+
+def test_hot_key_without_invalidations_has_no_such_figures():
+    (p,) = hot_traffic(Wire(), 2000, 50).kinds("hot-key")
+    assert "invalidations" not in p.figures and not any("invalidations" in e for e in p.evidence)
