@@ -344,3 +344,28 @@ def test_hot_key_counts_the_invalidations_pushed_per_key():
 def test_hot_key_without_invalidations_has_no_such_figures():
     (p,) = hot_traffic(Wire(), 2000, 50).kinds("hot-key")
     assert "invalidations" not in p.figures and not any("invalidations" in e for e in p.evidence)
+
+
+def test_avalanche_corroborated_by_info_expired_keys():
+    """INFO samples around the burst's second: the growth of expired_keys is evidence; samples that do not
+    bracket the second, or a counter that went back (a restart), add nothing."""
+    from tracer.kernel.info import InfoAt, InfoSample
+
+    def run(samples):
+        w = Wire()
+        for i in range(50):
+            w(i, 0, "SET", f"sku:{i}")
+        for ts_ms, n in samples:
+            w.detectors.on_info(InfoAt(1, T0 + int(ts_ms * MS), InfoSample(expired_keys=n)))
+        for i in range(50):
+            w(60_000 + i * 5, 1, "GET", f"sku:{i}", reply="nil")
+        (p,) = w.kinds("avalanche")
+        return p
+
+    burst_second_ms = (T0 + 60_000 * MS) // 1_000_000_000 * 1000 - T0 // MS
+    p = run([(0, 3), (burst_second_ms - 500, 10), (burst_second_ms + 1500, 2010), (burst_second_ms + 3500, 2020)])
+    assert p.figures["info_expired_keys"] == 2000 and p.figures["info_window_s"] == 2.0
+    assert "INFO: 2,000 keys expired in the 2.0 s around that second" in p.evidence
+    for samples in ([(0, 3)], [(burst_second_ms + 1500, 5)], [(0, 3000), (burst_second_ms + 1500, 5)]):
+        p = run(samples)
+        assert "info_expired_keys" not in p.figures and not any(e.startswith("INFO") for e in p.evidence)

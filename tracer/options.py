@@ -20,6 +20,8 @@ RINGBUF_PAGES_MAX = 1 << 18  # 1 GiB
 REFRESH_HZ = 2.0            # screen refreshes per second
 REFRESH_MAX = 20.0
 STALL_MS_MAX = 3_600_000    # beyond an hour a "stall" threshold is a typo (also bounds hostile headers)
+INFO_EVERY_S = 2.0          # the INFO sampler asks each target this often (0: never; runtime/info_sampler.py)
+INFO_TIMEOUT_S = 1.0        # ... and gives up sampling a target whose answer takes longer
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,7 @@ class TraceOptions:
     record_path: str | None = None
     credentials: Credentials = NO_CREDENTIALS   # for the one query of each target before attaching
     patterns: PatternOptions = PatternOptions()
+    info_every_s: float = INFO_EVERY_S
 
     def __post_init__(self):
         check_duration(self.duration)

@@ -316,6 +316,10 @@ class Analyzer:
         """A CLIENT TRACKING invalidation push (stitch.model.Invalidation)."""
         self.patterns.on_invalidate(invalidation)
 
+    def on_info(self, info) -> None:
+        """A sample of the target's INFO (kernel.info.InfoAt)."""
+        self.patterns.on_info(info)
+
     def on_loss(self, span) -> None:
         self.loss_spans += 1
         self.lost_requests += span.requests

@@ -73,6 +73,25 @@ def unix_stream_connections(pid: int, proc: str = "/proc") -> set[int]:
     return result
 
 
+def fd_of_client(pid: int, client_port: int, proc: str = "/proc") -> int | None:
+    """The fd of the target's end of a TCP connection that a client of this host made from
+    client_port (the tracer's own connection), None when not found."""
+    inodes = {inode for inode, s in tcp_sockets(pid, proc).items()
+              if s.peer_port == client_port and s.state != _TCP_LISTEN}
+    try:
+        names = os.listdir(f"{proc}/{pid}/fd")
+    except OSError:
+        return None
+    for name in names:
+        try:
+            link = os.readlink(f"{proc}/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and int(link[8:-1]) in inodes:
+            return int(name)
+    return None
+
+
 class SocketTables:
     """The socket tables a target's fds are looked up in, each read at most once per instance.
     Make one per scan or drain batch: a later batch must see sockets made since."""

@@ -79,6 +79,10 @@ class PatternDetectors:
         for key in invalidation.keys:
             self.hot_key.on_invalidate(key, invalidation.client)
 
+    def on_info(self, info) -> None:
+        """A sample of the target's INFO (kernel.info.InfoAt): corroborating counters."""
+        self.avalanche.on_info(info.ts, info.sample)
+
     def results(self) -> list[Pattern]:
         """Every pattern found, the worst of each kind first (a short list shows every kind), then the rest."""
         kind = self.input
