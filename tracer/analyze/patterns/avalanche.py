@@ -66,9 +66,7 @@ class AvalancheDetector:
             return
         self.set_at[key] = 0    # one first miss per SET
         slot = (key_prefix(key), ts // NS_PER_S)
-        burst = self.bursts.touch(slot)
-        if burst is None:
-            burst = self.bursts.put(slot, _Burst())
+        burst = self.bursts.touch_or_put(slot, _Burst)
         burst.count += 1
         if len(burst.keys) < LIFETIMES_KEPT:
             burst.keys.append(key)

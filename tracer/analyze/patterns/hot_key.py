@@ -62,9 +62,7 @@ class HotKeyDetector:
 
     def on_invalidate(self, key, client: str) -> None:
         """Redis pushed an invalidation of key to a tracking client."""
-        entry = self.invalidated.touch(key)
-        if entry is None:
-            entry = self.invalidated.put(key, _Invalidated())
+        entry = self.invalidated.touch_or_put(key, _Invalidated)
         entry.pushes += 1
         if len(entry.clients) < TRACKING_CLIENTS_MAX:
             entry.clients.add(client)
