@@ -366,6 +366,10 @@ def test_avalanche_corroborated_by_info_expired_keys():
     p = run([(0, 3), (burst_second_ms - 500, 10), (burst_second_ms + 1500, 2010), (burst_second_ms + 3500, 2020)])
     assert p.figures["info_expired_keys"] == 2000 and p.figures["info_window_s"] == 2.0
     assert "INFO: 2,000 keys expired in the 2.0 s around that second" in p.evidence
-    for samples in ([(0, 3)], [(burst_second_ms + 1500, 5)], [(0, 3000), (burst_second_ms + 1500, 5)]):
+    # a trace that stops right after the burst: its last sample, after the misses, still counts them
+    p = run([(burst_second_ms - 500, 10), (burst_second_ms + 300, 60)])
+    assert p.figures["info_expired_keys"] == 50 and p.figures["info_window_s"] == 0.8
+    for samples in ([(0, 3)], [(burst_second_ms + 1500, 5)], [(0, 3000), (burst_second_ms + 1500, 5)],
+                    [(0, 3), (burst_second_ms + 100, 20)]):      # the last: before the last miss
         p = run(samples)
         assert "info_expired_keys" not in p.figures and not any(e.startswith("INFO") for e in p.evidence)

@@ -22,10 +22,11 @@ INFO_SAMPLES_KEPT = 4096    # (ts, expired_keys) of the latest INFO samples
 
 
 class _Burst:
-    __slots__ = ("count", "keys", "lifetimes", "clients")
+    __slots__ = ("count", "keys", "lifetimes", "clients", "last_ts")
 
     def __init__(self):
         self.count = 0
+        self.last_ts = 0        # its latest first miss
         self.keys: list = []
         self.lifetimes: list = []
         self.clients: set = set()
@@ -45,10 +46,12 @@ class AvalancheDetector:
         if sample.expired_keys is not None and ts:
             self.expired.append((ts, sample.expired_keys))
 
-    def expired_around(self, sec: int) -> tuple[int, float] | None:
+    def expired_around(self, sec: int, last_miss_ts: int) -> tuple[int, float] | None:
         """(keys INFO says expired, over how many seconds) between the last sample before that second and
-        the first one after it; None without samples on both sides."""
-        start, end = sec * NS_PER_S, (sec + 1) * NS_PER_S
+        the first one after it (or after its last miss: a key that is read after its TTL is expired by
+        that read, so a sample taken after the misses but before the second ends counts them; this is
+        the last sample of a trace that stops right after the burst); None without samples on both sides."""
+        start, end = sec * NS_PER_S, min((sec + 1) * NS_PER_S, last_miss_ts)
         before = after = None
         for ts, n in self.expired:
             if ts <= start:
@@ -68,6 +71,7 @@ class AvalancheDetector:
         slot = (key_prefix(key), ts // NS_PER_S)
         burst = self.bursts.touch_or_put(slot, _Burst)
         burst.count += 1
+        burst.last_ts = max(burst.last_ts, ts)
         if len(burst.keys) < LIFETIMES_KEPT:
             burst.keys.append(key)
             burst.lifetimes.append(ts - set_ts)
@@ -92,7 +96,7 @@ class AvalancheDetector:
                 evidence.append(f"{len(bursts)} such seconds in the trace")
             figures = {"prefix": prefix, "keys_in_worst_second": n, "inferred_ttl_ms": ttl_ms,
                        "lifetime_spread_ms": spread_ms, "seconds": len(bursts)}
-            expired = self.expired_around(sec)
+            expired = self.expired_around(sec, worst.last_ts)
             if expired is not None:
                 keys_expired, over_s = expired
                 evidence.append(f"INFO: {keys_expired:,} keys expired in the {over_s:.1f} s around that second")
