@@ -8,7 +8,9 @@ redis-benchmark (GET and SET, 50 clients) once untraced and once traced, in alte
 --json` (live stitching and analysis of every request) as a subprocess; the benchmark starts
 after the tracer prints its `attached:` line, and the tracer is stopped with SIGINT after it.
 
-Configurations: plain (-c 50), pipelined (-c 50 -P 16), and --exec-probes (uprobes on call()).
+Configurations: plain (-c 50), pipelined (-c 50 -P 16), and --exec-probes (uprobes on call());
+engine and engine-pipelined run `python -m tracer.engine --bpf-stats` instead (requests parsed and
+aggregated in the kernel) and add the kernel's BPF run time per request (BPF_ENABLE_STATS).
 Prints a table: medians, min-max, traced/untraced ratios for throughput and p99, and the lost
 events and requests the tracer reported; --json prints the same as one object. --quick is the CI
 smoke: tiny runs, one round, the plain configuration; it fails only on crashes, never on noise.
@@ -38,6 +40,9 @@ CONFIGS = {
     "plain": {"bench": ["-c", "50"], "tracer": []},
     "pipelined": {"bench": ["-c", "50", "-P", "16"], "tracer": []},
     "exec-probes": {"bench": ["-c", "50"], "tracer": ["--exec-probes"]},
+    # the always-on engine (python -m tracer.engine): parsing and histograms in the kernel
+    "engine": {"bench": ["-c", "50"], "tracer": ["--bpf-stats"], "command": "engine"},
+    "engine-pipelined": {"bench": ["-c", "50", "-P", "16"], "tracer": ["--bpf-stats"], "command": "engine"},
 }
 TESTS = ("GET", "SET")
 
@@ -141,7 +146,8 @@ class Tracer:
     def __init__(self, port: int, extra: list[str], attach_timeout: float = 120.0, command: str = "diagnose",
                  nice: int = 0):
         self.command = command
-        cmd = [sys.executable, "-m", "tracer", command, "--port", str(port), "--json", *extra]
+        module = ["tracer.engine"] if command == "engine" else ["tracer", command]
+        cmd = [sys.executable, "-m", *module, "--port", str(port), "--json", *extra]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      preexec_fn=(lambda: os.nice(nice)) if nice else None)
         self.stderr: list[str] = []
@@ -194,7 +200,10 @@ class Tracer:
             counts = report.get("counts") or {}
             return {"lost_events": int(report.get("lost") or 0),
                     "requests": int(counts.get("read", 0))}   # reads: one per request without pipelining
-        return {"lost_events": int(report.get("lost_events") or 0), "requests": int(report.get("requests") or 0)}
+        out = {"lost_events": int(report.get("lost_events") or 0), "requests": int(report.get("requests") or 0)}
+        if "bpf_stats" in report:
+            out["bpf_stats"] = report["bpf_stats"]
+        return out
 
 
 def _summary(values: list[float]) -> dict:
@@ -223,8 +232,8 @@ def measure(rounds: int, requests: int, configs: list[str], timeout: float, log,
                         res["redis_cpu_s"] = cpu_seconds(server.pid) - r0
                         results[name]["untraced"].append(res)
                     else:
-                        tracer = Tracer(port, cfg["tracer"] + list(tracer_args), command=tracer_command,
-                                        nice=tracer_nice)
+                        tracer = Tracer(port, cfg["tracer"] + list(tracer_args),
+                                        command=cfg.get("command", tracer_command), nice=tracer_nice)
                         cpu0 = tracer.cpu_seconds()
                         r0 = cpu_seconds(server.pid)
                         try:
@@ -276,12 +285,16 @@ def summarize(results: dict, requests: int) -> dict:
         redis_u = [x["redis_cpu_s"] / nreq * 1e6 for x in res["untraced"] if "redis_cpu_s" in x]
         redis_t = [x["redis_cpu_s"] / nreq * 1e6 for x in res["traced"] if "redis_cpu_s" in x]
         traced_reqs = [x["requests"] for x in res["tracer"]]
+        # the kernel's run time of every probe (all processes' syscalls pass the early tgid check) per request
+        bpf_us = [sum(p["run_time_ns"] for p in x["bpf_stats"].values()) / nreq / 1e3
+                  for x in res["tracer"] if x.get("bpf_stats")]
         out[name] = {"tests": per_test, "lost_events": lost, "traced_requests": traced_reqs,
                      "noisy_runs": res.get("noisy", 0), "tracer_cpu_s": cpu, "tracer_cpu_total_s": cpu_total,
                      "tracer_us_per_request": _summary([c / nreq * 1e6 for c in cpu_total]),
                      "tracer_peak_rss_mb": rss,
                      "redis_us_per_request_untraced": _summary(redis_u),
                      "redis_us_per_request_traced": _summary(redis_t),
+                     "bpf_us_per_request": _summary(bpf_us),
                      "expected_requests": requests * len(TESTS),
                      "attached": res["tracer"][0].get("attached", "") if res["tracer"] else ""}
     # uprobe cost: Redis's extra CPU per command with --exec-probes (one uprobe + one uretprobe hit)
@@ -323,6 +336,9 @@ def print_table(summary: dict, meta: dict) -> None:
             print(f"{'':<12} CPU per request: redis-server {ru['median']:.2f} us untraced, {rt['median']:.2f} us traced; "
                   f"tracer {tu['median']:.2f} us (CPU during the benchmark: {s['tracer_cpu_s']} s, "
                   f"in all: {s['tracer_cpu_total_s']} s); tracer peak RSS {s['tracer_peak_rss_mb']} MB")
+        if s["bpf_us_per_request"]["median"] is not None:
+            print(f"{'':<12} BPF run time per request (bpf_stats, all probes): "
+                  f"{_fmt_range(s['bpf_us_per_request'], '.3f')} us")
     if summary:
         first = next(iter(summary.values()))
         if first.get("attached"):

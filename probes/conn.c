@@ -1,6 +1,11 @@
 /* Connections: accept/accept4, close, handshake completion and request-byte
  * arrival (sock tracepoints, which run in softirq context of any task). */
 
+#ifndef ENGINE_ACCEPT_HOOK          /* engine.c (pasted before) keeps per-connection state */
+#define ENGINE_ACCEPT_HOOK(fk)
+#define ENGINE_CLOSE_HOOK(fk)
+#endif
+
 static __always_inline int accept_enter(int fd, __u64 sockaddr, __u16 flags)
 {
     __u64 id = bpf_get_current_pid_tgid();
@@ -40,6 +45,7 @@ static __always_inline int accept_exit(long ret)
     struct fd_key fk = {.tgid = id >> 32, .fd = (__s32)ret};
     __u8 kind = FD_CLIENT;
     fd_kinds.update(&fk, &kind);
+    ENGINE_ACCEPT_HOOK(&fk);
     __u64 *skaddr = peers.lookup(&pk);
     if (skaddr) {
         __u64 sk = *skaddr;
@@ -83,6 +89,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
     if (!kind)
         return 0;
     __u8 k = *kind;
+    ENGINE_CLOSE_HOOK(&fk);
     fd_kinds.delete(&fk);
     fd_socks.delete(&fk);
     if (k != FD_CLIENT && k != FD_AOF)

@@ -17,6 +17,7 @@ enum rt_kind {
     RT_FSYNC = 5,    /* fsync/fdatasync; fd */
     RT_LOOP = 6,     /* main thread busy span: aux_ts = epoll wake, ts_enter = next epoll entry, ret = ready fds */
     RT_EXEC = 7,     /* uprobe on call(): ts_enter..ts_exit is one command's execution */
+    RT_REQ = 8,      /* engine: one request (batch) stitched in the kernel: a struct rt_req */
 };
 
 enum rt_fd_kind {
@@ -34,6 +35,7 @@ enum rt_flags {
     RTF_ACCEPT4 = 8,
     RTF_EPOLL_PWAIT = 16,
     RTF_FILE_FD = 32,    /* a write to an FD_FILE fd: user space tells the AOF from other files */
+    RTF_ENGINE_RAW = 64, /* engine: bytes the kernel did not parse (user space counts them) */
 };
 
 struct rt_event {
@@ -51,6 +53,51 @@ struct rt_event {
     __u16 peer_port;     /* host byte order */
     __u16 family;        /* AF_INET / AF_INET6, 0 when unknown */
     __u8 peer_addr[16];  /* IPv4 in the first 4 bytes */
+};
+
+/* The engine's per-request record (probes/engine.c): made only for slow, stalled, sampled
+ * requests. tgid/tid/fd/kind/flags sit at the offsets they have in struct rt_event, so code
+ * that peeks at raw records (bpf_session.drain) reads them the same way; cap_len bytes of
+ * the command and its key follow (never values). A pipelined batch is one record: ncmds
+ * commands, cmd_id/argc/cap of the first. */
+struct rt_req {
+    __u64 read_start;    /* the first read holding the batch's first command */
+    __u64 write_end;     /* the write that completed the reply */
+    __u64 arrival_ts;    /* bytes reached the socket (0 unknown) */
+    __u64 wake_ts;       /* main thread's epoll return before that read */
+    __u64 read_end;      /* the last read contributing to the batch */
+    __u32 tgid;
+    __u32 tid;
+    __s32 fd;
+    __u16 kind;          /* RT_REQ */
+    __u16 flags;         /* enum rt_req_flags */
+    __u32 cap_len;
+    __u16 cmd_id;        /* the engine's command table id (0: not in the table) */
+    __u16 ncmds;         /* commands in the batch */
+    __u64 write_start;   /* first write of the reply */
+    __u32 bytes_in;      /* request bytes of the batch */
+    __u32 bytes_out;     /* reply bytes written */
+    __u32 argc;
+    __u8 reply_type;     /* enum rt_reply of the first reply */
+    __u8 slot;           /* instance slot */
+    __u16 busy_ms;       /* main thread's busy span at the reply (ms, saturating) */
+};
+
+enum rt_req_flags {      /* bit 4 is RTF_UNKNOWN_FD in struct rt_event: never used here */
+    RQF_SLOW = 1,        /* latency >= the slow threshold */
+    RQF_SAMPLED = 2,     /* the 1-in-N sample */
+    RQF_STALL = 8,       /* replied during a main-thread busy span >= the stall threshold */
+    RQF_VICTIM = 16,     /* arrived before such a span ended */
+    RQF_OVERFLOW = 32,   /* more commands in the batch than the kernel keeps ids for */
+};
+
+enum rt_reply {
+    RPL_NONE = 0,        /* not classified */
+    RPL_OK = 1,          /* anything but an error or a nil */
+    RPL_ERROR = 2,
+    RPL_NIL = 3,         /* $-1, *-1, _ */
+    RPL_MOVED = 4,
+    RPL_ASK = 5,
 };
 
 /* Counters user space reads from the `counters` per-CPU array. */

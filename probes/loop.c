@@ -1,6 +1,11 @@
 /* The main thread's event loop: each epoll return starts a busy span that
  * ends at the next epoll entry. Long spans are stalls; all spans feed counters. */
 
+#ifndef ENGINE_LOOP_HOOK            /* engine.c (pasted before) keeps wakes and ends of long spans */
+#define ENGINE_LOOP_HOOK(tgid, busy, now)
+#define ENGINE_WAKE_HOOK(tgid, now)
+#endif
+
 static __always_inline int loop_enter(void)
 {
     __u64 id = bpf_get_current_pid_tgid();
@@ -13,6 +18,7 @@ static __always_inline int loop_enter(void)
         __u64 busy = now - *wake;
         count_add(CNT_LOOP_BUSY_NS, busy);
         count_add(CNT_LOOPS, 1);
+        ENGINE_LOOP_HOOK(tgid, busy, now);
         if (busy >= LOOP_MIN_NS) {
             struct rt_record *r = new_record(RT_LOOP, id, -1);
             if (r) {
@@ -46,6 +52,7 @@ static __always_inline int loop_exit(long ret)
         *wake = now;                /* in place: no map update on every loop iteration */
     else
         last_wake.update(&tgid, &now);
+    ENGINE_WAKE_HOOK(tgid, now);
     return 0;
 }
 

@@ -52,12 +52,12 @@ def build_hash(client, key, fields):
     assert client.hlen(key) == fields
 
 
-def test_bigkey_del_culprit_and_victims(redis_server, tmp_path):
-    c = redis_server.client(socket_timeout=60)
+def bigkey_del_under_load(server, trace, *tracer_args):
+    """A 1M-field hash DELeted while 10 clients send GETs, recorded: (report, the DEL's RTT in ms, load)."""
+    c = server.client(socket_timeout=60)
     build_hash(c, "big:hash", 1_000_000)
-    trace = tmp_path / "del.rtrace"
-    tracer = TracerProcess("record", "--port", str(redis_server.port), "-o", str(trace))
-    load = GetLoad(redis_server, n=10)
+    tracer = TracerProcess("record", *tracer_args, "--port", str(server.port), "-o", str(trace))
+    load = GetLoad(server, n=10)
     time.sleep(1.0)
     t0 = time.perf_counter()
     c.delete("big:hash")
@@ -67,7 +67,11 @@ def test_bigkey_del_culprit_and_victims(redis_server, tmp_path):
     c.close()
     rc, _ = tracer.stop()
     assert rc == 0, tracer.stderr_text()
-    report = report_of(trace)
+    return report_of(trace), del_rtt_ms, load
+
+
+def test_bigkey_del_culprit_and_victims(redis_server, tmp_path):
+    report, del_rtt_ms, load = bigkey_del_under_load(redis_server, tmp_path / "del.rtrace")
     stall = report["stalls"][0]
     assert stall["command"] == "DEL" and stall["key"] == "big:hash" and stall["class"] == "bigkey"
     assert abs(stall["duration_ms"] - del_rtt_ms) <= 0.2 * del_rtt_ms, (stall, del_rtt_ms)

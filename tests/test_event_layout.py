@@ -27,23 +27,27 @@ def c_enum(name: str) -> dict:
     return {k: int(v) for k, v in re.findall(r"(\w+)\s*=\s*(\d+)", body)}
 
 
+def _packed_offsets(fields):
+    """({name: offset}, size) of a packed ("<") struct, asserting C would lay it out the same: C puts
+    fields at their natural alignment, so the two agree only when no field would be padded."""
+    offsets, offset = {}, 0
+    for code, name in fields:
+        size = struct.calcsize("<" + code)
+        align = 1 if code.endswith("s") else size
+        assert offset % align == 0, f"{name} would be padded in C"
+        offsets[name] = offset
+        offset += size
+    return offsets, offset
+
+
 def test_fields_names_types_and_order_match():
     assert c_struct_fields("rt_event") == list(events.FIELDS)
 
 
 def test_offsets_and_size_match_c_natural_alignment():
-    # C lays fields at their natural alignment; the Python struct is packed ("<"): equal only if
-    # the header has no padding, which this asserts field by field.
-    offset = 0
-    for code, name in events.FIELDS:
-        size = struct.calcsize("<" + code)
-        align = 1 if code.endswith("s") else size
-        assert offset % align == 0, f"{name} would be padded in C"
-        offset += size
-    assert offset == events.HEADER_SIZE == 80
+    offsets, size = _packed_offsets(events.FIELDS)
+    assert size == events.HEADER_SIZE == 80
     # the byte offsets bpf_session.drain() reads without decoding
-    names = [n for _, n in events.FIELDS]
-    offsets = {n: struct.calcsize("<" + "".join(c for c, _ in events.FIELDS[:names.index(n)])) for n in names}
     assert (offsets["tgid"], offsets["fd"], offsets["kind"], offsets["flags"]) == (40, 48, 52, 54)
 
 
@@ -51,14 +55,15 @@ def test_enums_match():
     kinds = c_enum("rt_kind")
     assert kinds == {"RT_ACCEPT": events.ACCEPT, "RT_READ": events.READ, "RT_WRITE": events.WRITE,
                      "RT_CLOSE": events.CLOSE, "RT_FSYNC": events.FSYNC, "RT_LOOP": events.LOOP,
-                     "RT_EXEC": events.EXEC}
+                     "RT_EXEC": events.EXEC, "RT_REQ": events.REQ}
     assert events.FDINFO not in kinds.values()
     assert c_enum("rt_fd_kind") == {"FD_UNKNOWN": events.FD_UNKNOWN, "FD_CLIENT": events.FD_CLIENT,
                                     "FD_AOF": events.FD_AOF, "FD_IGNORE": events.FD_IGNORE,
                                     "FD_FILE": events.FD_FILE}
     assert c_enum("rt_flags") == {"RTF_WRITEV": events.RTF_WRITEV, "RTF_FDATASYNC": events.RTF_FDATASYNC,
                                   "RTF_UNKNOWN_FD": events.RTF_UNKNOWN_FD, "RTF_ACCEPT4": events.RTF_ACCEPT4,
-                                  "RTF_EPOLL_PWAIT": events.RTF_EPOLL_PWAIT, "RTF_FILE_FD": events.RTF_FILE_FD}
+                                  "RTF_EPOLL_PWAIT": events.RTF_EPOLL_PWAIT, "RTF_FILE_FD": events.RTF_FILE_FD,
+                                  "RTF_ENGINE_RAW": events.RTF_ENGINE_RAW}
     assert c_enum("rt_counter") == {"CNT_LOST": events.CNT_LOST, "CNT_LOOP_BUSY_NS": events.CNT_LOOP_BUSY_NS,
                                     "CNT_LOOP_IDLE_NS": events.CNT_LOOP_IDLE_NS, "CNT_LOOPS": events.CNT_LOOPS,
                                     "CNT_REFUSED_FULL": events.CNT_REFUSED_FULL,
@@ -69,6 +74,21 @@ def test_enums_match():
                                     "CNT_REFUSED_CONS_POS": events.CNT_REFUSED_CONS_POS,
                                     "CNT_REFUSED_PROD_POS": events.CNT_REFUSED_PROD_POS,
                                     "CNT_MAX": events.CNT_MAX}
+
+
+def test_engine_request_record_matches_and_shares_the_peeked_offsets():
+    assert c_struct_fields("rt_req") == list(events.REQ_FIELDS)
+    offsets, size = _packed_offsets(events.REQ_FIELDS)
+    assert size == events.REQ_HEADER_SIZE == 88
+    # drain() reads tgid, fd, kind and flags of any record at the rt_event offsets
+    assert (offsets["tgid"], offsets["fd"], offsets["kind"], offsets["flags"]) == (40, 48, 52, 54)
+    flags = c_enum("rt_req_flags")
+    assert flags == {"RQF_SLOW": events.RQF_SLOW, "RQF_SAMPLED": events.RQF_SAMPLED, "RQF_STALL": events.RQF_STALL,
+                     "RQF_VICTIM": events.RQF_VICTIM, "RQF_OVERFLOW": events.RQF_OVERFLOW}
+    assert not any(v & events.RTF_UNKNOWN_FD for v in flags.values())   # drain() would classify the fd
+    assert c_enum("rt_reply") == {"RPL_NONE": events.RPL_NONE, "RPL_OK": events.RPL_OK,
+                                  "RPL_ERROR": events.RPL_ERROR, "RPL_NIL": events.RPL_NIL,
+                                  "RPL_MOVED": events.RPL_MOVED, "RPL_ASK": events.RPL_ASK}
 
 
 def test_encode_decode_round_trip():

@@ -64,3 +64,23 @@ def test_defaults_are_not_written_again_elsewhere():
                               if isinstance(d, ast.Constant) and type(d.value) in (int, float)
                               and d.value in literals and d.value not in (0, 1)]
     assert not offenders, offenders
+
+
+def test_mode_default_is_defined_once_and_flags_choose_it():
+    for command in ("live", "diagnose", "record", "trace", "count", "demo"):
+        extra = ["-o", "x.rtrace"] if command == "record" else []
+        assert TraceOptions.from_args(parse(command, *extra)).mode == options.MODE
+        assert TraceOptions.from_args(parse(command, *extra, "--engine")).mode == "engine"
+        assert TraceOptions.from_args(parse(command, *extra, "--full")).mode == "full"
+    with pytest.raises(SystemExit):
+        parse("live", "--full", "--engine")
+    assert TraceOptions.from_args(parse("trace", "--engine", "--min-ms", "12.5")).slow_ms == 12.5
+
+
+def test_show_values_requires_full_in_one_line():
+    with pytest.raises(TracerError) as err:
+        TraceOptions.from_args(parse("live", "--engine", "--show-values"))
+    assert str(err.value) == "--show-values requires --full (the engine never captures values)"
+    assert TraceOptions.from_args(parse("live", "--full", "--show-values")).show_values
+    with pytest.raises(TracerError, match="--min-ms must be between"):
+        TraceOptions(slow_ms=-1)

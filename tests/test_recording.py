@@ -144,13 +144,13 @@ def test_header_fields(tmp_path):
     with TraceReader(path) as r:
         h = r.header
         list(r.records())
-    assert h["format_version"] == 1 and h["codec"] == "zlib" and h["record_header_size"] == 80
+    assert h["format_version"] == 2 and h["codec"] == "zlib" and h["record_header_size"] == 80
     assert h["targets"] == [target] and h["probes"] == ["io", "loop"] and h["capture_max"] == 1024
     assert h["host"] == "h1" and h["tracer_version"] and h["kernel"]
     assert isinstance(h["created"], float) and isinstance(h["clock"]["mono_to_wall_ns"], int)
     assert r.trailer["records"] == 0 and r.warnings == []
     raw = path.read_bytes()
-    assert raw[:8] == b"RTRACE\x00\x01"
+    assert raw[:8] == b"RTRACE\x00\x02"
     (hlen,) = struct.unpack_from("<I", raw, 8)
     assert json.loads(raw[12:12 + hlen]) == h
 
@@ -397,7 +397,7 @@ def _header_file(path, header_bytes: bytes, magic: bytes = MAGIC) -> Path:
     ("garbage", b"\x7fELF\x02\x01\x01" + bytes(200), "not a redis-tracer trace file"),
     ("text", b"hello world, this is not a trace\n", "not a redis-tracer trace file"),
     ("magic_prefix", b"RTRA", "cut short"),
-    ("wrong_magic_version", b"RTRACE\x00\x02" + bytes(20), "format version 2; this redis-tracer reads format version 1"),
+    ("wrong_magic_version", b"RTRACE\x00\x03" + bytes(20), "format version 3; this redis-tracer reads format versions 1, 2"),
     ("huge_header", MAGIC + struct.pack("<I", 2**32 - 1) + b"{}", "corrupt header"),
     ("short_header", MAGIC + struct.pack("<I", 100) + b"{}", "cut short inside its header"),
     ("no_header_len", MAGIC + b"\x01", "cut short inside its header"),
@@ -411,7 +411,7 @@ def test_not_a_trace(tmp_path, name, content, words):
 
 
 @pytest.mark.parametrize("header, words", [
-    (b'{"format_version": 2, "codec": "zlib"}', "format version 2; this redis-tracer reads format version 1"),
+    (b'{"format_version": 3, "codec": "zlib"}', "format version 3; this redis-tracer reads format versions 1, 2"),
     (b'{"format_version": 1, "codec": "zstd"}', "cannot read"),
     (b'{"format_version": "1"}', "corrupt header"),
     (b'{"codec": "zlib"}', "corrupt header"),
@@ -642,3 +642,17 @@ def test_disk_full_on_close(tmp_path, monkeypatch):
     assert w.closed
     got, r = read_all(path)
     assert got == [] and r.warnings
+
+
+def test_version_1_files_still_read_and_new_files_are_version_2(tmp_path):
+    """Version 2 added ENGINE records (engine mode's aggregates); version 1 files are read as before."""
+    old = Path(__file__).resolve().parent / "fixtures" / "single.rtrace"
+    assert old.read_bytes()[:8] == b"RTRACE\x00\x01"
+    with TraceReader(old) as r:
+        assert r.header["format_version"] == 1 and sum(1 for _ in r.records()) > 100 and not r.warnings
+    path = tmp_path / "new.rtrace"
+    with TraceWriter(path, {}) as w:
+        w.write(b"x" * 80)
+    assert path.read_bytes()[:8] == b"RTRACE\x00\x02"
+    with TraceReader(path) as r:
+        assert r.header["format_version"] == 2 and list(r.records()) == [b"x" * 80]

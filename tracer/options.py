@@ -20,6 +20,11 @@ RINGBUF_PAGES_MAX = 1 << 18  # 1 GiB
 REFRESH_HZ = 2.0            # screen refreshes per second
 REFRESH_MAX = 20.0
 STALL_MS_MAX = 3_600_000    # beyond an hour a "stall" threshold is a typo (also bounds hostile headers)
+# "full": every request's bytes go up and are stitched in user space; "engine": the kernel parses RESP and
+# keeps per-command counts and histograms, only slow/stall/victim/sampled requests go up (tracer/engine).
+MODES = ("full", "engine")
+MODE = "full"               # the default mode of live/diagnose/demo/record/trace: switch it here, only here
+ENGINE_SAMPLE = 100         # engine mode: 1 batch in this many goes up as a record (slowest, hot keys: estimates)
 INFO_EVERY_S = 2.0          # the INFO sampler asks each target this often (0: never; runtime/info_sampler.py)
 INFO_TIMEOUT_S = 1.0        # ... and gives up sampling a target whose answer takes longer
 
@@ -80,6 +85,14 @@ def check_duration(duration: float | None) -> float | None:
     return duration
 
 
+def check_mode(mode: str, show_values: bool) -> str:
+    if mode not in MODES:
+        raise TracerError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if show_values and mode != "full":
+        raise TracerError("--show-values requires --full (the engine never captures values)")
+    return mode
+
+
 @dataclass(frozen=True, slots=True)
 class TraceOptions:
     """How to trace: which redis-servers, what the probes capture, how the run is analysed and shown."""
@@ -96,6 +109,8 @@ class TraceOptions:
     stall_ms: float = STALL_MS
     refresh_hz: float = REFRESH_HZ
     record_path: str | None = None
+    mode: str = MODE
+    slow_ms: float | None = None    # engine mode: requests this slow go up as records (None: stall_ms / 5)
     credentials: Credentials = NO_CREDENTIALS   # for the one query of each target before attaching
     patterns: PatternOptions = PatternOptions()
     info_every_s: float = INFO_EVERY_S
@@ -106,6 +121,9 @@ class TraceOptions:
         check_capture_bytes(self.capture_bytes)
         check_ringbuf_pages(self.ringbuf_pages)
         check_refresh(self.refresh_hz)
+        check_mode(self.mode, self.show_values)
+        if self.slow_ms is not None and not 0 <= self.slow_ms <= STALL_MS_MAX:
+            raise TracerError(f"--min-ms must be between 0 and {STALL_MS_MAX}, not {self.slow_ms:g}")
 
     @property
     def tick_s(self) -> float:
@@ -125,4 +143,5 @@ class TraceOptions:
                    capture_bytes=get("capture_bytes", CAPTURE_BYTES), poll_ms=get("poll_ms", POLL_MS),
                    ringbuf_pages=get("ringbuf_pages", RINGBUF_PAGES), show_values=bool(get("show_values", False)),
                    stall_ms=get("stall_ms", STALL_MS), refresh_hz=get("refresh", REFRESH_HZ),
-                   record_path=given.get("record"), credentials=credentials_from_args(args))
+                   record_path=given.get("record"), mode=get("mode", MODE), slow_ms=given.get("min_ms"),
+                   credentials=credentials_from_args(args))

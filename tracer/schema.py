@@ -234,6 +234,7 @@ class Snapshot(View):
     nodes: list = field(default_factory=list)           # [NodeRow], with several instances
     patterns: list = field(default_factory=list)        # [Pattern], by kind
     patterns_input: str = "full"    # what the pattern detectors saw: "full" (every request) or "sampled"
+    mode: str | None = field(default=None, metadata=OPTIONAL)       # "engine": figures from the kernel's histograms
 
     NESTED = {"commands": ("dict", CommandStats), "slowest": ("list", SlowRequest),
               "stalls": ("list", StallResult), "fsync": ("one", FsyncStats), "connections": ("one", ConnStats),
@@ -273,6 +274,8 @@ class Report(View):
     instances: list | None = field(default=None, metadata=OPTIONAL)      # [Report], one per traced instance
     redirects: dict | None = field(default=None, metadata=OPTIONAL)
     links: list | None = field(default=None, metadata=OPTIONAL)          # per instance and overall
+    mode: str | None = field(default=None, metadata=OPTIONAL)           # "engine": counts and percentiles from the
+    #                                       kernel's histograms; slowest, hot/big keys and stalls from its records
     # what a final summary adds to a run's report (never in `report --json`: a file has no wall clock)
     stall_ms: float | None = field(default=None, metadata=OPTIONAL)
     elapsed_s: float | None = field(default=None, metadata=OPTIONAL)     # wall time traced
@@ -327,6 +330,7 @@ class TraceHeader(View):
     capture_max: int | None = field(default=None, metadata=OPTIONAL)
     show_values: bool = False
     stall_ms: float | None = field(default=None, metadata=OPTIONAL)
+    mode: str | None = field(default=None, metadata=OPTIONAL)           # "engine"; unset: full (older files)
     record_header_size: int | None = field(default=None, metadata=OPTIONAL)
     extra: dict = field(default_factory=dict)
 

@@ -25,6 +25,7 @@ WINDOW_S = 5            # rates are over the last ~5 s of trace time
 SLOW_WINDOW_S = 10      # "recent" slow requests
 SECS_KEPT = 12          # per-second counters kept
 TOP_N = 10              # slowest requests, hot and big keys listed
+SPARK_WIDTH = 16        # columns of a command's latency sparkline
 MAX_COMMANDS = 512      # distinct command names tracked; the rest are counted as OTHER
 UNDECODABLE_SAMPLES = 5  # names kept as evidence in that row
 _REFUSED = ("error", "none")
@@ -96,7 +97,8 @@ def _segments(req) -> list:
 class Analyzer:
     def __init__(self, stall_ms: float = STALL_MS, top_n: int = TOP_N, key_cap: int = KEY_CAP,
                  max_commands: int = MAX_COMMANDS, lookback_s: float = 5.0, lookback_max: int = 50_000,
-                 on_stall=None, patterns: PatternOptions = PatternOptions()):
+                 on_stall=None, patterns: PatternOptions = PatternOptions(), every_request: bool = True):
+        """every_request: False when only sampled and slow requests reach on_request (engine mode)."""
         self.stall_ms = stall_ms
         self.top_n = top_n
         self.max_commands = max_commands
@@ -135,7 +137,7 @@ class Analyzer:
         self.live_conns: set = set()        # conn_ids seen (accepted or with requests), still open
         self.hot_keys = SpaceSaving(key_cap)
         self.big_keys = TopMax(key_cap)
-        self.patterns = PatternDetectors(patterns, hot_counts=self.hot_keys)
+        self.patterns = PatternDetectors(patterns, hot_counts=self.hot_keys, complete=every_request)
         self.detector = StallDetector(stall_ms, lookback_s=lookback_s, lookback_max=lookback_max,
                                       on_stall=on_stall)
 
@@ -383,7 +385,7 @@ class Analyzer:
             segments=[(n, _us(a - start), _us(b - a)) for n, a, b in segs],
             reply_bytes=req.reply_bytes)
 
-    def snapshot(self, now_ts: int | None = None, max_commands: int = 12, spark_width: int = 16) -> Snapshot:
+    def snapshot(self, now_ts: int | None = None, max_commands: int = 12, spark_width: int = SPARK_WIDTH) -> Snapshot:
         """Live dashboard numbers; cheap. now_ts: CLOCK_MONOTONIC ns (defaults to the last event)."""
         end = max(now_ts or 0, self.last_ts)
         base = self.first_ts or end

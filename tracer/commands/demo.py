@@ -24,6 +24,7 @@ def add_parser(sub):
                                     "a slow script, a cache stampede and an inventory race, live")
     p.add_argument("--duration", type=float, default=30, metavar="S", help="seconds to run (default 30)")
     runner.add_analysis_args(p)
+    runner.add_mode_args(p)
     p.add_argument("--no-dashboard", action="store_true",
                    help="no live screen: print a plain summary block per refresh instead")
     p.add_argument("--clients", type=int, default=4, help="workload client threads (default 4)")

@@ -14,6 +14,9 @@ def add_parser(sub):
     p = sub.add_parser("trace", help="print every request with its phases (text or JSON lines)")
     runner.add_target_args(p)
     p.add_argument("--json", action="store_true", help="one JSON object per request (JSON Lines)")
+    p.add_argument("--min-ms", type=float, metavar="MS",
+                   help="only requests at least this slow (with --engine it is the kernel's threshold, so "
+                        "only those come up)")
     return p
 
 
@@ -30,16 +33,35 @@ def run(args) -> int:
     else:
         def emit(req):
             out.write(request_line(req, clock) + "\n")
-    stitcher = Stitcher(on_request=emit, show_values=options.show_values, uprobe_exec=options.exec_probes)
+    if options.slow_ms is not None:
+        min_ns, emit_all = options.slow_ms * 1e6, emit
+
+        def emit(req):
+            latency = req.latency_ns
+            if latency is not None and latency >= min_ns:
+                emit_all(req)
+    if options.mode == "engine":
+        # one line per REQ record, the kernel's pre-stitched request (the stitcher only names clients)
+        from tracer.runtime.pipeline import Pipeline
+
+        pipeline = Pipeline(stall_ms=options.stall_ms, on_request=emit, engine=True)
+        stitcher, consume = pipeline.stitcher, pipeline.feed
+    else:
+        stitcher = Stitcher(on_request=emit, show_values=options.show_values, uprobe_exec=options.exec_probes)
+        consume = stitcher.feed_raw
     session = runner.attach(options, targets)
     try:
-        runner.drain_loop(session, stitcher.feed_raw, options.duration, options.poll_ms, tick=out.flush)
+        runner.drain_loop(session, consume, options.duration, options.poll_ms, tick=out.flush)
         stitcher.finish()
         out.flush()
         lost = session.counters()["lost"]
     finally:
         session.close()
     s = stitcher.stats
+    if options.mode == "engine":
+        print(f"traced: {pipeline.engine.records} request records, {lost} lost events after attach",
+              file=sys.stderr)
+        return 0
     extra = "".join(f", {n} {what}" for n, what in ((s.evicted_conns, "connections evicted"),
                                                      (s.parser_errors, "parser errors")) if n)
     print(f"traced: {s.requests} requests, {s.unanswered} unanswered, {lost} lost events after attach, "

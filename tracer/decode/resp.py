@@ -570,6 +570,12 @@ class RequestParser:
         self._line = bytearray()
         self._desync(False)
 
+    def start_unsynced(self) -> None:
+        """The stream may begin inside a frame (bytes handed over mid-connection): look for a request
+        start first, masking what comes before it, instead of trusting the first byte."""
+        self._st = ST_DESYNC
+        self._fresh = True
+
     def _desync(self, fresh):
         self.desyncs += 1
         self._distrust = False

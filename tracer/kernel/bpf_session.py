@@ -30,8 +30,11 @@ PROBE_FILES = {
     "loop": "loop.c",    # epoll_wait/epoll_pwait of the main thread
     "fsync": "fsync.c",  # fsync/fdatasync
     "exec": "exec.c",    # uprobes on call()
+    "engine": "engine.c",  # read/write parsed and aggregated in the kernel (instead of io.c)
 }
 DEFAULT_PROBES = ("conn", "fds", "io", "loop", "fsync")
+# engine.c first: it defines the hooks conn.c and loop.c call
+ENGINE_PROBES = ("engine", "conn", "fds", "loop", "fsync")
 RESCUE_FRACTION = 64        # the rescue ring is 1/64 of events (at least RESCUE_PAGES_MIN pages: 1 MiB)
 RESCUE_PAGES_MIN = 256
 MATCH_TGIDS_MAX = 16        # up to this many targets, their tgids are compiled into the probes
@@ -101,13 +104,18 @@ class AttachTimes:
 
 class ProbeSession:
     def __init__(self, targets: list[Target], probes=DEFAULT_PROBES, exec_probes: bool = False,
-                 capture_max: int = CAPTURE_BYTES, loop_min_us: int = 1000, ringbuf_pages: int = RINGBUF_PAGES):
+                 capture_max: int = CAPTURE_BYTES, loop_min_us: int = 1000, ringbuf_pages: int = RINGBUF_PAGES,
+                 extra_cflags=(), on_load=None):
+        """extra_cflags: more -D options for the probe text; on_load(bpf): called once the probes are
+        loaded and the common maps filled (a probe set's own maps are seeded there)."""
         check_capture_bytes(capture_max)
         self.targets = targets
         self.probes = tuple(probes) + (("exec",) if exec_probes and "exec" not in probes else ())
         self.capture_max = capture_max
         self.loop_min_us = loop_min_us
         self.ringbuf_pages = ringbuf_pages
+        self.extra_cflags = list(extra_cflags)
+        self.on_load = on_load
         self.classifier = FdClassifier(listen_ports={t.pid: set(t.listen_ports) for t in targets})
         self.bpf = None
         self._pending: list[bytes] = []
@@ -138,7 +146,7 @@ class ProbeSession:
         cflags = [f"-I{include}", f"-DCAPTURE_MAX={self.capture_max}",
                   f"-DLOOP_MIN_NS={self.loop_min_us * 1000}ULL", f"-DRINGBUF_PAGES={self.ringbuf_pages}",
                   f"-DRESCUE_PAGES={max(RESCUE_PAGES_MIN, self.ringbuf_pages // RESCUE_FRACTION)}",
-                  "-Wno-unused-function"]
+                  "-Wno-unused-function", *self.extra_cflags]
         cflags += [f"-D{flag}" for flag, tps in OPTIONAL_SYSCALLS.items()
                    if all(BPF.tracepoint_exists("syscalls", tp) for tp in tps)]
         pids = sorted({int(t.pid) for t in self.targets})
@@ -153,6 +161,8 @@ class ProbeSession:
         ring_ref = self.bpf["ring_ref"]
         ring_ref[ctypes.c_int(0)] = ctypes.c_int(self.bpf["events"].map_fd)
         self._fill_maps(progress)
+        if self.on_load is not None:
+            self.on_load(self.bpf)
         started = time.monotonic()
         with _load_errors():
             self.bpf.attach_probes()

@@ -11,6 +11,15 @@ import struct
 
 from tracer import native
 
+# Bytes 40..60 of every record, whatever its struct: drain() reads tgid, fd, kind and flags there.
+PEEKED = (
+    ("I", "tgid"),
+    ("I", "tid"),
+    ("i", "fd"),
+    ("H", "kind"),
+    ("H", "flags"),
+    ("I", "cap_len"),
+)
 # Field order, C type and name exactly as in struct rt_event; tests compare with the header.
 FIELDS = (
     ("Q", "ts_enter"),
@@ -18,12 +27,7 @@ FIELDS = (
     ("Q", "aux_ts"),
     ("Q", "aux_ts2"),
     ("q", "ret"),
-    ("I", "tgid"),
-    ("I", "tid"),
-    ("i", "fd"),
-    ("H", "kind"),
-    ("H", "flags"),
-    ("I", "cap_len"),
+    *PEEKED,
     ("H", "peer_port"),
     ("H", "family"),
     ("16s", "peer_addr"),
@@ -40,22 +44,50 @@ for _code, _name in FIELDS:
 del _at, _code, _name
 
 # enum rt_kind
-ACCEPT, READ, WRITE, CLOSE, FSYNC, LOOP, EXEC = 1, 2, 3, 4, 5, 6, 7
+ACCEPT, READ, WRITE, CLOSE, FSYNC, LOOP, EXEC, REQ = 1, 2, 3, 4, 5, 6, 7, 8
 # Made in user space, recorded like the rest so that replay sees exactly what live mode saw:
 FDINFO = 100    # an fd classified after the fact (ret = fd kind, payload = path or peer)
 COUNTERS = 101  # kernel counters read on a tick (ret = lost records, aux_ts = busy ns, aux_ts2 = idle ns)
 EXIT = 102      # a traced process (tgid) is gone: the kernel closed its fds without a close() to trace
 LOST = 103      # records of one fd neither ring took: ret = how many, ts_enter..ts_exit = their end times
-INFO = 104      # fields of the target's INFO, sampled (payload = "name:value" lines, kernel/info.py)
+ENGINE = 104    # the engine's aggregates of one instance (tgid), cumulative: payload = zlib JSON (tracer/engine)
+INFO = 105      # fields of the target's INFO, sampled (payload = "name:value" lines, kernel/info.py)
 KIND_NAMES = {ACCEPT: "accept", READ: "read", WRITE: "write", CLOSE: "close", FSYNC: "fsync",
-              LOOP: "loop", EXEC: "exec", FDINFO: "fdinfo", COUNTERS: "counters", EXIT: "exit", LOST: "lost",
-              INFO: "info"}
+              LOOP: "loop", EXEC: "exec", REQ: "req", FDINFO: "fdinfo", COUNTERS: "counters", EXIT: "exit",
+              LOST: "lost", ENGINE: "engine", INFO: "info"}
 
 # enum rt_fd_kind
 FD_UNKNOWN, FD_CLIENT, FD_AOF, FD_IGNORE, FD_FILE = 0, 1, 2, 3, 4
 
 # enum rt_flags
 RTF_WRITEV, RTF_FDATASYNC, RTF_UNKNOWN_FD, RTF_ACCEPT4, RTF_EPOLL_PWAIT, RTF_FILE_FD = 1, 2, 4, 8, 16, 32
+RTF_ENGINE_RAW = 64
+
+# struct rt_req: the engine's per-request record (a REQ record; decoded by tracer/engine/records.py)
+REQ_FIELDS = (
+    ("Q", "read_start"),
+    ("Q", "write_end"),
+    ("Q", "arrival_ts"),
+    ("Q", "wake_ts"),
+    ("Q", "read_end"),
+    *PEEKED,
+    ("H", "cmd_id"),
+    ("H", "ncmds"),
+    ("Q", "write_start"),
+    ("I", "bytes_in"),
+    ("I", "bytes_out"),
+    ("I", "argc"),
+    ("B", "reply_type"),
+    ("B", "slot"),
+    ("H", "busy_ms"),
+)
+REQ_HEADER = struct.Struct("<" + "".join(code for code, _ in REQ_FIELDS))
+REQ_HEADER_SIZE = REQ_HEADER.size  # 88
+
+# enum rt_req_flags
+RQF_SLOW, RQF_SAMPLED, RQF_STALL, RQF_VICTIM, RQF_OVERFLOW = 1, 2, 8, 16, 32
+# enum rt_reply
+RPL_NONE, RPL_OK, RPL_ERROR, RPL_NIL, RPL_MOVED, RPL_ASK = 0, 1, 2, 3, 4, 5
 
 # enum rt_counter
 CNT_LOST, CNT_LOOP_BUSY_NS, CNT_LOOP_IDLE_NS, CNT_LOOPS = 0, 1, 2, 3

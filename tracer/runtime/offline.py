@@ -100,7 +100,7 @@ def pipeline_for(header: TraceHeader, stall_ms: float | None = None, **kw) -> Pi
     stall_ms overrides the recorded threshold."""
     return Pipeline(stall_ms=stall_ms if stall_ms is not None else header.stall_ms or STALL_MS,
                     show_values=bool(header.show_values), uprobe_exec=bool(header.exec_probes),
-                    targets=header.targets, **kw)
+                    targets=header.targets, engine=header.mode == "engine", **kw)
 
 
 def analyse(path: str, stall_ms: float | None = None, on_request=None, on_sync=None, batch: int = ANALYSE_BATCH):

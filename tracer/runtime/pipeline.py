@@ -6,6 +6,7 @@ import dataclasses
 from tracer.analyze.analysis import TOP_N, Analyzer
 from tracer.analyze.histogram import LatencyHistogram
 from tracer.decode.redact import error_text_spans, redact_spans
+from tracer.engine.feed import EngineFeed
 from tracer.kernel import events
 from tracer.options import STALL_MS, PatternOptions
 from tracer.runtime.tuning import tune_gc
@@ -18,12 +19,14 @@ from tracer.units import ns_to_us, r3
 class Pipeline:
     def __init__(self, stall_ms: float = STALL_MS, show_values: bool = False, uprobe_exec: bool = False,
                  on_request=None, on_sync=None, writer=None, top_n: int = TOP_N, targets: list | None = None,
-                 patterns: PatternOptions = PatternOptions()):
+                 patterns: PatternOptions = PatternOptions(), engine: bool = False):
+        """engine: the records are the engine's (REQ, ENGINE, raw READs, ...; tracer/engine/feed.py)."""
         tune_gc()  # the hot loop allocates per request: default GC thresholds cost 15-20 % (tuning.py)
-        self.analyzer = Analyzer(stall_ms=stall_ms, top_n=top_n, patterns=patterns)
+        self.analyzer = Analyzer(stall_ms=stall_ms, top_n=top_n, patterns=patterns, every_request=not engine)
         # several redis-servers: every figure also per instance (tgid), in an Analyzer of its own
         self.targets = [t for t in (targets or []) if t.get("pid")]
-        self.instances = {t["pid"]: Analyzer(stall_ms=stall_ms, top_n=top_n, patterns=patterns) for t in self.targets} \
+        self.instances = {t["pid"]: Analyzer(stall_ms=stall_ms, top_n=top_n, patterns=patterns,
+                                              every_request=not engine) for t in self.targets} \
             if len(self.targets) > 1 else {}
         port_to_tgid = {p: t["pid"] for t in self.targets for p in (t.get("listen_ports") or [t.get("port")]) if p}
         self.redirects = RedirectTracker(port_to_tgid)
@@ -43,6 +46,18 @@ class Pipeline:
                                  show_values=show_values, mask_payloads=writer is not None,
                                  uprobe_exec=uprobe_exec)
         self.lost_events = 0
+        self.engine = EngineFeed(self._on_request, self._conn_of) if engine else None
+
+    @property
+    def requests(self) -> int:
+        """Requests seen: stitched ones, or in engine mode the kernel's count (plus the raw path's)."""
+        if self.engine is not None and self.engine.active:
+            return sum(fields["count"] for fields, _ in self.engine.merged().values())
+        return self.stitcher.stats.requests
+
+    def _conn_of(self, tgid: int, fd: int):
+        state = self.stitcher.conns.get((tgid, fd))
+        return (state.conn.conn_id, state.conn.client) if state is not None else (0, None)
 
     def _fan_out(self, method: str):
         overall = getattr(self.analyzer, method)
@@ -77,6 +92,9 @@ class Pipeline:
         self.analyzer.set_counters(lost, busy_ns or None, idle_ns or None)
 
     def feed(self, records) -> None:
+        if self.engine is not None:
+            self._feed_engine(records)
+            return
         if self.writer is None:
             self.stitcher.feed_raw(records)
             return
@@ -112,9 +130,48 @@ class Pipeline:
         self.writer.write_many(out)
         self.writer.maybe_flush()
 
+    def _feed_engine(self, records) -> None:
+        """Engine mode: REQ and ENGINE records to the engine feed, raw READs counted (values and secrets
+        masked before recording; raw WRITEs masked whole), the rest (ACCEPT, CLOSE, FSYNC, LOOP, COUNTERS, ...) to the stitcher."""
+        engine, feed, decode = self.engine, self.stitcher.feed, events.decode
+        kind_at, flags_at = events.KIND_BYTE, events.FLAGS_BYTE
+        out = [] if self.writer is not None else None
+        for raw in records:
+            kind = raw[kind_at]
+            if kind == events.REQ:
+                engine.on_req(raw)      # held while REQ records follow each other (one loop iteration)
+                feed(decode(raw))       # its ts fields lie where every record's do: the trace clock
+                if out is not None:
+                    out.append(raw)
+                continue
+            engine.flush()              # the held requests, in stream order before this record
+            if (kind == events.READ or kind == events.WRITE) and raw[flags_at] & events.RTF_ENGINE_RAW:
+                # a connection the kernel left to user space: its commands are counted from the reads;
+                # its replies are not analysed, and their bytes (values) are never recorded
+                ev = decode(raw)
+                spans = engine.on_raw_read(ev) if kind == events.READ else [(0, len(ev.payload))]
+                if spans and out is not None:
+                    head = raw[:events.HEADER_SIZE]
+                    raw = (head if head.__class__ is bytes else bytes(head)) + redact_spans(ev.payload, spans)
+            else:
+                ev = decode(raw)
+                if kind == events.ENGINE:
+                    engine.on_aggregates(ev)
+                elif kind == events.CLOSE:
+                    engine.on_close(ev)
+                feed(ev)
+            if out is not None:
+                out.append(raw)
+        engine.flush()
+        if out is not None:
+            self.writer.write_many(out)
+            self.writer.maybe_flush()
+
     def snapshot(self, now_ts: int | None = None) -> Snapshot:
         """What a live view shows at trace time now_ts (default: the last event), nodes included."""
         snap = self.analyzer.snapshot(now_ts)
+        if self.engine is not None:
+            self.engine.apply_snapshot(snap)
         snap.nodes = self.node_rows(now_ts)
         return snap
 
@@ -130,8 +187,11 @@ class Pipeline:
             for c in inst.commands.values():
                 merged.merge(c.hist)
             busy = inst.busy_ratio()
-            rows.append(NodeRow(pid=t["pid"], port=t.get("port"), requests=snap.requests, rps=snap.rps,
-                                p99_us=ns_to_us(merged.percentile(99)) if merged.count else None,
+            requests, rps = snap.requests, snap.rps
+            p99_us = ns_to_us(merged.percentile(99)) if merged.count else None
+            if self.engine is not None and self.engine.active:     # the kernel's figures, not the records'
+                requests, rps, p99_us = self.engine.node_figures(t["pid"])
+            rows.append(NodeRow(pid=t["pid"], port=t.get("port"), requests=requests, rps=rps, p99_us=p99_us,
                                 busy_ratio=None if busy is None else r3(busy),
                                 stalls=len(inst.detector.results())))
         return rows
@@ -147,11 +207,15 @@ class Pipeline:
         # start_s counts from the first record of the stream, live and offline alike
         first = self.stitcher.first_ts or None
         report = self.analyzer.report(target, clock_first_ts=first)
+        if self.engine is not None:
+            self.engine.apply_report(report)
         instances = []
         for t in self.targets or [target]:
             inst = self.instances.get(t.get("pid"))
             # one instance: its figures are the top level's
             one = dataclasses.replace(report) if inst is None else inst.report(t, clock_first_ts=first)
+            if inst is not None and self.engine is not None:
+                self.engine.apply_report(one, pids={t.get("pid")})
             one.schema = None
             one.links = [link.as_dict() for link in self.stitcher.links if link.tgid == t.get("pid")]
             instances.append(one)

@@ -11,7 +11,7 @@ from tracer.errors import Interrupted, TracerError
 from tracer.kernel.bpf_session import ProbeSession
 from tracer.kernel.privileges import require_tracing_privileges
 from tracer.kernel.target import Target, find_target, query_redis_info, redis_pids
-from tracer.options import CAPTURE_BYTES, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, TraceOptions
+from tracer.options import CAPTURE_BYTES, ENGINE_SAMPLE, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, TraceOptions
 from tracer.runtime.info_sampler import InfoSampler
 
 COUNTERS_S = 1.0  # kernel counters (lost records, loop busy/idle) join the stream this often
@@ -37,8 +37,22 @@ def add_target_args(parser, duration_default=None) -> None:
                              f"{RINGBUF_PAGES * 4 // 1024} MiB); records "
                              "that do not fit are dropped and counted as lost events")
     parser.add_argument("--show-values", action="store_true",
-                        help="show values on screen and in files (off: values are masked; secrets always are)")
+                        help="show values on screen and in files (off: values are masked; secrets always are; "
+                             "needs --full)")
+    add_mode_args(parser)
     add_credential_args(parser)
+
+
+def add_mode_args(parser) -> None:
+    """--full / --engine (options.MODE is the default)."""
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--full", dest="mode", action="store_const", const="full",
+                       help="every request's bytes go up and are stitched in user space" +
+                            (" (the default)" if MODE == "full" else ""))
+    modes.add_argument("--engine", dest="mode", action="store_const", const="engine",
+                       help="always-on mode: the kernel parses and aggregates; only slow, stalled, victim and "
+                            f"1-in-{ENGINE_SAMPLE} sampled requests go up (slowest requests and hot keys are "
+                            "estimates)" + (" (the default)" if MODE == "engine" else ""))
 
 
 class StopFlag:
@@ -110,9 +124,20 @@ def resolve_targets(options: TraceOptions) -> list[Target]:
     return targets
 
 
+def new_session(options: TraceOptions, targets: list[Target]) -> ProbeSession:
+    """The probe session of options.mode: the full probe set, or the engine's (tracer/engine)."""
+    if options.mode == "engine":
+        from tracer.engine.session import EngineConfig, EngineSession
+
+        return EngineSession(targets, EngineConfig(stall_ms=options.stall_ms, slow_ms=options.slow_ms,
+                                                      sample=ENGINE_SAMPLE),
+                             capture_max=options.capture_bytes, ringbuf_pages=options.ringbuf_pages)
+    return ProbeSession(targets, exec_probes=options.exec_probes, capture_max=options.capture_bytes,
+                        ringbuf_pages=options.ringbuf_pages)
+
+
 def attach(options: TraceOptions, targets: list[Target]) -> ProbeSession:
-    session = ProbeSession(targets, exec_probes=options.exec_probes, capture_max=options.capture_bytes,
-                           ringbuf_pages=options.ringbuf_pages)
+    session = new_session(options, targets)
     # connected before the attach, which marks its fds ignored; sampled by drain_loop's side
     sampler = InfoSampler(targets, options.credentials, options.info_every_s)
     session.ignore_fds |= sampler.server_fds
@@ -151,9 +176,10 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
                 consume(sampler.take())
             now = time.monotonic()
             if now >= next_counters:
-                consume([session.counters_record()])
+                consume([session.counters_record()] + aggregates(session))
                 next_counters = now + COUNTERS_S
             if tick is not None and now >= next_tick:
+                consume(aggregates(session))    # the engine's histograms, once per refresh
                 tick()
                 next_tick = now + tick_s
             if stop.stopped:
@@ -186,7 +212,7 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
             consume(session.held_back())
         if sampler is not None:
             consume(sampler.stop())
-        consume([session.counters_record()])
+        consume([session.counters_record()] + aggregates(session))
         if reason == "target exited":
             consume(session.exit_records())   # its connections end here: none is left "open"
         if hasattr(session, "counters"):
@@ -194,6 +220,12 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
     finally:
         stop.restore()
     return reason
+
+
+def aggregates(session) -> list:
+    """The kernel aggregates as records of the stream (the engine's histograms; none in full mode)."""
+    read = getattr(session, "aggregate_records", None)
+    return read() if read is not None else []
 
 
 def ring_health(c: dict) -> str:

@@ -40,7 +40,8 @@ def screen_header(title: str, target: dict, exec_probes: bool, stall_ms: float, 
                   elapsed_s: float) -> ScreenHeader:
     return ScreenHeader(title=title, pid=target.get("pid"), port=target.get("port"),
                         redis_version=target.get("redis_version") or "", io_threads=target.get("io_threads"),
-                        aof=aof_label(target), probe_mode=probe_mode(exec_probes), stall_ms=stall_ms,
+                        aof=aof_label(target), stall_ms=stall_ms,
+                        probe_mode="engine" if snap.mode == "engine" else probe_mode(exec_probes),
                         elapsed_s=elapsed_s, rps=snap.rps, lost_events=snap.lost_events)
 
 
@@ -129,7 +130,7 @@ def open_recording(path: str, header: TraceHeader, overwrite: bool = False):
 def close_recording(writer, pipeline: Pipeline | None, failure: BaseException | None) -> dict:
     """Trailer and close; after a failure the file is closed as aborted (what is on disk stays readable)."""
     summary = {"records": writer.records_written,
-               "requests": pipeline.stitcher.stats.requests if pipeline is not None else 0,
+               "requests": pipeline.requests if pipeline is not None else 0,
                "lost_events": pipeline.lost_events if pipeline is not None else 0}
     if failure is None:
         writer.write_trailer({"requests": summary["requests"], "lost_events": summary["lost_events"]})
@@ -170,7 +171,7 @@ def run_traced(options: TraceOptions, targets: list, *, title: str = "live", mod
         writer = open_recording(record, header, overwrite) if record else None
         pipeline = Pipeline(stall_ms=options.stall_ms, show_values=options.show_values,
                             uprobe_exec=session.exec_attached, writer=writer, targets=header.targets,
-                            patterns=options.patterns)
+                            patterns=options.patterns, engine=options.mode == "engine")
         # the screen and the report's "target" name the first target; "instances" has all
         frames = Frames(pipeline, title, header.targets[0], session.exec_attached, options.stall_ms,
                         live_clock=True)

@@ -35,8 +35,9 @@ from tracer.kernel import events
 from tracer.errors import TracerError
 from tracer.options import CAPTURE_BYTES
 
-MAGIC = b"RTRACE\x00\x01"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2               # 2: ENGINE records (the engine's aggregates) may appear in the stream
+READABLE_VERSIONS = (1, 2)       # version 1 files are version 2 files without ENGINE records
+MAGIC = b"RTRACE\x00" + bytes([FORMAT_VERSION])
 _MAGIC_STEM = MAGIC[:7]          # "RTRACE\0": byte 7 is the format generation
 
 BLOCK_DATA = b"B"[0]
@@ -548,10 +549,10 @@ class TraceReader:
         if not head:
             raise TracerError(f"{shown} is empty, not a trace file",
                               fix="the recording wrote nothing: see the recorder's error")
-        if magic != MAGIC:
+        if magic[:7] != _MAGIC_STEM or len(magic) < len(MAGIC) or magic[7] not in READABLE_VERSIONS:
             if len(magic) == len(MAGIC) and magic[:7] == _MAGIC_STEM:
                 raise TracerError(f"{shown} is trace format version {magic[7]}; this redis-tracer reads "
-                                  f"format version {FORMAT_VERSION}",
+                                  f"format versions {', '.join(map(str, READABLE_VERSIONS))}",
                                   fix=f"read it with the redis-tracer release that wrote it")
             if len(magic) < len(MAGIC) and MAGIC.startswith(magic):
                 raise TracerError(f"{shown} is cut short: {len(magic)} bytes, less than a trace file's signature",
@@ -584,9 +585,9 @@ class TraceReader:
         if type(version) is not int:
             raise TracerError(f"{shown} has a corrupt header: format_version is {_clip(version)}, "
                               f"not a number", fix=not_trace)
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise TracerError(f"{shown} is trace format version {version}; this redis-tracer reads "
-                              f"format version {FORMAT_VERSION}",
+                              f"format versions {', '.join(map(str, READABLE_VERSIONS))}",
                               fix="read it with the redis-tracer release that wrote it")
         codec = header.get("codec", "zlib")
         if codec not in CODECS:

@@ -24,4 +24,5 @@ def build(session, targets, clock_offset_ns: int, options: TraceOptions) -> Trac
     return TraceHeader(pid_of_tracer=os.getpid(), clock={"mono_to_wall_ns": clock_offset_ns},
                        targets=[target_json(t) for t in targets], probes=list(session.probes),
                        exec_probes=bool(session.exec_attached), capture_max=session.capture_max,
-                       show_values=options.show_values, stall_ms=options.stall_ms)
+                       show_values=options.show_values, stall_ms=options.stall_ms,
+                       mode=options.mode if options.mode != "full" else None)
