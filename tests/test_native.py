@@ -132,12 +132,31 @@ command_st = st.builds(lambda name, args, star: (b"*%d\r\n" % (len(args) + 1) if
                        _bulk(name) + b"".join(_bulk(a) for a in args),
                        st.sampled_from(NAMES), st.lists(arg_st, max_size=5),
                        st.one_of(st.none(), st.sampled_from([b"*01\r\n", b"*0\r\n", b"*70\r\n", b"*2\r\n"])))
+INVALIDATE_PUSH = b">2\r\n$10\r\ninvalidate\r\n*2\r\n$6\r\nuser:1\r\n$2\r\nk2\r\n"
+INVALIDATE_MESSAGE = b"*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n*2\r\n$6\r\nuser:1\r\n$2\r\nk2\r\n"
 reply_st = st.one_of(
     st.sampled_from([b"+OK\r\n", b"+QUEUED\r\n", b"+secret-ish\r\n", b"$-1\r\n", b":42\r\n", b"-ERR no\r\n",
                      b"-MOVED 12 127.0.0.1:7001\r\n", b"*2\r\n$7\r\nmessage\r\n:1\r\n", b">3\r\n+pong\r\n:1\r\n:2\r\n",
-                     b"%1\r\n+a\r\n:1\r\n", b"_\r\n", b"$05\r\nhello\r\n", b"+\r\n", b"\r\n", b"$x\r\n"]),
+                     b"%1\r\n+a\r\n:1\r\n", b"_\r\n", b"$05\r\nhello\r\n", b"+\r\n", b"\r\n", b"$x\r\n",
+                     INVALIDATE_PUSH, INVALIDATE_MESSAGE, b">2\r\n$10\r\ninvalidate\r\n_\r\n",
+                     b"*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n$3\r\nabc\r\n"]),
     st.binary(max_size=40).map(_bulk),
     st.binary(max_size=20).map(lambda b: b"+" + b.replace(b"\r\n", b"") + b"\r\n"))
+
+
+def test_invalidation_pushes_go_to_the_python_reference():
+    """A CLIENT TRACKING push names keys the Python keeps (Reply.keys): the compiled fast path hands
+    it back rather than decode it without them, and both paths give the same replies and spans."""
+    if resp._native is None:
+        pytest.skip("no compiled parser")
+    for frame in (INVALIDATE_PUSH, INVALIDATE_MESSAGE):
+        out, spans = [], []
+        assert resp._native.reply_fast(frame, 0, len(frame), False, out, spans) == -1     # handed back at 0
+        assert out == [] and spans == []
+        stream = b"+OK\r\n" + frame + b"$3\r\nabc\r\n"
+        _both(lambda: resp.ReplyParser(), [(stream, len(stream))])
+        (frames, _, _, _), = _run_parser(lambda: resp.ReplyParser(), [(stream, len(stream))], True)[0]
+        assert [f[6] for f in frames] == [None, ["user:1", "k2"], None]
 
 
 def _mutate(data: bytes, edits) -> bytes:

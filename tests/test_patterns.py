@@ -11,7 +11,7 @@ from tracer.analyze.patterns import PatternDetectors
 from tracer.analyze.patterns.common import Bounded, key_prefix
 from tracer.options import PatternOptions
 from tracer.schema import Pattern, Report
-from tracer.stitch.model import Request
+from tracer.stitch.model import Invalidation, Request
 
 MS = 1_000_000
 T0 = 10_000 * MS
@@ -327,3 +327,49 @@ def test_report_json_carries_patterns_and_reads_them_back():
     assert set(p) >= {"kind", "keys", "clients", "window_ms", "count", "evidence", "advice", "input"}
     assert p["kind"] == "stampede" and p["figures"]["missing_clients"] == 6
     assert Report.from_json(doc).patterns[0] == Pattern.from_json(p)
+
+
+def test_hot_key_counts_the_invalidations_pushed_per_key():
+    """CLIENT TRACKING: the invalidation pushes naming the hot key, and to how many tracking clients."""
+    w = hot_traffic(Wire(), 2000, 50)
+    for i in range(120):
+        w.detectors.on_invalidate(Invalidation(1, f"127.0.0.1:{60000 + i % 3}", ["config:flags"], T0 + i * MS))
+    w.detectors.on_invalidate(Invalidation(1, "127.0.0.1:60000", ["user:1", "config:flags"], T0))
+    (p,) = w.kinds("hot-key")
+    assert p.figures["invalidations"] == 121 and p.figures["invalidated_clients"] == 3
+    assert "config:flags: 121 invalidations pushed to 3 tracking clients" in p.evidence
+    assert w.detectors.hot_key.invalidated["user:1"].pushes == 1
+
+
+def test_hot_key_without_invalidations_has_no_such_figures():
+    (p,) = hot_traffic(Wire(), 2000, 50).kinds("hot-key")
+    assert "invalidations" not in p.figures and not any("invalidations" in e for e in p.evidence)
+
+
+def test_avalanche_corroborated_by_info_expired_keys():
+    """INFO samples around the burst's second: the growth of expired_keys is evidence; samples that do not
+    bracket the second, or a counter that went back (a restart), add nothing."""
+    from tracer.kernel.info import InfoAt, InfoSample
+
+    def run(samples):
+        w = Wire()
+        for i in range(50):
+            w(i, 0, "SET", f"sku:{i}")
+        for ts_ms, n in samples:
+            w.detectors.on_info(InfoAt(1, T0 + int(ts_ms * MS), InfoSample(expired_keys=n)))
+        for i in range(50):
+            w(60_000 + i * 5, 1, "GET", f"sku:{i}", reply="nil")
+        (p,) = w.kinds("avalanche")
+        return p
+
+    burst_second_ms = (T0 + 60_000 * MS) // 1_000_000_000 * 1000 - T0 // MS
+    p = run([(0, 3), (burst_second_ms - 500, 10), (burst_second_ms + 1500, 2010), (burst_second_ms + 3500, 2020)])
+    assert p.figures["info_expired_keys"] == 2000 and p.figures["info_window_s"] == 2.0
+    assert "INFO: 2,000 keys expired in the 2.0 s around that second" in p.evidence
+    # a trace that stops right after the burst: its last sample, after the misses, still counts them
+    p = run([(burst_second_ms - 500, 10), (burst_second_ms + 300, 60)])
+    assert p.figures["info_expired_keys"] == 50 and p.figures["info_window_s"] == 0.8
+    for samples in ([(0, 3)], [(burst_second_ms + 1500, 5)], [(0, 3000), (burst_second_ms + 1500, 5)],
+                    [(0, 3), (burst_second_ms + 100, 20)]):      # the last: before the last miss
+        p = run(samples)
+        assert "info_expired_keys" not in p.figures and not any(e.startswith("INFO") for e in p.evidence)

@@ -4,6 +4,7 @@ its own key prefix; each test checks one pattern against the ground truth the cl
 from __future__ import annotations
 
 import random
+import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ AVALANCHE_KEYS = 60
 HOT_READS = 2000
 BIG_VALUE_BYTES = 200_000
 BIG_READS = 30
+TRACKING_ROUNDS = 25
 
 
 def penetration(c) -> int:
@@ -56,6 +58,64 @@ def avalanche(c) -> int:
     return 0
 
 
+class RawClient:
+    """A client on a plain socket that sees every frame Redis sends it, pushes included."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.file = self.sock.makefile("rb")
+
+    def send(self, *args: str):
+        self.sock.sendall(b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a.encode()) for a in args))
+
+    def frame(self):
+        """One RESP2/RESP3 frame: aggregates as (type byte, [elements]), scalars as bytes."""
+        line = self.file.readline()[:-2]
+        t, rest = line[:1], line[1:]
+        if t in b"$=!":
+            n = int(rest)
+            return None if n < 0 else self.file.read(n + 2)[:-2]
+        if t in b"*>~%":
+            n = int(rest)
+            return None if n < 0 else (t, [self.frame() for _ in range(n * 2 if t == b"%" else n)])
+        return rest
+
+    def call(self, *args: str):
+        self.send(*args)
+        return self.frame()
+
+    def close(self):
+        self.file.close()
+        self.sock.close()
+
+
+def tracking(port: int, key: str, writer) -> int:
+    """One RESP3 client caches `key` (CLIENT TRACKING on, same connection) and one RESP2 client through
+    a redirect connection subscribed to __redis__:invalidate; each round both read the key, another
+    client writes it, and each waits for its invalidation. Returns the invalidations the two received."""
+    resp3, resp2, redirect = RawClient(port), RawClient(port), RawClient(port)
+    try:
+        resp3.call("HELLO", "3")
+        assert resp3.call("CLIENT", "TRACKING", "on") == b"OK"
+        redirect_id = redirect.call("CLIENT", "ID").decode()
+        redirect.call("SUBSCRIBE", "__redis__:invalidate")
+        assert resp2.call("CLIENT", "TRACKING", "on", "REDIRECT", redirect_id) == b"OK"
+        received = 0
+        for i in range(TRACKING_ROUNDS):
+            resp3.call("GET", key)
+            resp2.call("GET", key)
+            writer.set(key, f"v{i}")
+            push = resp3.frame()
+            assert push[0] == b">" and push[1][0] == b"invalidate" and push[1][1] == (b"*", [key.encode()])
+            message = redirect.frame()
+            assert message[1][:2] == [b"message", b"__redis__:invalidate"] and message[1][2][1] == [key.encode()]
+            received += 2
+        return received
+    finally:
+        for c in (resp3, resp2, redirect):
+            c.close()
+
+
 @pytest.fixture(scope="module")
 def traced(tmp_path_factory):
     """Run every scenario under the tracer; the report and what the clients saw."""
@@ -82,6 +142,7 @@ def traced(tmp_path_factory):
                 if i % 100 == 99:
                     pipe.execute()
             c.set("e2e:config:flags", "on")
+            truth["invalidations"] = tracking(server.port, "e2e:config:flags", c)
             for _ in range(BIG_READS):
                 c.get("e2e:page:home")
             slow[0].join(30)
@@ -143,9 +204,20 @@ def test_hot_key(traced):
     report, _, _ = traced
     (p,) = only(report, "hot-key")
     assert p["keys"] == ["e2e:config:flags"]
-    assert p["figures"]["reads"] == HOT_READS and p["figures"]["writes"] == 1
-    assert p["figures"]["saved_requests"] == HOT_READS - 1
+    reads, writes = HOT_READS + 2 * TRACKING_ROUNDS, 1 + TRACKING_ROUNDS     # the tracking clients' too
+    assert p["figures"]["reads"] == reads and p["figures"]["writes"] == writes
+    assert p["figures"]["saved_requests"] == reads - writes
     assert any("CLIENT TRACKING" in a for a in p["advice"])
+
+
+def test_hot_key_counts_the_invalidations_the_tracking_clients_received(traced):
+    report, truth, _ = traced
+    (p,) = only(report, "hot-key")
+    assert truth["invalidations"] == 2 * TRACKING_ROUNDS
+    assert p["figures"]["invalidations"] == truth["invalidations"]
+    assert p["figures"]["invalidated_clients"] == 2     # the RESP3 connection and the RESP2 redirect
+    assert f"e2e:config:flags: {truth['invalidations']:,} invalidations pushed to 2 tracking clients" in p["evidence"]
+    assert "2 clients turned on CLIENT TRACKING" in p["evidence"]
 
 
 def test_big_value(traced):

@@ -195,3 +195,33 @@ def test_reply_round_trip_through_desync_and_resync():
     assert sum(r.size for r in frames) == len(s)
     assert b"Value" not in b"".join(m for m, _ in masked)
     assert go(ReplyParser(), masked)[0] == frames
+
+
+@pytest.mark.parametrize("show_values", [False, True])
+def test_invalidation_push_keys_survive_masking_values_do_not(show_values):
+    """CLIENT TRACKING: the keys of an invalidation push (RESP3) or of an __redis__:invalidate message
+    (RESP2 redirect) are kept like request keys, so the masked recording decodes to the same keys;
+    values around them stay masked."""
+    stream = (b"$11\r\nValue-reply\r\n"
+              b">2\r\n$10\r\ninvalidate\r\n*2\r\n$8\r\nuser:123\r\n$3\r\nk:2\r\n"
+              b"*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n*1\r\n$8\r\nuser:123\r\n"
+              b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$13\r\nValue-message\r\n"
+              b"*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n$13\r\nValue-message\r\n"
+              b">2\r\n$10\r\ninvalidate\r\n_\r\n")
+    reference = run(ReplyParser(show_values=show_values), [(stream, len(stream))])[0]
+    assert [r.keys for r in reference] == [None, ["user:123", "k:2"], ["user:123"], None, None, None]
+    assert [r.type for r in reference] == ["ok", "push", "ok", "ok", "ok", "push"]
+    for i in range(len(stream) + 1):
+        frames, masked = run(ReplyParser(show_values=show_values), split(stream, [i, i + 7]))
+        assert frames == reference, i
+        out = b"".join(m for m, _ in masked)
+        assert (b"Value" in out) == show_values, i
+        assert out.count(b"user:123") == 2 and b"k:2" in out and out.count(b"__redis__:invalidate") == 2, i
+        assert run(ReplyParser(show_values=show_values), masked)[0] == reference, i
+
+
+def test_invalidation_key_cut_by_the_capture_is_marked_cut():
+    head = b">2\r\n$10\r\ninvalidate\r\n*1\r\n$600\r\n"
+    stream = head + b"k" * 600 + b"\r\n"
+    (reply,), _ = run(ReplyParser(), [(stream[:100], len(stream))])
+    assert reply.keys == ["k" * (100 - len(head)) + "…"] and not reply.complete

@@ -27,6 +27,8 @@ STALL_MS_MAX = 3_600_000    # beyond an hour a "stall" threshold is a typo (also
 MODES = ("full", "engine")
 MODE = "full"               # the default mode of live/diagnose/demo/record/trace: switch it here, only here
 ENGINE_SAMPLE = 100         # engine mode: 1 batch in this many goes up as a record (slowest, hot keys: estimates)
+INFO_EVERY_S = 2.0          # the INFO sampler asks each target this often (0: never; runtime/info_sampler.py)
+INFO_TIMEOUT_S = 1.0        # ... and gives up sampling a target whose answer takes longer
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,7 @@ class TraceOptions:
     slow_ms: float | None = None    # engine mode: requests this slow go up as records (None: stall_ms / 5)
     credentials: Credentials = NO_CREDENTIALS   # for the one query of each target before attaching
     patterns: PatternOptions = PatternOptions()
+    info_every_s: float = INFO_EVERY_S
 
     def __post_init__(self):
         check_duration(self.duration)

@@ -314,6 +314,14 @@ class Analyzer:
             self._seen(conn.close_ts, conn.close_ts)
             self.detector.advance(conn.close_ts)
 
+    def on_invalidate(self, invalidation) -> None:
+        """A CLIENT TRACKING invalidation push (stitch.model.Invalidation)."""
+        self.patterns.on_invalidate(invalidation)
+
+    def on_info(self, info) -> None:
+        """A sample of the target's INFO (kernel.info.InfoAt)."""
+        self.patterns.on_info(info)
+
     def on_loss(self, span) -> None:
         self.loss_spans += 1
         self.lost_requests += span.requests

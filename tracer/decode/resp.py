@@ -63,18 +63,19 @@ class Command:
 class Reply:
     """One reply frame (attributes that precede it included)."""
 
-    __slots__ = ("type", "error", "detail", "size", "head", "complete")
+    __slots__ = ("type", "error", "detail", "size", "head", "complete", "keys")
 
-    def __init__(self, type="ok", error=None, detail=None, size=0, head=None, complete=True):
+    def __init__(self, type="ok", error=None, detail=None, size=0, head=None, complete=True, keys=None):
         self.type = type
         self.error = error
         self.detail = detail
         self.size = size
         self.head = head
         self.complete = complete
+        self.keys = keys        # an invalidation push (CLIENT TRACKING): the keys it invalidates
 
     def astuple(self):
-        return (self.type, self.error, self.detail, self.size, self.head, self.complete)
+        return (self.type, self.error, self.detail, self.size, self.head, self.complete, self.keys)
 
     def __eq__(self, other):
         return isinstance(other, Reply) and self.astuple() == other.astuple()
@@ -82,7 +83,7 @@ class Reply:
     __hash__ = None
 
     def __repr__(self):
-        return ("Reply(type={!r}, error={!r}, detail={!r}, size={}, head={!r}, complete={})"
+        return ("Reply(type={!r}, error={!r}, detail={!r}, size={}, head={!r}, complete={}, keys={!r})"
                 .format(*self.astuple()))
 
 
@@ -790,13 +791,19 @@ _TYPE_BYTES = _SCALAR_LINE | _BULK | _AGG
 _FLAT_AGG = frozenset((_STAR, _TILDE, _GT, _PERCENT))
 _FLAT_SCALAR = frozenset((_COLON, _MINUS, _UNDERSCORE, _COMMA, _HASH, _PAREN))
 LINE_KEEP = 256
+# CLIENT TRACKING invalidations: a RESP3 push [invalidate, [key...]] or, on a RESP2 redirect connection,
+# the pub/sub message [message, __redis__:invalidate, [key...]]. Their keys are kept like request keys
+# (not masked, so a replay decodes what live decoded), at most this many per push.
+INVALIDATE_CHANNEL = b"__redis__:invalidate"
+INVALIDATE_KEYS_MAX = 1024
+I_NONE, I_CHANNEL, I_KEYS = range(3)    # an invalidation frame: not one, its channel next, its keys next
 
 # Simple strings / head strings that are protocol words, not user data: never masked.
 ALLOWED = frozenset(w.encode() for w in (
     "OK QUEUED PONG RESET CONTINUE FULLRESYNC NOKEY "
     "string list set zset hash stream none vectorset "
     "message pmessage smessage subscribe unsubscribe psubscribe punsubscribe ssubscribe sunsubscribe "
-    "pong invalidate tracking-redir-broken").split())
+    "pong invalidate tracking-redir-broken").split()) | {INVALIDATE_CHANNEL}
 _PREFIXES = frozenset(w[:i] for w in ALLOWED for i in range(len(w) + 1))
 
 
@@ -814,7 +821,7 @@ class ReplyParser:
 
     __slots__ = ("show_values", "desyncs", "_st", "_stack", "_attr", "_t", "_line", "_llen", "_lmask",
                  "_infr", "_fsize", "_ftype", "_error", "_detail", "_head", "_fcomplete", "_hwant", "_cand",
-                 "_remain", "_crlf", "_bmode", "_bpos", "_bbuf", "_bcomplete", "_bmasked", "_out")
+                 "_remain", "_crlf", "_bmode", "_bpos", "_bbuf", "_bcomplete", "_bmasked", "_out", "_inval", "_keys")
 
     def __init__(self, show_values: bool = False):
         self.show_values = show_values
@@ -843,6 +850,8 @@ class ReplyParser:
         self._bcomplete = True
         self._bmasked = False
         self._out = None
+        self._inval = I_NONE    # where this frame is in an invalidation push
+        self._keys = None       # ... and the keys it named so far
 
     @property
     def pending(self) -> bool:
@@ -877,6 +886,8 @@ class ReplyParser:
         self._head = None
         self._fcomplete = True
         self._hwant = False
+        self._inval = I_NONE
+        self._keys = None
 
     def feed(self, data: bytes, total: int):
         if type(data) is not bytes:
@@ -915,7 +926,7 @@ class ReplyParser:
                     if c != _PIPE:
                         self._ftype = _TOP_TYPE[c]
                     cand = False
-                elif depth == 1 and self._hwant and c != _PIPE:
+                elif depth == 1 and (self._hwant or self._inval == I_CHANNEL) and c != _PIPE:
                     self._hwant = False
                     cand = c == _PLUS or c == _DOLLAR
                 else:
@@ -1051,7 +1062,7 @@ class ReplyParser:
                 head = None
                 want = t == _STAR or t == _GT
                 fspans = []
-                for _ in range(cnt):
+                for idx in range(cnt):
                     if j >= last:
                         break
                     e = lines[j]
@@ -1071,8 +1082,8 @@ class ReplyParser:
                                     head = show(pl, SHORT).lower()
                                 elif ln:
                                     fspans.append((s, ln))
-                            elif ln and not sv:
-                                fspans.append((s, ln))
+                            elif ln and not sv and not (idx == 1 and pl == INVALIDATE_CHANNEL and head == "message"):
+                                fspans.append((s, ln))      # (the channel of an invalidation is kept)
                             p = s + ln + 2
                             j += 2
                         elif c == b"-1":
@@ -1122,7 +1133,9 @@ class ReplyParser:
                     self._ftype, self._error, self._detail = _error_info(bytes(line))
             elif self._cand and t == _PLUS and self._llen <= SHORT and \
                     (self.show_values or not self._lmask and bytes(line) in ALLOWED):
-                self._head = show(bytes(line), SHORT).lower()
+                self._got_head(bytes(line))
+            elif self._inval == I_CHANNEL and depth == 1:
+                self._inval = I_NONE
             self._elem_done()
             return
         v = _num(bytes(line))
@@ -1147,7 +1160,10 @@ class ReplyParser:
                 self._bbuf = bytearray()
             elif t == _EQ:
                 self._bmode = 0 if sv else 2
-            elif self._cand and v <= SHORT:
+            elif self._inval == I_KEYS and depth == 2 and t == _DOLLAR:
+                self._bmode = 4     # a key: kept like a request's key, not masked
+                self._bbuf = bytearray()
+            elif self._cand and v <= SHORT and (self._inval != I_CHANNEL or v == len(INVALIDATE_CHANNEL)):
                 self._bmode = 0 if sv else 3
                 self._bbuf = bytearray()
             else:
@@ -1187,8 +1203,10 @@ class ReplyParser:
                 k = r
             mode = self._bmode
             bb = self._bbuf
-            if bb is not None and len(bb) < LINE_KEEP:
-                bb += data[pos:pos + min(k, LINE_KEEP - len(bb))]
+            if bb is not None:
+                keep = KEEP_MAX if mode == 4 else LINE_KEEP
+                if len(bb) < keep:
+                    bb += data[pos:pos + min(k, keep - len(bb))]
             if mode == 1:
                 spans.append((pos, k))
             elif mode == 2:
@@ -1227,10 +1245,30 @@ class ReplyParser:
         if t == _BANG:
             if not self._stack and bb is not None:
                 self._ftype, self._error, self._detail = _error_info(bytes(bb))
+        elif self._bmode == 4 and bb is not None:
+            keys = self._keys
+            if keys is None:
+                keys = self._keys = []
+            if len(keys) < INVALIDATE_KEYS_MAX:
+                whole = self._bcomplete and self._bpos <= KEEP_MAX
+                keys.append(show(bytes(bb), KEY_CHARS, whole))
         elif self._cand and bb is not None and self._bcomplete and \
                 (self.show_values or not self._bmasked and bytes(bb) in ALLOWED):
-            self._head = show(bytes(bb), SHORT).lower()
+            self._got_head(bytes(bb))
+        elif self._inval == I_CHANNEL and len(self._stack) == 1:
+            self._inval = I_NONE
         self._elem_done()
+
+    def _got_head(self, word: bytes) -> None:
+        """The first element of a top-level array/push, or the channel of a message, is a protocol word."""
+        if self._inval == I_CHANNEL:
+            self._inval = I_KEYS if word == INVALIDATE_CHANNEL else I_NONE
+            return
+        head = self._head = show(word, SHORT).lower()
+        if head == "invalidate" and self._ftype == "push":
+            self._inval = I_KEYS
+        elif head == "message":
+            self._inval = I_CHANNEL
 
     def _elem_done(self):
         stack = self._stack
@@ -1247,7 +1285,8 @@ class ReplyParser:
         self._st = R_START
         if self._ftype is None:         # only attributes so far: the value follows
             return
-        self._out.append(Reply(self._ftype, self._error, self._detail, self._fsize, self._head, self._fcomplete))
+        self._out.append(Reply(self._ftype, self._error, self._detail, self._fsize, self._head, self._fcomplete,
+                               self._keys))
         self._infr = False
 
     def _gap(self, g):

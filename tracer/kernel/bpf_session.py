@@ -129,6 +129,8 @@ class ProbeSession:
         self.ring_mode = ""         # "mmap" | "callback" (bcc's per-record ctypes callback)
         self.ring_note = ""         # why the mmap reader is not used
         self.backlog = False        # the last drain() stopped at max_records: drain again soon
+        self.ignore_fds: set = set()    # (tgid, fd): the tracer's own connections, marked ignore at attach
+        self.info_sampler = None        # runtime/info_sampler.py, set by runner.attach (drained beside the ring)
 
     # -- set-up ---------------------------------------------------------------
     def attach(self, progress: Callable[[str], None] | None = None) -> None:
@@ -201,6 +203,9 @@ class ProbeSession:
                     progress(f"attaching: {done}/{total} fds of pid {pid} classified ({elapsed:.1f} s)")
 
             scanned = self.classifier.scan(t.pid, tick=tick)
+            # the tracer's own connections (runtime/info_sampler.py) are never followed
+            scanned = [(fd, events.FD_IGNORE, None) if (t.pid, fd) in self.ignore_fds else (fd, kind, info)
+                       for fd, kind, info in scanned]
             _update_fd_kinds(fd_kinds, [(t.pid, fd, kind) for fd, kind, _ in scanned])
             now = time.monotonic_ns()
             for _fd, _kind, info in scanned:

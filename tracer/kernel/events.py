@@ -51,9 +51,10 @@ COUNTERS = 101  # kernel counters read on a tick (ret = lost records, aux_ts = b
 EXIT = 102      # a traced process (tgid) is gone: the kernel closed its fds without a close() to trace
 LOST = 103      # records of one fd neither ring took: ret = how many, ts_enter..ts_exit = their end times
 ENGINE = 104    # the engine's aggregates of one instance (tgid), cumulative: payload = zlib JSON (tracer/engine)
+INFO = 105      # fields of the target's INFO, sampled (payload = "name:value" lines, kernel/info.py)
 KIND_NAMES = {ACCEPT: "accept", READ: "read", WRITE: "write", CLOSE: "close", FSYNC: "fsync",
               LOOP: "loop", EXEC: "exec", REQ: "req", FDINFO: "fdinfo", COUNTERS: "counters", EXIT: "exit",
-              LOST: "lost", ENGINE: "engine"}
+              LOST: "lost", ENGINE: "engine", INFO: "info"}
 
 # enum rt_fd_kind
 FD_UNKNOWN, FD_CLIENT, FD_AOF, FD_IGNORE, FD_FILE = 0, 1, 2, 3, 4

@@ -15,6 +15,7 @@ import os
 from typing import Callable, NamedTuple
 
 from tracer.kernel import events
+from tracer.kernel.target import socket_inodes
 
 _TCP_LISTEN = "0A"
 _UNIX_STREAM = "0001"     # /proc/net/unix Type column
@@ -71,6 +72,16 @@ def unix_stream_connections(pid: int, proc: str = "/proc") -> set[int]:
         if len(cols) >= 7 and cols[4] == _UNIX_STREAM and cols[5] == _UNIX_CONNECTED:
             result.add(int(cols[6]))
     return result
+
+
+def fd_of_client(pid: int, client_port: int, proc: str = "/proc") -> int | None:
+    """The fd of the target's end of a TCP connection that a client of this host made from
+    client_port (the tracer's own connection), None when not found."""
+    fds = socket_inodes(pid, proc)
+    for inode, s in tcp_sockets(pid, proc).items():
+        if s.peer_port == client_port and s.state != _TCP_LISTEN and inode in fds:
+            return fds[inode]
+    return None
 
 
 class SocketTables:

@@ -210,6 +210,7 @@ def redis_connection(port: int, credentials: Credentials = NO_CREDENTIALS, host:
             sock.sendall(_command(*args))
             return _read_reply(f)
 
+        call.local_port = sock.getsockname()[1]     # the target sees us from this port (fd_of_client)
         auth = credentials.auth_args()
         if auth:
             call(*auth)

@@ -12,6 +12,7 @@ from tracer.kernel.bpf_session import ProbeSession
 from tracer.kernel.privileges import require_tracing_privileges
 from tracer.kernel.target import Target, find_target, query_redis_info, redis_pids
 from tracer.options import CAPTURE_BYTES, ENGINE_SAMPLE, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, TraceOptions
+from tracer.runtime.info_sampler import InfoSampler
 
 COUNTERS_S = 1.0  # kernel counters (lost records, loop busy/idle) join the stream this often
 
@@ -137,15 +138,22 @@ def new_session(options: TraceOptions, targets: list[Target]) -> ProbeSession:
 
 def attach(options: TraceOptions, targets: list[Target]) -> ProbeSession:
     session = new_session(options, targets)
+    # connected before the attach, which marks its fds ignored; sampled by drain_loop's side
+    sampler = InfoSampler(targets, options.credentials, options.info_every_s)
+    session.ignore_fds |= sampler.server_fds
     try:
         session.attach(progress=lambda message: print(message, file=sys.stderr, flush=True))
     except KeyboardInterrupt:
         # Ctrl-C while bcc compiles and loads: detach what is attached and say so (exit 130)
         session.close()
+        sampler.stop()
         raise Interrupted("interrupted while attaching: nothing was traced") from None
     except BaseException:
         session.close()
+        sampler.stop()
         raise
+    session.info_sampler = sampler
+    sampler.start()
     print(f"attached: {session.describe()} ({session.times.describe()})", file=sys.stderr, flush=True)
     return session
 
@@ -155,6 +163,7 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
     """Drain until stopped; `consume(records)` gets every batch, `tick()` runs every tick_s.
     Returns why it stopped."""
     stop = StopFlag()
+    sampler = getattr(session, "info_sampler", None)     # INFO samples join the stream as they come
     deadline = time.monotonic() + duration if duration else None
     next_tick = time.monotonic() + tick_s
     next_counters = time.monotonic() + COUNTERS_S
@@ -163,6 +172,8 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
     try:
         while True:
             consume(session.drain())
+            if sampler is not None and sampler.records:
+                consume(sampler.take())
             now = time.monotonic()
             if now >= next_counters:
                 consume([session.counters_record()] + aggregates(session))
@@ -199,6 +210,8 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
                 break
         if hasattr(session, "held_back"):
             consume(session.held_back())
+        if sampler is not None:
+            consume(sampler.stop())
         consume([session.counters_record()] + aggregates(session))
         if reason == "target exited":
             consume(session.exit_records())   # its connections end here: none is left "open"

@@ -220,3 +220,15 @@ class LossSpan:
         return {"pid": self.tgid, "fd": self.fd, "conn_id": self.conn_id, "client": self.client,
                 "start_s": rel(self.first_ts), "end_s": rel(self.last_ts), "records": self.records,
                 "requests": self.requests}
+
+
+class Invalidation:
+    """A CLIENT TRACKING invalidation push a client received: the keys another write invalidated."""
+
+    __slots__ = ("tgid", "client", "keys", "ts")
+
+    def __init__(self, tgid: int, client: str, keys: list, ts: int):
+        self.tgid = tgid
+        self.client = client        # the tracking client (its redirect connection in RESP2)
+        self.keys = keys
+        self.ts = ts

@@ -74,6 +74,15 @@ class PatternDetectors:
         if req.reply_bytes >= self.big_bytes:
             self.big_value.on_reply(key, req.reply_bytes, ts, client)
 
+    def on_invalidate(self, invalidation) -> None:
+        """A CLIENT TRACKING invalidation push some client received (stitch.model.Invalidation)."""
+        for key in invalidation.keys:
+            self.hot_key.on_invalidate(key, invalidation.client)
+
+    def on_info(self, info) -> None:
+        """A sample of the target's INFO (kernel.info.InfoAt): corroborating counters."""
+        self.avalanche.on_info(info.ts, info.sample)
+
     def results(self) -> list[Pattern]:
         """Every pattern found, the worst of each kind first (a short list shows every kind), then the rest."""
         kind = self.input

@@ -70,6 +70,11 @@ class Bounded(OrderedDict):
             self.move_to_end(key)
         return value
 
+    def touch_or_put(self, key, make):
+        """The entry of `key`, marked most recently used; a new make() when absent."""
+        value = self.touch(key)
+        return self.put(key, make()) if value is None else value
+
 
 def sample(items, n: int) -> list:
     """Up to n items, sorted, for a pattern's keys/clients lists."""

@@ -3,7 +3,7 @@
 most of that load off Redis."""
 from __future__ import annotations
 
-from tracer.analyze.patterns.common import ms
+from tracer.analyze.patterns.common import Bounded, ms
 from tracer.analyze.topk import SpaceSaving
 from tracer.options import PatternOptions
 from tracer.schema import Pattern
@@ -15,6 +15,15 @@ ADVICE = ["cache this key in the clients: RESP3 CLIENT TRACKING (server-assisted
           "if it must stay in Redis: spread the reads over replicas, or copy it into N keys (key#1..key#N) "
           "and read a random copy"]
 NEXT_KEYS = 9       # "the rest": the mean of the next keys by count
+TRACKING_CLIENTS_MAX = 1024     # clients remembered: those that turned tracking on, and per invalidated key
+
+
+class _Invalidated:
+    __slots__ = ("pushes", "clients")
+
+    def __init__(self):
+        self.pushes = 0
+        self.clients: set = set()
 
 
 class HotKeyDetector:
@@ -33,6 +42,7 @@ class HotKeyDetector:
         self.keyed = 0
         self.first = self.last = 0
         self.tracking_clients: set = set()
+        self.invalidated = Bounded(options.max_keys)    # key -> _Invalidated: the pushes naming it
 
     def on_keyed(self, key, ts: int, read: bool) -> None:
         if ts:
@@ -47,8 +57,15 @@ class HotKeyDetector:
 
     def on_tracking(self, client: str) -> None:
         """A client turned on CLIENT TRACKING (server-assisted client-side caching)."""
-        if len(self.tracking_clients) < 1024:
+        if len(self.tracking_clients) < TRACKING_CLIENTS_MAX:
             self.tracking_clients.add(client)
+
+    def on_invalidate(self, key, client: str) -> None:
+        """Redis pushed an invalidation of key to a tracking client."""
+        entry = self.invalidated.touch_or_put(key, _Invalidated)
+        entry.pushes += 1
+        if len(entry.clients) < TRACKING_CLIENTS_MAX:
+            entry.clients.add(client)
 
     def results(self, input_: str = "full", total_requests: int = 0) -> list[Pattern]:
         top = self.counts.top(1 + NEXT_KEYS)
@@ -74,6 +91,10 @@ class HotKeyDetector:
                     f"{saved / span_s:.0f}/s)"]
         if self.tracking_clients:
             evidence.append(f"{len(self.tracking_clients)} clients turned on CLIENT TRACKING")
+        invalidated = self.invalidated.get(key)
+        if invalidated is not None:
+            evidence.append(f"{key}: {invalidated.pushes:,} invalidations pushed to {len(invalidated.clients)} "
+                            f"tracking clients")
         out.append(Pattern(kind="hot-key", keys=[key], clients=[], window_ms=ms(self.last - self.first), count=n,
                            evidence=evidence, advice=list(ADVICE), input=input_,
                            figures={"share": round(share, 3), "reads": reads, "writes": writes,
@@ -81,4 +102,6 @@ class HotKeyDetector:
                                     "skew": round(n / mean_rest, 1) if mean_rest else None,
                                     "saved_requests": saved, "saved_share": round(saved / total, 3),
                                     "saved_per_s": round(saved / span_s, 1)}))
+        if invalidated is not None:
+            out[-1].figures.update(invalidations=invalidated.pushes, invalidated_clients=len(invalidated.clients))
         return out
