@@ -18,7 +18,25 @@ enum rt_kind {
     RT_LOOP = 6,     /* main thread busy span: aux_ts = epoll wake, ts_enter = next epoll entry, ret = ready fds */
     RT_EXEC = 7,     /* uprobe on call(): ts_enter..ts_exit is one command's execution */
     RT_REQ = 8,      /* engine: one request (batch) stitched in the kernel: a struct rt_req */
+    /* probes/sched.c (--why). tid is 0 in these: they are no syscall of the thread (the stitcher takes a
+     * main-thread record as the end of the commands it read), and the thread is the tgid's main thread. */
+    RT_OFFCPU = 9,   /* main thread off the CPU: ts_enter = switch-out, ts_exit = switch-in, aux_ts = wake-up
+                      * (0: it was preempted, runnable from ts_enter), ret = prev_state at the switch-out,
+                      * aux_ts2 = kernel stack id (SCF_STACK); payload (user space): the stack, folded */
+    RT_RUNQ = 10,    /* while the main thread waited for a CPU another task ran there: ts_enter..ts_exit its
+                      * slice, ret = its tgid, aux_ts = its tid, fd = the CPU, payload = its comm (16 bytes) */
+    RT_FORK = 11,    /* a fork by the target: ts_enter = clone entry (0 unknown), ts_exit = the child exists,
+                      * ret = child pid, aux_ts = forking tid, aux_ts2 = RSS bytes (user space);
+                      * payload (user space): the child's command line */
 };
+
+enum rt_sched_flags {     /* flags of RT_OFFCPU / RT_FORK; bit 4 (RTF_UNKNOWN_FD) is never used */
+    SCF_IN_EPOLL = 1,    /* switched out inside epoll_wait: idle, unless it then waited for the CPU */
+    SCF_STACK = 2,       /* aux_ts2 holds a kernel stack id */
+    SCF_ANNOTATE = 128,  /* user space completes the record at the drain (stack symbols, RSS, command line) */
+};
+
+/* RT_LOOP with sched.c: aux_ts2 = the main thread's user page faults during the span */
 
 enum rt_fd_kind {
     FD_UNKNOWN = 0,  /* not classified yet: records go up so user space can classify it */

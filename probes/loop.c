@@ -5,6 +5,10 @@
 #define ENGINE_LOOP_HOOK(tgid, busy, now)
 #define ENGINE_WAKE_HOOK(tgid, now)
 #endif
+#ifndef SCHED_LOOP_HOOK             /* sched.c (pasted before) counts page faults per span */
+#define SCHED_LOOP_HOOK(tgid, r)
+#define SCHED_WAKE_HOOK(tgid)
+#endif
 
 static __always_inline int loop_enter(void)
 {
@@ -25,6 +29,7 @@ static __always_inline int loop_enter(void)
                 r->ev.aux_ts = *wake;
                 r->ev.ts_enter = now;
                 r->ev.ts_exit = now;
+                SCHED_LOOP_HOOK(tgid, r);
                 emit(r);
             }
         }
@@ -53,6 +58,7 @@ static __always_inline int loop_exit(long ret)
     else
         last_wake.update(&tgid, &now);
     ENGINE_WAKE_HOOK(tgid, now);
+    SCHED_WAKE_HOOK(tgid);
     return 0;
 }
 

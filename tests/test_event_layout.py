@@ -55,7 +55,8 @@ def test_enums_match():
     kinds = c_enum("rt_kind")
     assert kinds == {"RT_ACCEPT": events.ACCEPT, "RT_READ": events.READ, "RT_WRITE": events.WRITE,
                      "RT_CLOSE": events.CLOSE, "RT_FSYNC": events.FSYNC, "RT_LOOP": events.LOOP,
-                     "RT_EXEC": events.EXEC, "RT_REQ": events.REQ}
+                     "RT_EXEC": events.EXEC, "RT_REQ": events.REQ, "RT_OFFCPU": events.OFFCPU,
+                     "RT_RUNQ": events.RUNQ, "RT_FORK": events.FORK}
     assert events.FDINFO not in kinds.values()
     assert c_enum("rt_fd_kind") == {"FD_UNKNOWN": events.FD_UNKNOWN, "FD_CLIENT": events.FD_CLIENT,
                                     "FD_AOF": events.FD_AOF, "FD_IGNORE": events.FD_IGNORE,
@@ -64,6 +65,10 @@ def test_enums_match():
                                   "RTF_UNKNOWN_FD": events.RTF_UNKNOWN_FD, "RTF_ACCEPT4": events.RTF_ACCEPT4,
                                   "RTF_EPOLL_PWAIT": events.RTF_EPOLL_PWAIT, "RTF_FILE_FD": events.RTF_FILE_FD,
                                   "RTF_ENGINE_RAW": events.RTF_ENGINE_RAW}
+    sched_flags = c_enum("rt_sched_flags")
+    assert sched_flags == {"SCF_IN_EPOLL": events.SCF_IN_EPOLL, "SCF_STACK": events.SCF_STACK,
+                           "SCF_ANNOTATE": events.SCF_ANNOTATE}
+    assert not any(v & events.RTF_UNKNOWN_FD for v in sched_flags.values())   # drain() would classify an fd
     assert c_enum("rt_counter") == {"CNT_LOST": events.CNT_LOST, "CNT_LOOP_BUSY_NS": events.CNT_LOOP_BUSY_NS,
                                     "CNT_LOOP_IDLE_NS": events.CNT_LOOP_IDLE_NS, "CNT_LOOPS": events.CNT_LOOPS,
                                     "CNT_REFUSED_FULL": events.CNT_REFUSED_FULL,

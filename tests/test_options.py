@@ -23,7 +23,9 @@ def parse(*argv) -> argparse.Namespace:
 def test_every_tracing_command_gets_the_same_defaults(command):
     extra = ["-o", "x.rtrace"] if command == "record" else []
     got = TraceOptions.from_args(parse(command, *extra))
-    assert got == TraceOptions(record_path=got.record_path)
+    # the one deliberate difference: diagnose follows the main thread off its CPU by default (--why)
+    why = options.WHY_IN_DIAGNOSE if command == "diagnose" else options.WHY
+    assert got == TraceOptions(record_path=got.record_path, why=why)
     assert (got.stall_ms, got.capture_bytes, got.poll_ms, got.ringbuf_pages) == \
         (options.STALL_MS, options.CAPTURE_BYTES, options.POLL_MS, options.RINGBUF_PAGES)
 
@@ -35,6 +37,8 @@ def test_command_line_values_reach_the_options():
     assert got.ports == (7000, 7001) and got.pids == (5,) and got.stall_ms == 20 and got.capture_bytes == 256
     assert got.ringbuf_pages == 64 and got.tick_s == 0.25 and got.exec_probes and got.show_values
     assert got.record_path == "r.rtrace"
+    assert TraceOptions.from_args(parse("live", "--why")).why
+    assert not TraceOptions.from_args(parse("diagnose", "--no-why")).why
     demo = TraceOptions.from_args(parse("demo"))
     assert demo.poll_ms == 50 and demo.duration == 30 and demo.pids == ()
 

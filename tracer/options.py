@@ -29,6 +29,10 @@ MODE = "full"               # the default mode of live/diagnose/demo/record/trac
 ENGINE_SAMPLE = 100         # engine mode: 1 batch in this many goes up as a record (slowest, hot keys: estimates)
 INFO_EVERY_S = 2.0          # the INFO sampler asks each target this often (0: never; runtime/info_sampler.py)
 INFO_TIMEOUT_S = 1.0        # ... and gives up sampling a target whose answer takes longer
+# the sched probes (probes/sched.c: off-CPU time, who ran instead, forks; docs/PERFORMANCE.md): off by
+# default in live/record/trace/demo, on in diagnose (WHY_IN_DIAGNOSE); --why / --no-why choose
+WHY = False
+WHY_IN_DIAGNOSE = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,7 @@ class TraceOptions:
     credentials: Credentials = NO_CREDENTIALS   # for the one query of each target before attaching
     patterns: PatternOptions = PatternOptions()
     info_every_s: float = INFO_EVERY_S
+    why: bool = WHY                 # the sched probes too (probes/sched.c)
 
     def __post_init__(self):
         check_duration(self.duration)
@@ -146,4 +151,4 @@ class TraceOptions:
                    ringbuf_pages=get("ringbuf_pages", RINGBUF_PAGES), show_values=bool(get("show_values", False)),
                    stall_ms=get("stall_ms", STALL_MS), refresh_hz=get("refresh", REFRESH_HZ),
                    record_path=given.get("record"), mode=get("mode", MODE), slow_ms=given.get("min_ms"),
-                   credentials=credentials_from_args(args))
+                   credentials=credentials_from_args(args), why=bool(get("why", WHY)))

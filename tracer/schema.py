@@ -105,13 +105,21 @@ class StallResult(View):
     victim_added_total_ms: float = 0.0
     victim_added_mean_ms: float = 0.0
     open: bool | None = field(default=None, metadata=OPTIONAL)  # live views: still joining requests
+    id: int | None = field(default=None, metadata=OPTIONAL)     # what a victim's blocked_by names
+    cause: str | None = field(default=None, metadata=OPTIONAL)  # fork/cpu-starved/blocked: the competitor, wait, fork
+    offcpu: dict | None = field(default=None, metadata=OPTIONAL)    # the scheduler's facts (--why)
+    found_by: str | None = field(default=None, metadata=OPTIONAL)   # "off-cpu": no busy span showed it
+    redis: dict | None = field(default=None, metadata=OPTIONAL)     # Redis's own evidence, joined
 
     JSON_NAMES = {"class_": "class"}
     NESTED = {"culprits": ("list", Culprit)}
 
     @property
     def culprit(self) -> str:
-        """'DEL big:set': the main culprit's command and key."""
+        """'DEL big:set': the main culprit's command and key; the competitor, wait or fork of a stall the
+        scheduler explains."""
+        if self.cause:
+            return self.cause
         cmd = self.command or "?"
         return f"{cmd} {self.key}" if self.key else cmd
 

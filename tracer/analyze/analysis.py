@@ -322,6 +322,10 @@ class Analyzer:
         """A sample of the target's INFO (kernel.info.InfoAt)."""
         self.patterns.on_info(info)
 
+    def on_sched(self, item) -> None:
+        """What the scheduler saw of the main thread (stitch.sched_items: OffCpu, RunSlice, Fork)."""
+        self.detector.on_sched(item)
+
     def on_loss(self, span) -> None:
         self.loss_spans += 1
         self.lost_requests += span.requests

@@ -11,7 +11,12 @@ A stall is a BusySpan lasting at least stall_ms. For each one:
   be read after it: added = min(end, reply start) - max(start, arrival)), plus in-span requests
   of other connections that waited on a culprit's execution in the same loop iteration
   (added = culprit execution between their wake-up and their reply);
-* class, with evidence strings: aof, bigkey, lua, keyspace, not-redis, unknown.
+* class, with evidence strings: aof, bigkey, lua, keyspace, not-redis, unknown; with the sched probes
+  (--why, offcpu.py) fork, cpu-starved, blocked, which win over the commands' class.
+
+With the sched probes a stall is also found from the request side: the main thread woke in epoll_wait
+(bytes had arrived) and then waited >= stall_ms for a CPU. No busy span shows that (the loop counts it
+as idle), so the OFFCPU record itself opens the stall, from the wake-up to the switch-in.
 
 Each step is a module of its own: culprits.py (execution units, culprits), classify.py (the
 facts and the class), victims.py, evidence.py (the words) and advice.py; this module joins a
@@ -30,10 +35,14 @@ from tracer.analyze.advice import advice_for
 from tracer.analyze.classify import classify
 from tracer.analyze.culprits import execution_units, find_culprits, listed_culprits
 from tracer.analyze.evidence import evidence
+from tracer.analyze.offcpu import (WAKE_SLACK_NS, culprit_of, offcpu_facts, offcpu_json, sched_advice, sched_class,
+                                   sched_evidence)
 from tracer.analyze.stall_classes import BIG_REPLY_BYTES
 from tracer.analyze.victims import find_victims
 from tracer.options import STALL_MS
 from tracer.schema import Culprit, StallResult
+from tracer.stitch.model import BusySpan
+from tracer.stitch.sched_items import OffCpu
 from tracer.units import NS_PER_MS, NS_PER_S, ns_to_ms
 
 JOIN_NS = 2 * NS_PER_S            # stalls stay open this long after their end for victims
@@ -47,6 +56,8 @@ MAX_SYNCS = 1_000
 MAX_OPEN = 64
 MAX_DONE = 1_000                  # finished stalls kept (the longest)
 MAX_CULPRITS_LISTED = 5
+MAX_SCHED = 1_000                 # sched items (off-CPU, run slices, forks) kept per stall
+SCHED_LOOKBACK_MAX = 10_000
 
 
 def request_ts(req) -> int:
@@ -73,16 +84,24 @@ class StallVerdict:
     evidence: list
     advice: list
     culprits: list          # [Culprit], longest execution first
+    tgid: int = 0
+    cause: str = ""         # a sched class's culprit: the competing process, the kernel wait, the fork
+    offcpu: dict | None = None  # offcpu.offcpu_json (with the sched probes)
+    found_by: str = "busy-span"     # or "off-cpu": the main thread waited for a CPU in epoll_wait
 
 
 class Stall:
     """One long busy span being joined with requests and syncs."""
 
     __slots__ = ("tgid", "start", "end", "seq", "inspan", "inspan_total", "heavy", "over_conn_exec",
-                 "over_cmds", "io_reads", "arrivals", "syncs", "syncs_total", "version", "_cached")
+                 "over_cmds", "io_reads", "arrivals", "syncs", "syncs_total", "version", "_cached", "sched",
+                 "faults", "found_by")
 
-    def __init__(self, span, seq: int = 0):
+    def __init__(self, span, seq: int = 0, found_by: str = "busy-span"):
         self.tgid = span.tgid
+        self.sched: list = []           # OffCpu, RunSlice, Fork items overlapping the span (capped)
+        self.faults = getattr(span, "faults", 0)
+        self.found_by = found_by
         self.start = span.start_ts
         self.end = span.end_ts
         self.seq = seq
@@ -162,6 +181,14 @@ class Stall:
             if len(self.syncs) < MAX_SYNCS:
                 self.syncs.append(sync)
 
+    def offer_sched(self, item) -> None:
+        if item.tgid != self.tgid or len(self.sched) >= MAX_SCHED:
+            return
+        a = getattr(item, "out_ts", None) or getattr(item, "start_ts", 0) or item_end(item)
+        if a < self.end and item_end(item) > self.start - WAKE_SLACK_NS:
+            self.version += 1
+            self.sched.append(item)
+
     # -- the verdict ------------------------------------------------------------------------
     def compute(self) -> StallVerdict:
         """The stall's diagnosis (timestamps in ns; see format_stall), cached until the next change.
@@ -180,14 +207,25 @@ class Stall:
         units = execution_units(self.inspan + self.heavy, ov)
         culprits = find_culprits(units, self.over_conn_exec, len(self.inspan) + len(self.heavy), dur, ov)
         facts = classify(self.syncs, culprits, dur, bool(self.inspan_total or self.io_reads), ov)
+        # what the thread did off its CPU wins over the commands inferred in the span (not over AOF syncs):
+        # then no command is its culprit, and every request that waited in it is a victim
+        span_cmds = [u.members[0].command for u in units if u.members]
+        sched = offcpu_facts(self.sched, s, e, self.faults)
+        sched_cls = sched_class(sched) if facts.cls != "aof" else None
+        if sched_cls is not None:
+            facts.cls = sched_cls
+            culprits = find_culprits([], {}, 0, dur, ov)
         victims = find_victims(s, e, self.arrivals, units, culprits.conns, culprits.units)
         words = evidence(facts, culprits, units, victims, inspan_total=self.inspan_total, io_reads=self.io_reads,
                          over_cmds=self.over_cmds, over_conn_exec=self.over_conn_exec, overlap=ov)
+        words = sched_evidence(sched, span_cmds) + words
         listed = listed_culprits(culprits, ov)
         main = culprits.main
         advice_cmds = [main.command] if main is not None else []
         advice_cmds += [name for name, _ in facts.commands_of(facts.cls)]
         big_reply = any(m.reply_bytes >= BIG_REPLY_BYTES for m in listed)
+        advice = (sched_advice(sched_cls, sched) if sched_cls is not None
+                  else advice_for(facts.cls, advice_cmds, big_reply=big_reply and facts.cls == "bigkey"))
         return StallVerdict(
             start_ts=s, end_ts=e, seq=self.seq, duration_ms=ns_to_ms(e - s),
             command=(main.command or "?").upper() if main is not None else "",
@@ -196,12 +234,13 @@ class Stall:
             victims=victims.count, victim_added_ms=ns_to_ms(victims.added_max_ns),
             victim_added_total_ms=ns_to_ms(victims.added_total_ns),
             victim_added_mean_ms=ns_to_ms(victims.added_mean_ns) if victims.count else 0.0,
-            class_=facts.cls, evidence=words,
-            advice=advice_for(facts.cls, advice_cmds, big_reply=big_reply and facts.cls == "bigkey"),
+            class_=facts.cls, evidence=words, advice=advice,
             culprits=[Culprit(command=(m.command or "?").upper(), key=m.key, client=m.client or "",
                               exec_ms=ns_to_ms(ov(m.exec_start_ts, m.exec_end_ts)) if m.exec_end_ts else None,
                               reply_bytes=m.reply_bytes)
-                      for m in listed[:MAX_CULPRITS_LISTED]])
+                      for m in listed[:MAX_CULPRITS_LISTED]],
+            tgid=self.tgid, cause=culprit_of(sched_cls, sched, span_cmds) if sched_cls else "",
+            offcpu=offcpu_json(sched, span_cmds), found_by=self.found_by)
 
 
 def format_stall(v: StallVerdict, first_ts: int, open_: bool | None = None) -> StallResult:
@@ -212,7 +251,14 @@ def format_stall(v: StallVerdict, first_ts: int, open_: bool | None = None) -> S
                        victim_added_ms=v.victim_added_ms, end_s=round(max(0, v.end_ts - base) / NS_PER_S, 3),
                        class_=v.class_, evidence=list(v.evidence), advice=list(v.advice),
                        culprits=list(v.culprits), victim_added_total_ms=v.victim_added_total_ms,
-                       victim_added_mean_ms=v.victim_added_mean_ms, open=open_)
+                       victim_added_mean_ms=v.victim_added_mean_ms, open=open_, id=v.seq,
+                       cause=v.cause or None, offcpu=v.offcpu,
+                       found_by=v.found_by if v.found_by != "busy-span" else None)
+
+
+def item_end(item) -> int:
+    """When a sched item ended (OffCpu: its switch-in)."""
+    return getattr(item, "in_ts", None) or item.end_ts
 
 
 def _stall_order(v: StallVerdict):
@@ -232,6 +278,7 @@ class StallDetector:
         self.on_stall = on_stall            # called with each finished StallVerdict
         self.lookback: deque = deque()      # (completion ts, request) of recent requests
         self.sync_lookback: deque = deque()
+        self.sched_lookback: deque = deque()
         self.open: list[Stall] = []         # in span-record order
         self.done: list[StallVerdict] = []  # finished verdicts (longest max_stalls kept)
         self.recent: deque = deque(maxlen=10)
@@ -262,11 +309,25 @@ class StallDetector:
         self.advance(sync.end_ts)
         self._prune(self.sync_lookback, lambda x: x.end_ts, SYNC_LOOKBACK_MAX)
 
-    def on_busy(self, span) -> None:
+    def on_sched(self, item) -> None:
+        """A sched item (stitch/sched_items.py). A wait for the CPU that began in epoll_wait and lasted a
+        stall is a stall of its own: the requests that woke the thread waited in their socket queues."""
+        for st in self.open:
+            st.offer_sched(item)
+        self.sched_lookback.append(item)
+        self._prune(self.sched_lookback, item_end, SCHED_LOOKBACK_MAX)
+        if isinstance(item, OffCpu) and item.in_epoll and item.runnable_ns >= self.stall_ns:
+            start = item.runnable_ts - WAKE_SLACK_NS
+            if not any(st.tgid == item.tgid and st.start <= start < st.end for st in self.open):
+                self.on_busy(BusySpan(item.tgid, start, item.in_ts), found_by="off-cpu")
+        else:
+            self.advance(item_end(item))
+
+    def on_busy(self, span, found_by: str = "busy-span") -> None:
         self.advance(span.end_ts)
         if span.duration_ns < self.stall_ns or not span.start_ts:
             return
-        st = Stall(span, self.stalls_total)
+        st = Stall(span, self.stalls_total, found_by)
         self.stalls_total += 1
         edge = span.start_ts - ORDER_SLACK_NS
         recent = []
@@ -283,6 +344,13 @@ class StallDetector:
             syncs.append(x)
         for x in reversed(syncs):
             st.offer_sync(x)
+        items = []
+        for x in reversed(self.sched_lookback):
+            if item_end(x) < edge:
+                break
+            items.append(x)
+        for x in reversed(items):
+            st.offer_sched(x)
         self.open.append(st)
         while len(self.open) > MAX_OPEN:
             self._close(self.open.pop(0))

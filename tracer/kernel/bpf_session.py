@@ -31,10 +31,18 @@ PROBE_FILES = {
     "fsync": "fsync.c",  # fsync/fdatasync
     "exec": "exec.c",    # uprobes on call()
     "engine": "engine.c",  # read/write parsed and aggregated in the kernel (instead of io.c)
+    "sched": "sched.c",  # --why: the main thread off the CPU, who ran instead, forks, page faults
 }
 DEFAULT_PROBES = ("conn", "fds", "io", "loop", "fsync")
 # engine.c first: it defines the hooks conn.c and loop.c call
 ENGINE_PROBES = ("engine", "conn", "fds", "loop", "fsync")
+
+
+def with_sched(probes) -> tuple:
+    """The probe set with sched.c, pasted before loop.c (it defines the hooks loop.c calls)."""
+    probes = tuple(p for p in probes if p != "sched")
+    at = probes.index("loop") if "loop" in probes else len(probes)
+    return probes[:at] + ("sched",) + probes[at:]
 RESCUE_FRACTION = 64        # the rescue ring is 1/64 of events (at least RESCUE_PAGES_MIN pages: 1 MiB)
 RESCUE_PAGES_MIN = 256
 MATCH_TGIDS_MAX = 16        # up to this many targets, their tgids are compiled into the probes
@@ -105,12 +113,15 @@ class AttachTimes:
 class ProbeSession:
     def __init__(self, targets: list[Target], probes=DEFAULT_PROBES, exec_probes: bool = False,
                  capture_max: int = CAPTURE_BYTES, loop_min_us: int = 1000, ringbuf_pages: int = RINGBUF_PAGES,
-                 extra_cflags=(), on_load=None):
+                 extra_cflags=(), on_load=None, why: bool = False):
         """extra_cflags: more -D options for the probe text; on_load(bpf): called once the probes are
-        loaded and the common maps filled (a probe set's own maps are seeded there)."""
+        loaded and the common maps filled (a probe set's own maps are seeded there); why: the sched
+        probes too (probes/sched.c: off-CPU time, who ran instead, forks)."""
         check_capture_bytes(capture_max)
         self.targets = targets
+        probes = with_sched(probes) if why else tuple(probes)
         self.probes = tuple(probes) + (("exec",) if exec_probes and "exec" not in probes else ())
+        self.annotator = None       # kernel/sched.py: completes sched records at the drain
         self.capture_max = capture_max
         self.loop_min_us = loop_min_us
         self.ringbuf_pages = ringbuf_pages
@@ -169,6 +180,10 @@ class ProbeSession:
         self.times.probes_s = time.monotonic() - started
         if "exec" in self.probes:
             self._attach_exec()
+        if "sched" in self.probes:
+            from tracer.kernel.sched import SchedAnnotator
+
+            self.annotator = SchedAnnotator(self.bpf)
         self._open_ring()
 
     def _open_ring(self) -> None:
@@ -277,6 +292,7 @@ class ProbeSession:
         append = out.append
         fd_kinds = self.bpf["fd_kinds"]
         unknown = events.RTF_UNKNOWN_FD
+        annotate = events.SCF_ANNOTATE if self.annotator is not None else 0
         close = events.CLOSE
         flags_at, kind_at, tgid_fd_of = events.FLAGS_BYTE, events.KIND_BYTE, events.tgid_fd_of
         # (tgid, fd) -> keep? for the unknown-fd records of this batch: under load many records of
@@ -286,7 +302,11 @@ class ProbeSession:
         sockets = SocketTables(self.classifier.proc)   # read at most once per batch, if at all
         for raw in batch:
             # flags and kind checked without decoding the record
-            if raw[flags_at] & unknown and len(raw) >= events.HEADER_SIZE:
+            flags = raw[flags_at]
+            if flags & annotate:
+                append(self.annotator.annotate(raw))    # a sched record: stack symbols, RSS, command line
+                continue
+            if flags & unknown and len(raw) >= events.HEADER_SIZE:
                 tgid, fd = tgid_fd_of(raw)
                 keep = decided.get((tgid, fd))
                 if keep is None:

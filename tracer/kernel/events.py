@@ -45,6 +45,7 @@ del _at, _code, _name
 
 # enum rt_kind
 ACCEPT, READ, WRITE, CLOSE, FSYNC, LOOP, EXEC, REQ = 1, 2, 3, 4, 5, 6, 7, 8
+OFFCPU, RUNQ, FORK = 9, 10, 11     # probes/sched.c (--why): tid 0, the tgid's main thread (events.h)
 # Made in user space, recorded like the rest so that replay sees exactly what live mode saw:
 FDINFO = 100    # an fd classified after the fact (ret = fd kind, payload = path or peer)
 COUNTERS = 101  # kernel counters read on a tick (ret = lost records, aux_ts = busy ns, aux_ts2 = idle ns)
@@ -54,7 +55,7 @@ ENGINE = 104    # the engine's aggregates of one instance (tgid), cumulative: pa
 INFO = 105      # fields of the target's INFO, sampled (payload = "name:value" lines, kernel/info.py)
 KIND_NAMES = {ACCEPT: "accept", READ: "read", WRITE: "write", CLOSE: "close", FSYNC: "fsync",
               LOOP: "loop", EXEC: "exec", REQ: "req", FDINFO: "fdinfo", COUNTERS: "counters", EXIT: "exit",
-              LOST: "lost", ENGINE: "engine", INFO: "info"}
+              LOST: "lost", ENGINE: "engine", INFO: "info", OFFCPU: "offcpu", RUNQ: "runq", FORK: "fork"}
 
 # enum rt_fd_kind
 FD_UNKNOWN, FD_CLIENT, FD_AOF, FD_IGNORE, FD_FILE = 0, 1, 2, 3, 4
@@ -62,6 +63,8 @@ FD_UNKNOWN, FD_CLIENT, FD_AOF, FD_IGNORE, FD_FILE = 0, 1, 2, 3, 4
 # enum rt_flags
 RTF_WRITEV, RTF_FDATASYNC, RTF_UNKNOWN_FD, RTF_ACCEPT4, RTF_EPOLL_PWAIT, RTF_FILE_FD = 1, 2, 4, 8, 16, 32
 RTF_ENGINE_RAW = 64
+# enum rt_sched_flags
+SCF_IN_EPOLL, SCF_STACK, SCF_ANNOTATE = 1, 2, 128
 
 # struct rt_req: the engine's per-request record (a REQ record; decoded by tracer/engine/records.py)
 REQ_FIELDS = (
@@ -180,7 +183,7 @@ cap_len_of = field_reader("cap_len")
 # little-endian u16 holds every kind and flag the filter needs (asserted below).
 KIND_BYTE = OFFSETS["kind"]
 FLAGS_BYTE = OFFSETS["flags"]
-assert CLOSE < 256 and max(RTF_UNKNOWN_FD, RTF_FILE_FD) < 256
+assert CLOSE < 256 and max(RTF_UNKNOWN_FD, RTF_FILE_FD, SCF_ANNOTATE) < 256
 _tgid_fd = struct.Struct("<I4xi")       # tgid, (tid), fd: adjacent fields read in one call
 assert OFFSETS["fd"] - OFFSETS["tgid"] == 8
 

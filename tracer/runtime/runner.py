@@ -11,7 +11,8 @@ from tracer.errors import Interrupted, TracerError
 from tracer.kernel.bpf_session import ProbeSession
 from tracer.kernel.privileges import require_tracing_privileges
 from tracer.kernel.target import Target, find_target, query_redis_info, redis_pids
-from tracer.options import CAPTURE_BYTES, ENGINE_SAMPLE, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, TraceOptions
+from tracer.options import (CAPTURE_BYTES, ENGINE_SAMPLE, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, WHY,
+                            TraceOptions)
 from tracer.runtime.info_sampler import InfoSampler
 
 COUNTERS_S = 1.0  # kernel counters (lost records, loop busy/idle) join the stream this often
@@ -39,6 +40,10 @@ def add_target_args(parser, duration_default=None) -> None:
     parser.add_argument("--show-values", action="store_true",
                         help="show values on screen and in files (off: values are masked; secrets always are; "
                              "needs --full)")
+    parser.add_argument("--why", action=argparse.BooleanOptionalAction, default=None,
+                        help="also follow the main thread off its CPU (sched probes: who ran instead, kernel "
+                             "waits, forks, page faults) to explain stalls no command caused; default: "
+                             f"{'on' if WHY else 'off'}, on in diagnose")
     add_mode_args(parser)
     add_credential_args(parser)
 
@@ -131,9 +136,9 @@ def new_session(options: TraceOptions, targets: list[Target]) -> ProbeSession:
 
         return EngineSession(targets, EngineConfig(stall_ms=options.stall_ms, slow_ms=options.slow_ms,
                                                       sample=ENGINE_SAMPLE),
-                             capture_max=options.capture_bytes, ringbuf_pages=options.ringbuf_pages)
+                             capture_max=options.capture_bytes, ringbuf_pages=options.ringbuf_pages, why=options.why)
     return ProbeSession(targets, exec_probes=options.exec_probes, capture_max=options.capture_bytes,
-                        ringbuf_pages=options.ringbuf_pages)
+                        ringbuf_pages=options.ringbuf_pages, why=options.why)
 
 
 def attach(options: TraceOptions, targets: list[Target]) -> ProbeSession:

@@ -186,12 +186,13 @@ class FileSync:
 class BusySpan:
     """The main thread between an epoll return and the next epoll entry (only spans >= LOOP_MIN_NS)."""
 
-    __slots__ = ("tgid", "start_ts", "end_ts")
+    __slots__ = ("tgid", "start_ts", "end_ts", "faults")
 
-    def __init__(self, tgid, start_ts, end_ts):
+    def __init__(self, tgid, start_ts, end_ts, faults=0):
         self.tgid = tgid
         self.start_ts = start_ts
         self.end_ts = end_ts
+        self.faults = faults        # the main thread's user page faults in it (with the sched probes)
 
     @property
     def duration_ns(self) -> int:
