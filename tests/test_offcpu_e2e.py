@@ -77,3 +77,47 @@ def test_cpu_starvation_is_a_stall_naming_the_competitor(redis_server, tmp_path)
     assert abs(stall["duration_ms"] - load.worst_ms) <= 0.2 * load.worst_ms, (stall["duration_ms"], load.worst_ms)
     # the kernel's real-time throttling gives other tasks 5 % of each second: the client waits up to ~0.95 s
     assert load.worst_ms >= 300
+
+
+def test_fork_for_bgsave_is_a_fork_stall_with_its_duration(redis_factory, tmp_path):
+    server = redis_factory(enable_debug_command="yes")
+    c = server.client(socket_timeout=60)
+    c.execute_command("DEBUG", "POPULATE", 600, "big", 1_000_000)     # ~600 MB: a fork of tens of ms
+    trace = tmp_path / "fork.rtrace"
+    tracer = TracerProcess("record", "--why", "--stall-ms", "10", "--port", str(server.port), "-o", str(trace))
+    load = PacedGets(server)
+    time.sleep(0.5)
+    t0 = time.perf_counter()
+    c.bgsave()
+    bgsave_ms = (time.perf_counter() - t0) * 1000
+    fork_usec = int(c.info("stats")["latest_fork_usec"])   # INFO stats in Redis 7
+    time.sleep(0.5)
+    load.finish()
+    code, _ = tracer.stop()
+    assert code == 0, tracer.stderr_text()
+    deadline = time.monotonic() + 15
+    while c.info("persistence")["rdb_bgsave_in_progress"] and time.monotonic() < deadline:
+        time.sleep(0.1)     # the child's save ends before the server is stopped
+    report = report_of(trace)
+    forks = [s for s in report["stalls"] if s["class"] == "fork"]
+    assert len(forks) == 1, report["stalls"]
+    stall = forks[0]
+    fork = stall["offcpu"]["forks"][0]
+    assert fork["trigger"] == "BGSAVE" and stall["cause"] == "fork for BGSAVE"
+    assert fork["rss_bytes"] > 500 * 2**20
+    assert abs(fork["ms"] * 1000 - fork_usec) <= 0.2 * fork_usec, (fork, fork_usec)
+    assert abs(stall["duration_ms"] - bgsave_ms) <= 0.2 * bgsave_ms, (stall["duration_ms"], bgsave_ms)
+    assert fork_usec >= 10_000
+
+
+def test_calm_traffic_has_no_stalls_with_the_sched_probes(redis_server, tmp_path):
+    trace = tmp_path / "calm.rtrace"
+    tracer = TracerProcess("record", "--why", "--port", str(redis_server.port), "-o", str(trace))
+    bench = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(redis_server.port), "-t", "get,set",
+                            "-n", "20000", "-c", "4", "-q"], capture_output=True, text=True, timeout=60)
+    assert bench.returncode == 0, bench.stderr
+    code, _ = tracer.stop()
+    assert code == 0, tracer.stderr_text()
+    report = report_of(trace)
+    assert report["requests"] >= 40_000
+    assert report["stalls"] == []
