@@ -72,6 +72,8 @@ def test_cpu_starvation_is_a_stall_naming_the_competitor(redis_server, tmp_path)
     competitor = stall["offcpu"]["competitors"][0]
     assert competitor["pid"] == hog_pid and competitor["comm"].startswith("python"), stall
     assert competitor["share"] > 0.8
+    # Redis's own evidence: no command in SLOWLOG for the stall, which agrees that none took the time
+    assert any(line.startswith("SLOWLOG has no command") for line in stall["redis"]["agree"]), stall["redis"]
     assert stall["cause"] == f"{competitor['comm']} (pid {competitor['pid']})"
     assert stall["victims"] >= 1
     assert abs(stall["duration_ms"] - load.worst_ms) <= 0.2 * load.worst_ms, (stall["duration_ms"], load.worst_ms)
@@ -108,6 +110,10 @@ def test_fork_for_bgsave_is_a_fork_stall_with_its_duration(redis_factory, tmp_pa
     assert abs(fork["ms"] * 1000 - fork_usec) <= 0.2 * fork_usec, (fork, fork_usec)
     assert abs(stall["duration_ms"] - bgsave_ms) <= 0.2 * bgsave_ms, (stall["duration_ms"], bgsave_ms)
     assert fork_usec >= 10_000
+    # Redis's own evidence, joined: INFO's latest_fork_usec after the stall agrees with the traced fork
+    redis_side = stall["redis"]
+    assert redis_side["info"]["latest_fork_usec"] == fork_usec
+    assert any(line.startswith("INFO latest_fork_usec") for line in redis_side["agree"]), redis_side
 
 
 def test_calm_traffic_has_no_stalls_with_the_sched_probes(redis_server, tmp_path):

@@ -13,6 +13,7 @@ import heapq
 from tracer.analyze.diagnosis import StallDetector, format_stall
 from tracer.analyze.histogram import LatencyHistogram
 from tracer.analyze.patterns import PatternDetectors
+from tracer.analyze.redis_evidence import RedisEvidence
 from tracer.analyze.topk import KEY_CAP, SpaceSaving, TopMax
 from tracer.decode.keyspec import KNOWN
 from tracer.options import STALL_MS, PatternOptions
@@ -140,6 +141,7 @@ class Analyzer:
         self.patterns = PatternDetectors(patterns, hot_counts=self.hot_keys, complete=every_request)
         self.detector = StallDetector(stall_ms, lookback_s=lookback_s, lookback_max=lookback_max,
                                       on_stall=on_stall)
+        self.redis = RedisEvidence()        # Redis's own evidence, shown next to each stall
 
     # -- input --------------------------------------------------------------------------------
     def _seen(self, first: int, last: int) -> None:
@@ -321,6 +323,11 @@ class Analyzer:
     def on_info(self, info) -> None:
         """A sample of the target's INFO (kernel.info.InfoAt)."""
         self.patterns.on_info(info)
+        self.redis.on_info(info)
+
+    def on_redis_log(self, log) -> None:
+        """Redis's LATENCY LATEST and SLOWLOG, asked at the end of a run (decode.redis_log.RedisLog)."""
+        self.redis.on_log(log)
 
     def on_sched(self, item) -> None:
         """What the scheduler saw of the main thread (stitch.sched_items: OffCpu, RunSlice, Fork)."""
@@ -420,7 +427,8 @@ class Analyzer:
             busy_ratio=None if busy is None else _r3(busy),
             busy_ratio_recent=None if self.recent_busy_ratio is None else _r3(self.recent_busy_ratio),
             slowest=[self._slow_request(it[2], base) for it in slow_items[:self.top_n]],
-            stalls=[format_stall(r, base, open_=is_open) for r, is_open in self.detector.latest(10)],
+            stalls=[format_stall(r, base, open_=is_open, redis=self.redis.for_stall(r))
+                    for r, is_open in self.detector.latest(10)],
             fsync=FsyncStats(count=self.fsync_hist.count, main_thread=self.fsync_main,
                              p99_us=_us(self.fsync_hist.percentile(99)), max_us=_us(self.fsync_hist.max),
                              aof_writes=self.aof_write_hist.count, aof_write_max_us=_us(self.aof_write_hist.max)),
@@ -442,7 +450,7 @@ class Analyzer:
             c = self.commands[name]
             p50, p99 = c.hist.percentiles((50, 99))
             commands[name] = c.entry(count=c.count, p50_us=_us(p50), p99_us=_us(p99), max_us=_us(c.hist.max))
-        stalls = [format_stall(r, first) for r in self.detector.results()]
+        stalls = [format_stall(r, first, redis=self.redis.for_stall(r)) for r in self.detector.results()]
         busy = self.busy_ratio()
         return Report(
             target=TargetInfo(pid=int(target.get("pid") or 0), port=None if port is None else int(port),

@@ -243,7 +243,7 @@ class Stall:
             offcpu=offcpu_json(sched, span_cmds), found_by=self.found_by)
 
 
-def format_stall(v: StallVerdict, first_ts: int, open_: bool | None = None) -> StallResult:
+def format_stall(v: StallVerdict, first_ts: int, open_: bool | None = None, redis: dict | None = None) -> StallResult:
     """A verdict as reported: times in seconds from the trace's first event."""
     base = first_ts or v.start_ts
     return StallResult(start_s=round(max(0, v.start_ts - base) / NS_PER_S, 3), duration_ms=v.duration_ms,
@@ -253,7 +253,7 @@ def format_stall(v: StallVerdict, first_ts: int, open_: bool | None = None) -> S
                        culprits=list(v.culprits), victim_added_total_ms=v.victim_added_total_ms,
                        victim_added_mean_ms=v.victim_added_mean_ms, open=open_, id=v.seq,
                        cause=v.cause or None, offcpu=v.offcpu,
-                       found_by=v.found_by if v.found_by != "busy-span" else None)
+                       found_by=v.found_by if v.found_by != "busy-span" else None, redis=redis)
 
 
 def item_end(item) -> int:

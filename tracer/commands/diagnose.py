@@ -27,7 +27,8 @@ def run(args) -> int:
     targets = runner.resolve_targets(options)
     if options.duration is None:
         print("diagnose: tracing until Ctrl-C (or pass --duration S)", file=sys.stderr, flush=True)
-    result = session.run_traced(options, targets, title="diagnose", mode="quiet")
+    result = session.run_traced(options, targets, title="diagnose", mode="quiet",
+                                 redis_evidence=True)
     if args.json:
         print(json.dumps(result.report.to_json(), default=str), flush=True)
     else:

@@ -26,7 +26,8 @@ def run(args) -> int:
 
     options = dataclasses.replace(TraceOptions.from_args(args), record_path=args.output)
     targets = runner.resolve_targets(options)
-    result = session.run_traced(options, targets, title="record", mode="quiet", overwrite=args.overwrite)
+    result = session.run_traced(options, targets, title="record", mode="quiet", overwrite=args.overwrite,
+                                redis_evidence=True)
     if args.json_out:
         try:
             with open_private(args.json_out) as f:

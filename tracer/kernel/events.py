@@ -53,9 +53,11 @@ EXIT = 102      # a traced process (tgid) is gone: the kernel closed its fds wit
 LOST = 103      # records of one fd neither ring took: ret = how many, ts_enter..ts_exit = their end times
 ENGINE = 104    # the engine's aggregates of one instance (tgid), cumulative: payload = zlib JSON (tracer/engine)
 INFO = 105      # fields of the target's INFO, sampled (payload = "name:value" lines, kernel/info.py)
+REDIS = 106     # Redis's own LATENCY LATEST and SLOWLOG at the end of a run (payload = JSON, decode/redis_log.py)
 KIND_NAMES = {ACCEPT: "accept", READ: "read", WRITE: "write", CLOSE: "close", FSYNC: "fsync",
               LOOP: "loop", EXEC: "exec", REQ: "req", FDINFO: "fdinfo", COUNTERS: "counters", EXIT: "exit",
-              LOST: "lost", ENGINE: "engine", INFO: "info", OFFCPU: "offcpu", RUNQ: "runq", FORK: "fork"}
+              LOST: "lost", ENGINE: "engine", INFO: "info", OFFCPU: "offcpu", RUNQ: "runq", FORK: "fork",
+              REDIS: "redis"}
 
 # enum rt_fd_kind
 FD_UNKNOWN, FD_CLIENT, FD_AOF, FD_IGNORE, FD_FILE = 0, 1, 2, 3, 4

@@ -21,6 +21,7 @@ from tracer.kernel.bpf_session import probe_mode
 from tracer.options import REFRESH_HZ, STALL_MS, TraceOptions
 from tracer.runtime import offline, runner
 from tracer.runtime.pipeline import Pipeline
+from tracer.runtime.redis_collect import redis_log_records
 from tracer.schema import Report, ScreenHeader, Snapshot, TraceHeader
 
 REPLAY_BATCH = 2048         # records fed to the pipeline at once during a paced replay
@@ -152,11 +153,12 @@ class Result:
 
 
 def run_traced(options: TraceOptions, targets: list, *, title: str = "live", mode: str = "auto",
-               on_attached=None, on_stop=None, overwrite: bool = False) -> Result:
+               on_attached=None, on_stop=None, overwrite: bool = False, redis_evidence: bool = False) -> Result:
     """Attach, analyse until stopped, detach. mode: "dashboard" | "plain" | "quiet" | "auto".
     on_attached() runs right after the probes are attached (demo starts its workload there);
     on_stop() right after the drain loop ends. With options.record_path every record is also
-    written to a trace file."""
+    written to a trace file. redis_evidence: ask each target for LATENCY LATEST and SLOWLOG when the
+    drain loop ends (runtime/redis_collect.py), into the stream and the recording."""
     from tracer.tracefile import trace_header
 
     mode = pick_mode(mode)
@@ -184,6 +186,8 @@ def run_traced(options: TraceOptions, targets: list, *, title: str = "live", mod
         finally:
             if on_stop is not None:
                 on_stop()
+        if redis_evidence:
+            pipeline.feed(redis_log_records(targets, options.credentials))
         pipeline.finish()
         frames()
         report = pipeline.report(header.targets[0])

@@ -16,6 +16,7 @@ from tracer.decode import resp
 from tracer.kernel import events
 from tracer.kernel.info import info_of
 from tracer.decode.keyspec import secret_reply
+from tracer.decode.redis_log import redis_log_of
 from tracer.stitch.sched_items import sched_item
 from tracer.stitch.model import LOST_REPLY, BusySpan, Connection, FileSync, Invalidation, LossSpan, Request
 from tracer.decode.links import BusParser, LinkStats, looks_like_cluster_bus
@@ -101,7 +102,7 @@ def _secret_reply_pending(pending) -> bool:
 
 class Stitcher:
     def __init__(self, on_request=_noop, on_busy=_noop, on_sync=_noop, on_conn=_noop, on_accept=_noop,
-                 on_counters=_noop, on_loss=_noop, on_invalidate=_noop, on_info=_noop, on_sched=_noop,
+                 on_counters=_noop, on_loss=_noop, on_invalidate=_noop, on_info=_noop, on_sched=_noop, on_redis_log=_noop,
                  show_values: bool = False, mask_payloads: bool = False, uprobe_exec: bool = False,
                  max_conns: int = MAX_CONNS):
         self.on_request = on_request
@@ -114,6 +115,7 @@ class Stitcher:
         self.on_invalidate = on_invalidate  # an Invalidation: a CLIENT TRACKING push a client got
         self.on_info = on_info          # an info.InfoAt: fields of a target's INFO, sampled by the tracer
         self.on_sched = on_sched        # a sched_items OffCpu, RunSlice or Fork (probes/sched.c, --why)
+        self.on_redis_log = on_redis_log    # a redis_log.RedisLog: LATENCY LATEST and SLOWLOG at the end of a run
         self.show_values = show_values
         self.mask_payloads = mask_payloads  # collect redaction spans per record (for the recorder)
         self.conns: dict[tuple[int, int], ConnState] = {}
@@ -135,6 +137,7 @@ class Stitcher:
             events.EXIT: self._on_exit,
             events.LOST: self._on_lost, events.INFO: self._on_info,
             events.OFFCPU: self._on_sched, events.RUNQ: self._on_sched, events.FORK: self._on_sched,
+            events.REDIS: self._on_redis_log,
         }
 
     # -- entry points -------------------------------------------------------------
@@ -563,6 +566,9 @@ class Stitcher:
 
     def _on_sched(self, ev) -> None:
         self.on_sched(sched_item(ev))
+
+    def _on_redis_log(self, ev) -> None:
+        self.on_redis_log(redis_log_of(ev))
 
     def _on_lost(self, ev) -> None:
         """Records of this fd reached neither ring, here in time. A lost WRITE leaves the waiting
