@@ -592,6 +592,9 @@ class Dashboard:
             key = Text(str(r.key if r.key is not None else ""))
             if more:
                 key.append(f"  +{more} alike", style=DIM)
+            if r.blocked_by:
+                b = r.blocked_by
+                key.append(f"  ← stall {b['id']} {b['class']}: {b['culprit']}", style="red")
             row += [Text(r.command or "?", style="bold"), key]
             if with_client:
                 row.append(Text(r.client or "-", style=DIM))

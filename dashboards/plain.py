@@ -167,6 +167,7 @@ def final_summary(report: Report) -> str:
                                                      for c in s.culprits[1:4]))
             if s.evidence:
                 out.append("      evidence: " + s.evidence[0])
+            out.extend(f"      redis {verdict}: {'; '.join(lines)}" for verdict, lines in redis_lines(s.redis))
             if s.first_advice:
                 out.append(f"      advice: {s.first_advice}")
         if len(stalls) > FINAL_STALLS:
@@ -201,7 +202,9 @@ def final_summary(report: Report) -> str:
             split = " ".join(f"{p.replace('_', '-')} {fmt_us(known[p])}" for p in PHASES if known[p] > 0)
             key = f" {r.key}" if r.key is not None else ""
             out.append(f"  {fmt_us(r.latency_us):>7}  {r.command or '?'}{key}"
-                       + (f"  ({split})" if split else "") + (f"  {r.client}" if r.client else ""))
+                       + (f"  ({split})" if split else "") + (f"  {r.client}" if r.client else "")
+                       + (f"  <- stall {r.blocked_by['id']} [{r.blocked_by['class']}] {r.blocked_by['culprit']}"
+                          if r.blocked_by else ""))
     hot = report.hot_keys
     out.append("Hot keys: " + (", ".join(f"{k} ({fmt_count(n)})" for k, n in hot[:8]) if hot else "none seen"))
     big = big_keys(report.big_keys)
@@ -217,3 +220,11 @@ def final_summary(report: Report) -> str:
     out.append("AOF/fsync: " + _fsync_line(report.fsync))
     out.append("Connections: " + _conn_line(report.connections))
     return "\n".join(out)
+
+
+def redis_lines(redis: dict | None) -> list:
+    """(agrees | disagrees | says, lines) of Redis's own evidence for a stall, the non-empty ones."""
+    if not redis:
+        return []
+    return [(verdict, redis.get(name) or []) for verdict, name in (("agrees", "agree"), ("disagrees", "disagree"),
+                                                                   ("says", "notes")) if redis.get(name)]

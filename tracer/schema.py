@@ -191,6 +191,7 @@ class SlowRequest(View):
     offsets_us: list = field(default_factory=list)      # where each phase starts, us from the request's start
     segments: list = field(default_factory=list)        # [(name, start us, duration us)] in time order
     reply_bytes: int = 0
+    blocked_by: dict | None = field(default=None, metadata=OPTIONAL)   # the stall that delayed it: id, culprit, class
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 
+from tracer.analyze.blocked_by import blocked_by, detector_verdicts
 from tracer.analyze.diagnosis import StallDetector, format_stall
 from tracer.analyze.histogram import LatencyHistogram
 from tracer.analyze.patterns import PatternDetectors
@@ -379,7 +380,7 @@ class Analyzer:
         start = max(lo * NS_PER_S, self.first_ts)
         return lo, hi, max(end - start, 1) / NS_PER_S
 
-    def _slow_request(self, req, base: int) -> SlowRequest:
+    def _slow_request(self, req, base: int, verdicts=()) -> SlowRequest:
         start = req.start_ts
         segs = _segments(req)
         values = (req.socket_queue_ns, req.wait_ns, req.exec_ns, req.reply_write_ns)
@@ -394,7 +395,7 @@ class Analyzer:
             start_s=_r3(max(0, start - base) / NS_PER_S) if start else None,
             phases=phases, offsets_us=offsets,
             segments=[(n, _us(a - start), _us(b - a)) for n, a, b in segs],
-            reply_bytes=req.reply_bytes)
+            reply_bytes=req.reply_bytes, blocked_by=blocked_by(req, verdicts) if verdicts else None)
 
     def snapshot(self, now_ts: int | None = None, max_commands: int = 12, spark_width: int = SPARK_WIDTH) -> Snapshot:
         """Live dashboard numbers; cheap. now_ts: CLOCK_MONOTONIC ns (defaults to the last event)."""
@@ -417,6 +418,7 @@ class Analyzer:
                 spark=c.hist.sparkline(spark_width, spark_lo, spark_hi))
         slow_items = [it for s, heap in self.slow_secs.items() if s > hi - SLOW_WINDOW_S for it in heap]
         slow_items.sort(key=lambda it: (-it[0], it[1]))
+        verdicts = detector_verdicts(self.detector) if self.detector.stalls_total else []
         return Snapshot(
             elapsed_s=_r3((end - self.first_ts) / NS_PER_S) if self.first_ts else 0.0,
             requests=self.requests,
@@ -426,7 +428,7 @@ class Analyzer:
             phases_us_total={p: _us(v) for p, v in self.phase_ns.items()},
             busy_ratio=None if busy is None else _r3(busy),
             busy_ratio_recent=None if self.recent_busy_ratio is None else _r3(self.recent_busy_ratio),
-            slowest=[self._slow_request(it[2], base) for it in slow_items[:self.top_n]],
+            slowest=[self._slow_request(it[2], base, verdicts) for it in slow_items[:self.top_n]],
             stalls=[format_stall(r, base, open_=is_open, redis=self.redis.for_stall(r))
                     for r, is_open in self.detector.latest(10)],
             fsync=FsyncStats(count=self.fsync_hist.count, main_thread=self.fsync_main,

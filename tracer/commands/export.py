@@ -29,6 +29,9 @@ def open_private(path: str):
         raise
 
 
+FLOW_REQUESTS_MAX = 100_000    # slow requests kept for the culprit -> victim arrows
+
+
 def run(args) -> int:
     tmp = args.output + ".part"
     try:
@@ -47,14 +50,29 @@ def run(args) -> int:
 
 
 def _write(args, out) -> int:
+    from tracer.analyze.blocked_by import BLOCKED_MIN_NS, blocking_verdict
     from tracer.runtime import offline
     from tracer.views.export_chrome import ChromeTraceWriter
 
     writer = ChromeTraceWriter(out)
-    header, pipeline = offline.analyse(args.file, args.stall_ms, on_request=writer.request, on_sync=writer.sync)
+    slow: list = []     # requests that may have waited on a stall: arrows from its culprit to them
+
+    def on_request(req) -> None:
+        writer.request(req)
+        latency = req.latency_ns
+        if latency is not None and latency >= BLOCKED_MIN_NS and len(slow) < FLOW_REQUESTS_MAX:
+            slow.append(req)
+
+    header, pipeline = offline.analyse(args.file, args.stall_ms, on_request=on_request, on_sync=writer.sync)
     first = pipeline.stitcher.first_ts  # the origin of the report's start_s
     pid = header.first_target.get("pid") or 0
+    starts = {}         # stall id -> where its slice starts
     for stall in pipeline.report(header.first_target).stalls:
-        writer.stall(pid, stall, first)
+        starts[stall.id] = writer.stall(pid, stall, first)
+    verdicts = pipeline.analyzer.detector.results()
+    for req in slow:
+        v = blocking_verdict(req.tgid, req.start_ts, req.reply_end_ts, verdicts, req.exec_ns or 0)
+        if v is not None and v.seq in starts:
+            writer.flow(pid, v.seq, starts[v.seq], req)
     writer.close()
     return writer.count

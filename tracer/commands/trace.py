@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
+from tracer.analyze.blocked_by import StallTracker
 from tracer.options import TraceOptions
 from tracer.runtime import runner
 from tracer.stitch.model import Clock
@@ -27,9 +28,14 @@ def run(args) -> int:
     targets = runner.resolve_targets(options)
     clock = Clock()
     out = sys.stdout
+    stalls = StallTracker(options.stall_ms)     # a victim's JSON names the stall that delayed it
     if args.json:
         def emit(req):
-            out.write(json.dumps(req.to_json(clock)) + "\n")
+            doc = req.to_json(clock)
+            blocked = stalls.of(req)
+            if blocked is not None:
+                doc["blocked_by"] = blocked
+            out.write(json.dumps(doc) + "\n")
     else:
         def emit(req):
             out.write(request_line(req, clock) + "\n")
@@ -46,8 +52,10 @@ def run(args) -> int:
 
         pipeline = Pipeline(stall_ms=options.stall_ms, on_request=emit, engine=True)
         stitcher, consume = pipeline.stitcher, pipeline.feed
+        stalls.follow(pipeline.analyzer.detector)
     else:
-        stitcher = Stitcher(on_request=emit, show_values=options.show_values, uprobe_exec=options.exec_probes)
+        stitcher = Stitcher(on_request=emit, show_values=options.show_values, uprobe_exec=options.exec_probes,
+                            on_busy=stalls.on_busy, on_sync=stalls.on_sync, on_sched=stalls.on_sched)
         consume = stitcher.feed_raw
     session = runner.attach(options, targets)
     try:

@@ -2,7 +2,8 @@
 
 Tracks: one per Redis thread (main, IO threads, bio/AOF) and one per client connection. A request
 is a slice on its connection's track with its phases nested inside; its execution is also a slice
-on the thread that ran it; fsyncs sit on their thread; stalls are marked slices on the main thread.
+on the thread that ran it; fsyncs sit on their thread; stalls are marked slices on the main thread,
+with flow arrows from each stall to the requests it delayed (`blocked_by`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class ChromeTraceWriter:
         self.first_ts = first_ts
         self.count = 0
         self.named: set = set()
+        self.flows = 0
         out.write('{"displayTimeUnit":"ms","traceEvents":[\n')
 
     def _us(self, ns: int) -> float:
@@ -82,7 +84,8 @@ class ChromeTraceWriter:
         self._name_track(sync.tgid, sync.tid, name)
         self._slice(sync.tgid, sync.tid, sync.op, sync.start_ts, sync.end_ts, "aof", {"bytes": sync.nbytes})
 
-    def stall(self, pid: int, stall: StallResult, first_ts: int) -> None:
+    def stall(self, pid: int, stall: StallResult, first_ts: int) -> int:
+        """The stall's slice on the main thread; returns where it starts (ns) for the flow arrows."""
         start = first_ts + int(stall.start_s * 1e9)
         end = start + int(stall.duration_ms * 1e6)
         self._name_track(pid, pid, "main thread")
@@ -90,6 +93,18 @@ class ChromeTraceWriter:
         self._slice(pid, pid, label, start, end, "stall",
                     {"class": stall.class_, "victims": stall.victims,
                      "victim_added_ms": stall.victim_added_ms, "advice": stall.advice})
+        return start
+
+    def flow(self, pid: int, stall_id: int, stall_start: int, req) -> None:
+        """An arrow from a stall's slice on the main thread (its culprit) to a request it delayed."""
+        start = req.start_ts
+        if not start or not req.reply_end_ts:
+            return
+        self.flows += 1
+        common = {"name": f"stall {stall_id}", "cat": "blocked_by", "id": self.flows}
+        self._emit({"ph": "s", **common, "pid": pid, "tid": pid, "ts": self._us(stall_start + 1000)})
+        self._emit({"ph": "f", "bp": "e", **common, "pid": req.tgid, "tid": CONN_TID_BASE + req.conn_id,
+                    "ts": self._us(max(start, min(stall_start, req.reply_end_ts)))})
 
     def close(self) -> None:
         self.out.write("\n]}\n")

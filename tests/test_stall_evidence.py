@@ -1,0 +1,143 @@
+"""Victims pointing to their stall (blocked_by), the Chrome export's arrows, Redis's own evidence and the sched
+records, on the recorded fixture and hand-made records. Root-free."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tracer.analyze.blocked_by import StallTracker
+from tracer.analyze.diagnosis import StallDetector, format_stall
+from tracer.analyze.redis_evidence import RedisEvidence
+from tracer.decode.redis_log import RedisLog, SlowEntry, redis_log_of, redis_log_record, slow_entry
+from tracer.kernel import events
+from tracer.kernel.info import InfoAt, InfoSample
+from tracer.runtime import offline
+from tracer.stitch.model import BusySpan
+from tracer.stitch.sched_items import Fork, OffCpu, RunSlice, sched_item
+from tracer.stitch.stitcher import Stitcher
+
+REPO = Path(__file__).resolve().parent.parent
+SINGLE = REPO / "tests" / "fixtures" / "single.rtrace"
+MS = 1_000_000
+
+
+def test_slowest_requests_point_to_the_stall_that_delayed_them():
+    _, pipeline = offline.analyse(str(SINGLE))
+    snap = pipeline.snapshot()
+    blocked = [r for r in snap.slowest if r.blocked_by]
+    assert [(r.command, r.blocked_by) for r in blocked] == \
+        [("GET", {"id": 0, "culprit": "DEL big:set", "class": "bigkey"})]
+    assert not any(r.command == "DEL" and r.blocked_by for r in snap.slowest)     # the culprit is no victim
+    assert snap.stalls[0].id == 0
+
+
+def test_trace_json_names_the_stall_of_a_victim():
+    """`trace` has no Analyzer: its StallTracker, fed by the stitcher as trace.py wires it."""
+    blocked = {}
+    tracker = StallTracker(50.0)
+
+    def emit(req):
+        b = tracker.of(req)
+        if b is not None:
+            blocked[(req.command, req.key)] = b
+
+    stitcher = Stitcher(on_request=emit, on_busy=tracker.on_busy, on_sync=tracker.on_sync,
+                        on_sched=tracker.on_sched)
+    stitcher.feed_raw(list(offline.open_trace(str(SINGLE)).records()))
+    stitcher.finish()
+    assert list(blocked.values()) == [{"id": 0, "culprit": "DEL big:set", "class": "bigkey"}]
+    assert next(iter(blocked))[0] == "GET"
+
+
+def test_chrome_export_draws_an_arrow_from_the_stall_to_each_victim(tmp_path):
+    out = tmp_path / "c.json"
+    subprocess.run([sys.executable, "-m", "tracer", "export", str(SINGLE), "--format", "chrome", "-o", str(out)],
+                   cwd=REPO, check=True, capture_output=True)
+    evs = json.loads(out.read_text())["traceEvents"]
+    starts = [e for e in evs if e.get("ph") == "s"]
+    ends = [e for e in evs if e.get("ph") == "f"]
+    assert len(starts) == len(ends) == 1 and starts[0]["id"] == ends[0]["id"] and ends[0]["bp"] == "e"
+    stall = next(e for e in evs if e.get("cat") == "stall")
+    assert stall["ts"] <= starts[0]["ts"] <= stall["ts"] + stall["dur"] and starts[0]["tid"] == stall["tid"]
+    victim = next(e for e in evs if e.get("cat") == "request" and e["tid"] == ends[0]["tid"]
+                  and e["ts"] <= ends[0]["ts"] <= e["ts"] + e["dur"] and e["dur"] > 100_000)
+    assert victim["name"].startswith("GET")
+
+
+def test_slowlog_entries_keep_the_command_and_key_never_values():
+    to_mono = lambda unix_s: int(unix_s * 1e9)     # noqa: E731
+    e = slow_entry({"start_time": 100, "duration": 2500, "command": b"SET user:1 secret-value EX 10",
+                    "client_address": b"127.0.0.1:5000"}, to_mono)
+    assert (e.command, e.key, e.duration_us, e.client) == ("SET", "user:1", 2500, "127.0.0.1:5000")
+    assert "secret" not in repr(e)
+    auth = slow_entry({"start_time": 1, "duration": 1, "command": b"AUTH (redacted)"}, to_mono)
+    assert auth.key is None
+    renamed = slow_entry({"start_time": 1, "duration": 1, "command": b"MYSTERY a b"}, to_mono)
+    assert (renamed.command, renamed.key) == ("?", None)
+    log = RedisLog(tgid=7, ts=5, slowlog=[e], latency_threshold_ms=0)
+    assert redis_log_of(events.decode(redis_log_record(log))) == log
+    bad = events.decode(events.encode(events.Event(kind=events.REDIS, tgid=7, payload=b"{not json")))
+    assert redis_log_of(bad).notes
+
+
+def _fork_stall(fork_ms: float, latest_fork_usec: int, slowlog=()):
+    det = StallDetector(10.0)
+    det.on_sched(Fork(7, 100 * MS, int((100 + fork_ms) * MS), 99, 600 << 20, "redis-rdb-bgsave 127.0.0.1:6379"))
+    det.on_busy(BusySpan(7, 99 * MS, int((101 + fork_ms) * MS)))
+    det.finish()
+    (v,) = det.results()
+    redis = RedisEvidence()
+    redis.on_info(InfoAt(7, 50 * MS, InfoSample(latest_fork_usec=0, expired_keys=5)))
+    redis.on_info(InfoAt(7, 500 * MS, InfoSample(latest_fork_usec=latest_fork_usec, expired_keys=9)))
+    redis.on_log(RedisLog(tgid=7, ts=600 * MS, slowlog=list(slowlog), latency_threshold_ms=0))
+    return v, format_stall(v, 0, redis=redis.for_stall(v))
+
+
+def test_a_fork_stall_and_redis_evidence_agree_or_disagree():
+    v, s = _fork_stall(40.0, 41_000)
+    assert s.class_ == "fork" and s.cause == "fork for BGSAVE" and not s.culprits
+    assert s.offcpu["forks"] == [{"trigger": "BGSAVE", "child": 99, "ms": 40.0, "rss_bytes": 600 << 20}]
+    assert any("latest_fork_usec 41.0 ms" in line for line in s.redis["agree"])
+    assert any(line.startswith("SLOWLOG has no command") for line in s.redis["agree"])
+    assert s.redis["info"]["expired_keys_delta"] == 4
+    assert "LATENCY records nothing: latency-monitor-threshold is 0" in s.redis["notes"]
+    _, s = _fork_stall(40.0, 90_000, slowlog=[SlowEntry(120 * MS, 38_000, "DEBUG", None, "")])
+    assert any("latest_fork_usec 90.0 ms" in line for line in s.redis["disagree"])
+    assert any(line.startswith("SLOWLOG DEBUG 38.0 ms") for line in s.redis["disagree"])
+
+
+def test_a_wait_for_the_cpu_in_epoll_wait_is_a_stall_naming_who_ran():
+    det = StallDetector(50.0)
+    det.on_sched(RunSlice(7, 100 * MS, 400 * MS, 4242, 4242, "hog", 1))
+    det.on_sched(OffCpu(7, 10 * MS, 400 * MS, 100 * MS, 1, True, ""))     # asleep in epoll, woken at 100 ms
+    det.finish()
+    (v,) = det.results()
+    assert v.class_ == "cpu-starved" and v.cause == "hog (pid 4242)" and v.found_by == "off-cpu"
+    assert 300 <= v.duration_ms <= 300.3
+    # asleep in epoll_wait and woken at once: idle, no stall
+    det = StallDetector(50.0)
+    det.on_sched(OffCpu(7, 10 * MS, 400 * MS, 399_900_000, 1, True, ""))
+    det.finish()
+    assert det.results() == []
+
+
+def test_a_busy_span_blocked_in_the_kernel_names_the_wait():
+    det = StallDetector(50.0)
+    det.on_sched(OffCpu(7, 110 * MS, 190 * MS, 189 * MS, 2, False, "do_syscall_64;filemap_fault;folio_wait_bit"))
+    det.on_busy(BusySpan(7, 100 * MS, 200 * MS, faults=12))
+    det.finish()
+    (v,) = det.results()
+    assert v.class_ == "blocked" and v.cause == "folio_wait_bit <- filemap_fault <- do_syscall_64"
+    assert any("uninterruptible (D)" in line for line in v.evidence)
+    assert any(line.startswith("12 user page faults") for line in v.evidence)
+
+
+def test_sched_records_read_back_as_items():
+    off = events.Event(kind=events.OFFCPU, tgid=7, ts_enter=1, ts_exit=9, aux_ts=4, ret=1,
+                       flags=events.SCF_IN_EPOLL | events.SCF_STACK, payload=b"a;b")
+    assert sched_item(events.decode(events.encode(off))) == OffCpu(7, 1, 9, 4, 1, True, "a;b")
+    runq = events.Event(kind=events.RUNQ, tgid=7, ts_enter=2, ts_exit=8, ret=55, aux_ts=56, fd=1,
+                        payload=b"hog".ljust(16, b"\0"))
+    assert sched_item(events.decode(events.encode(runq))) == RunSlice(7, 2, 8, 55, 56, "hog", 1)
