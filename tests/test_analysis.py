@@ -121,7 +121,7 @@ REPORT_EXTRAS = {"hot_keys", "big_keys", "phases_us_total", "unanswered", "busy_
                  "lost_requests", "patterns", "patterns_input"}
 STALL_KEYS = {"start_s", "duration_ms", "command", "key", "client", "victims", "victim_added_ms"}
 STALL_EXTRAS = {"class", "evidence", "advice", "culprits", "victim_added_total_ms", "victim_added_mean_ms",
-                "end_s"}
+                "end_s", "id", "cause", "offcpu", "found_by", "redis"}
 
 
 def test_report_schema_exact():
