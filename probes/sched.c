@@ -40,7 +40,7 @@ struct fault_count {
 
 BPF_HASH(offcpu, __u32, struct offcpu_state, 64);          /* main thread (tid == tgid) -> state */
 BPF_ARRAY(cpu_waiters, struct cpu_waiter, SCHED_MAX_CPUS);
-BPF_PERCPU_ARRAY(cpu_since, __u64, 1);                     /* this CPU's last context switch */
+BPF_PERCPU_ARRAY(cpu_since, __u64, 1);                     /* this CPU's last switch while a main thread waited */
 BPF_STACK_TRACE(kstacks, 1024);
 BPF_HASH(faults, __u32, struct fault_count, 64);
 BPF_HASH(fork_enter, __u32, __u64, 256);                   /* target thread -> clone entry (not threads) */
@@ -62,11 +62,11 @@ static __always_inline void sched_span_end(__u32 tgid, struct rt_record *r)
 #define SCHED_WAKE_HOOK(tgid) sched_woken(tgid)
 #define SCHED_LOOP_HOOK(tgid, r) sched_span_end(tgid, r)
 
-static __always_inline void runq_slice(__u32 prev, const char *prev_comm, __u64 now, __u32 cpu)
+static __always_inline void runq_slice(struct cpu_waiter *w, __u32 prev, const char *prev_comm, __u64 now)
 {
-    /* the task leaving this CPU ran here while a main thread waited for it */
-    if (cpu >= SCHED_MAX_CPUS)
-        return;
+    /* the task leaving this CPU ran here while a main thread waited for it (w). The CPU's last switch
+     * is kept only while one waits: a slice that began before the wait counts from the wait's start,
+     * so an older value does no harm. */
     int zero = 0;
     __u64 *since = cpu_since.lookup(&zero);
     __u64 slice_start = 0;
@@ -74,15 +74,13 @@ static __always_inline void runq_slice(__u32 prev, const char *prev_comm, __u64 
         slice_start = *since;
         *since = now;
     }
-    struct cpu_waiter *w = cpu_waiters.lookup(&cpu);
-    if (!w || !w->tgid)
-        return;
     if (prev == w->tgid || prev == 0)
         return;
     __u64 from = slice_start > w->since ? slice_start : w->since;
     if (!from || now < from + OFFCPU_MIN_NS)
         return;
     __u64 id = bpf_get_current_pid_tgid();     /* still the task leaving */
+    __u32 cpu = bpf_get_smp_processor_id();
     struct rt_record *r = new_record(RT_RUNQ, ((__u64)w->tgid) << 32, (__s32)cpu);
     if (!r)
         return;
@@ -95,12 +93,8 @@ static __always_inline void runq_slice(__u32 prev, const char *prev_comm, __u64 
     emit(r);
 }
 
-static __always_inline void main_out(void *ctx, __s64 prev_state, __u64 now, __u32 cpu)
+static __always_inline void main_out(void *ctx, __u32 tgid, __s64 prev_state, __u64 now, __u32 cpu)
 {
-    __u64 id = bpf_get_current_pid_tgid();
-    __u32 tgid = id >> 32;
-    if ((__u32)id != tgid || !is_target(tgid))
-        return;
     struct offcpu_state st = {.out_ts = now, .state = prev_state, .stack = -1, .wait_cpu = cpu};
     struct inflight *in = inflight.lookup(&tgid);
     st.in_epoll = in && in->kind == RT_LOOP;
@@ -152,13 +146,24 @@ static __always_inline void main_in(__u32 tgid, __u64 now)
 
 TRACEPOINT_PROBE(sched, sched_switch)
 {
-    __u64 now = bpf_ktime_get_ns();
+    /* every context switch of the host comes here: the clock is read only when a target is involved */
     __u32 cpu = bpf_get_smp_processor_id();
-    runq_slice(args->prev_pid, args->prev_comm, now, cpu);
-    main_out(args, args->prev_state, now, cpu);
+    __u64 now = 0;
+    struct cpu_waiter *w = cpu < SCHED_MAX_CPUS ? cpu_waiters.lookup(&cpu) : NULL;
+    if (w && w->tgid) {
+        now = bpf_ktime_get_ns();
+        runq_slice(w, args->prev_pid, args->prev_comm, now);
+    }
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32;
+    if ((__u32)id == tgid && is_target(tgid)) {
+        if (!now)
+            now = bpf_ktime_get_ns();
+        main_out(args, tgid, args->prev_state, now, cpu);
+    }
     __u32 next = args->next_pid;
     if (next && is_target(next))
-        main_in(next, now);
+        main_in(next, now ? now : bpf_ktime_get_ns());
     return 0;
 }
 
