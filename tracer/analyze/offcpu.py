@@ -72,7 +72,7 @@ def _overlap(a: int, b: int, start: int, end: int) -> int:
 
 def offcpu_facts(items: list, start: int, end: int, faults: int = 0) -> OffCpuFacts:
     """The scheduler's items (OffCpu, RunSlice, Fork of this tgid) joined with the span start..end."""
-    facts = OffCpuFacts(duration_ns=max(1, end - start), faults=faults, seen=bool(items))
+    facts = OffCpuFacts(duration_ns=max(1, end - start), faults=faults, seen=bool(items) or faults > 0)
     competitors: dict = {}
     waits: dict = {}
     for it in items:
