@@ -50,11 +50,12 @@ def pin(pid: int, cpu: int) -> None:
     subprocess.run(["taskset", "-a", "-cp", str(cpu), str(pid)], check=True, capture_output=True)
 
 
-def test_cpu_starvation_is_a_stall_naming_the_competitor(redis_server, tmp_path):
+@pytest.mark.parametrize("mode", ["--full", "--engine"])
+def test_cpu_starvation_is_a_stall_naming_the_competitor(redis_server, mode):
     cpu = os.cpu_count() - 1
     pin(redis_server.pid, cpu)
     # diagnose follows the main thread off its CPU by default (--why)
-    tracer = TracerProcess("diagnose", "--json", "--port", str(redis_server.port))
+    tracer = TracerProcess("diagnose", mode, "--json", "--port", str(redis_server.port))
     load = PacedGets(redis_server)
     time.sleep(0.5)
     hog = subprocess.Popen(["timeout", "5", "taskset", "-c", str(cpu), "chrt", "-f", "10", sys.executable, "-c", HOG])
