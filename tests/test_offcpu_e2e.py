@@ -130,3 +130,22 @@ def test_calm_traffic_has_no_stalls_with_the_sched_probes(redis_server, tmp_path
     report = report_of(trace)
     assert report["requests"] >= 40_000
     assert report["stalls"] == []
+
+
+def test_a_sleep_in_the_kernel_is_blocked_naming_the_wait(redis_factory, tmp_path):
+    server = redis_factory(enable_debug_command="yes")
+    c = server.client(socket_timeout=10)
+    trace = tmp_path / "blocked.rtrace"
+    tracer = TracerProcess("record", "--why", "--port", str(server.port), "-o", str(trace))
+    time.sleep(0.3)
+    t0 = time.perf_counter()
+    c.execute_command("DEBUG", "SLEEP", "0.3")      # the main thread sleeps in nanosleep, outside epoll_wait
+    sleep_ms = (time.perf_counter() - t0) * 1000
+    code, _ = tracer.stop()
+    assert code == 0, tracer.stderr_text()
+    (stall,) = report_of(trace)["stalls"]
+    assert stall["class"] == "blocked", stall
+    assert "nanosleep" in stall["cause"], stall      # the kernel stack at the switch-out, symbolized
+    wait = stall["offcpu"]["waits"][0]
+    assert wait["state"] == "sleeping (S)" and "nanosleep" in wait["stack"]
+    assert abs(stall["duration_ms"] - sleep_ms) <= 0.2 * sleep_ms, (stall["duration_ms"], sleep_ms)
