@@ -27,6 +27,7 @@ class PacedGets:
         self.stop = threading.Event()
         self.worst_ms = 0.0
         self.count = 0
+        self.rtts: list = []        # (sent at, perf_counter s; round trip ms)
         self.thread = threading.Thread(target=self._run, args=(server, max_s), daemon=True)
         self.thread.start()
 
@@ -36,10 +37,16 @@ class PacedGets:
         while not self.stop.is_set() and time.monotonic() < deadline and self.count < 5_000:
             t0 = time.perf_counter()
             c.get("k")
-            self.worst_ms = max(self.worst_ms, (time.perf_counter() - t0) * 1000)
+            rtt = (time.perf_counter() - t0) * 1000
+            self.worst_ms = max(self.worst_ms, rtt)
+            self.rtts.append((t0, rtt))
             self.count += 1
             time.sleep(0.002)
         c.close()
+
+    def worst_during(self, a: float, b: float) -> float:
+        """The slowest round trip of a GET in flight at some time in [a, b] (perf_counter s)."""
+        return max((rtt for t0, rtt in self.rtts if t0 <= b and t0 + rtt / 1000 >= a), default=0.0)
 
     def finish(self):
         self.stop.set()
@@ -111,7 +118,12 @@ def test_fork_for_bgsave_is_a_fork_stall_with_its_duration(redis_factory, tmp_pa
     assert fork["trigger"] == "BGSAVE" and stall["cause"] == "fork for BGSAVE"
     assert fork["rss_bytes"] > 500 * 2**20
     assert abs(fork["ms"] * 1000 - fork_usec) <= 0.2 * fork_usec, (fork, fork_usec)
-    assert abs(stall["duration_ms"] - bgsave_ms) <= 0.2 * bgsave_ms, (stall["duration_ms"], bgsave_ms)
+    # the busy span is the fork and what follows it before the next epoll_wait (copy-on-write faults):
+    # a GET every 2 ms arrived in it and saw it whole; BGSAVE's own client saw the fork
+    assert stall["victims"] >= 1
+    seen_ms = max(bgsave_ms, load.worst_during(t0, t0 + bgsave_ms / 1000))
+    assert abs(stall["duration_ms"] - seen_ms) <= 0.2 * seen_ms, (stall["duration_ms"], seen_ms, bgsave_ms)
+    assert fork["ms"] <= bgsave_ms
     assert fork_usec >= 10_000
     # Redis's own evidence, joined: INFO's latest_fork_usec after the stall agrees with the traced fork
     redis_side = stall["redis"]
@@ -145,7 +157,9 @@ def test_a_sleep_in_the_kernel_is_blocked_naming_the_wait(redis_factory, tmp_pat
     assert code == 0, tracer.stderr_text()
     (stall,) = report_of(trace)["stalls"]
     assert stall["class"] == "blocked", stall
-    assert "nanosleep" in stall["cause"], stall      # the kernel stack at the switch-out, symbolized
+    assert stall["cause"].startswith("do_nanosleep <- hrtimer_nanosleep"), stall   # symbolized, below schedule()
     wait = stall["offcpu"]["waits"][0]
     assert wait["state"] == "sleeping (S)" and "nanosleep" in wait["stack"]
     assert abs(stall["duration_ms"] - sleep_ms) <= 0.2 * sleep_ms, (stall["duration_ms"], sleep_ms)
+    # Redis's SLOWLOG timed DEBUG for the whole stall: said next to it, as a disagreement with "blocked"
+    assert any(line.startswith("SLOWLOG DEBUG 30") for line in stall["redis"]["disagree"]), stall["redis"]

@@ -125,7 +125,7 @@ def test_a_wait_for_the_cpu_in_epoll_wait_is_a_stall_naming_who_ran():
 
 def test_a_busy_span_blocked_in_the_kernel_names_the_wait():
     det = StallDetector(50.0)
-    det.on_sched(OffCpu(7, 110 * MS, 190 * MS, 189 * MS, 2, False, "do_syscall_64;filemap_fault;folio_wait_bit"))
+    det.on_sched(OffCpu(7, 110 * MS, 190 * MS, 189 * MS, 2, False, "do_syscall_64;filemap_fault;folio_wait_bit;schedule;__schedule;__traceiter_sched_switch"))
     det.on_busy(BusySpan(7, 100 * MS, 200 * MS, faults=12))
     det.finish()
     (v,) = det.results()

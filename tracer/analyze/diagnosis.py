@@ -35,8 +35,8 @@ from tracer.analyze.advice import advice_for
 from tracer.analyze.classify import classify
 from tracer.analyze.culprits import execution_units, find_culprits, listed_culprits
 from tracer.analyze.evidence import evidence
-from tracer.analyze.offcpu import (WAKE_SLACK_NS, culprit_of, offcpu_facts, offcpu_json, sched_advice, sched_class,
-                                   sched_evidence)
+from tracer.analyze.offcpu import (WAKE_SLACK_NS, culprit_of, lost_units, offcpu_facts, offcpu_json, sched_advice,
+                                   sched_class, sched_evidence)
 from tracer.analyze.stall_classes import BIG_REPLY_BYTES
 from tracer.analyze.victims import find_victims
 from tracer.options import STALL_MS
@@ -215,7 +215,8 @@ class Stall:
         if sched_cls is not None:
             facts.cls = sched_cls
             culprits = find_culprits([], {}, 0, dur, ov)
-        victims = find_victims(s, e, self.arrivals, units, culprits.conns, culprits.units)
+        victims = find_victims(s, e, self.arrivals, units, culprits.conns,
+                               lost_units(sched) if sched_cls is not None else culprits.units)
         words = evidence(facts, culprits, units, victims, inspan_total=self.inspan_total, io_reads=self.io_reads,
                          over_cmds=self.over_cmds, over_conn_exec=self.over_conn_exec, overlap=ov)
         words = sched_evidence(sched, span_cmds) + words

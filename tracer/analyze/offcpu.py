@@ -26,7 +26,9 @@ CHILD_TRIGGERS = (("redis-rdb-bgsave", "BGSAVE"), ("redis-aof-rewrite", "BGREWRI
                   ("redis-rdb-to-slaves", "replication (full sync to a replica)"))
 FORKING_COMMANDS = {"BGSAVE": "BGSAVE", "BGREWRITEAOF": "BGREWRITEAOF", "SYNC": "replication (full sync to a replica)",
                     "PSYNC": "replication (full sync to a replica)"}
-SCHED_CLASSES = ("fork", "cpu-starved", "blocked")
+# the switch itself, at the top of every stack taken at a switch-out: not the wait
+SCHEDULER_FRAMES = ("__traceiter_", "__schedule", "schedule", "preempt_schedule", "__bpf_trace", "bpf_trace",
+                    "perf_trace", "trace_call_bpf")
 
 
 @dataclass(slots=True)
@@ -44,8 +46,11 @@ class KernelWait:
 
     @property
     def top(self) -> str:
-        """The innermost frames, innermost first: 'folio_wait_bit <- filemap_fault'."""
-        frames = [f for f in self.stack.split(";") if f][-FRAMES_SHOWN:]
+        """The innermost frames below the scheduler's own, innermost first: 'do_nanosleep <- hrtimer_nanosleep'."""
+        frames = [f for f in self.stack.split(";") if f]
+        while frames and frames[-1].startswith(SCHEDULER_FRAMES):
+            frames.pop()
+        frames = frames[-FRAMES_SHOWN:]
         return " <- ".join(reversed(frames)) if frames else "kernel stack unknown"
 
 
@@ -59,6 +64,7 @@ class OffCpuFacts:
     waits: list = field(default_factory=list)           # [KernelWait], most time first
     forks: list = field(default_factory=list)           # [Fork] overlapping the span
     fork_ns: int = 0
+    lost: list = field(default_factory=list)            # (start, end) the thread lost: waits, sleeps, forks
     seen: bool = False          # the sched probes ran for this span (any item, or a LOOP with faults)
 
     @property
@@ -80,9 +86,11 @@ def offcpu_facts(items: list, start: int, end: int, faults: int = 0) -> OffCpuFa
             runnable = it.runnable_ts
             if runnable:
                 facts.runnable_ns += _overlap(runnable, it.in_ts, start, end)
+                facts.lost.append((runnable, it.in_ts))
             if not it.preempted and not it.in_epoll:
                 ns = _overlap(it.out_ts, it.blocked_end_ts, start, end)
                 if ns:
+                    facts.lost.append((it.out_ts, it.blocked_end_ts))
                     facts.blocked_ns += ns
                     key = (it.stack, it.state_name)
                     waits[key] = waits.get(key, 0) + ns
@@ -97,10 +105,29 @@ def offcpu_facts(items: list, start: int, end: int, faults: int = 0) -> OffCpuFa
             if it.end_ts >= start - WAKE_SLACK_NS and (it.start_ts or it.end_ts) <= end:
                 facts.forks.append(it)
                 facts.fork_ns += _overlap(it.start_ts or it.end_ts, it.end_ts, start, end)
+                facts.lost.append((it.start_ts or it.end_ts, it.end_ts))
     facts.competitors = sorted(competitors.values(), key=lambda c: (-c.ns, c.pid))
     facts.waits = sorted((KernelWait(stack, state, ns) for (stack, state), ns in waits.items()),
                          key=lambda w: -w.ns)
     return facts
+
+
+@dataclass(frozen=True, slots=True)
+class LostSpan:
+    """Time the thread lost, shaped like an executed request (victims.find_victims reads these fields)."""
+
+    exec_start_ts: int
+    exec_end_ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class LostUnit:
+    members: tuple
+
+
+def lost_units(facts: OffCpuFacts) -> list:
+    """The thread's lost time as the "culprit execution" that requests in the span waited on."""
+    return [LostUnit(tuple(LostSpan(a, b) for a, b in facts.lost))] if facts.lost else []
 
 
 def sched_class(facts: OffCpuFacts) -> str | None:

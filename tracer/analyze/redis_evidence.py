@@ -67,7 +67,8 @@ class RedisEvidence:
         if log is not None:
             out["latency"] = [{"event": e.event, "latest_ms": e.latest_ms, "max_ms": e.max_ms}
                               for e in log.latency if start - NEAR_NS <= e.ts <= end + NEAR_NS]
-            slow = [e for e in log.slowlog if e.ts - e.duration_us * 1000 < end + NS_PER_MS and e.ts > start - NS_PER_MS]
+            # an entry's end lies in [ts, ts + 1 s): it matches a stall its possible run overlaps
+            slow = [e for e in log.slowlog if e.ts - e.duration_us * 1000 < end and e.ts + NS_PER_S > start]
             out["slowlog"] = [{"command": e.command, "key": e.key, "duration_ms": e.duration_us / 1000,
                                "client": e.client} for e in sorted(slow, key=lambda e: -e.duration_us)[:SLOWLOG_LISTED]]
             out["notes"] = list(log.notes)

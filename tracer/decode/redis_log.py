@@ -31,7 +31,8 @@ class LatencyEvent:
 
 @dataclass(frozen=True, slots=True)
 class SlowEntry:
-    """SLOWLOG GET: one command slower than slowlog-log-slower-than, ended at ts (the probes' clock)."""
+    """SLOWLOG GET: one command slower than slowlog-log-slower-than, logged at ts (the probes' clock): Redis
+    stamps an entry in whole unix seconds after the command ran, so it ended within a second after ts."""
 
     ts: int
     duration_us: int
@@ -64,7 +65,7 @@ def slow_entry(entry, to_mono) -> SlowEntry:
     spec = lookup(name) if command != "?" else None
     if spec is not None and spec.kind == K_AT and spec.simple and spec.pos < len(args):
         key = show(args[spec.pos])
-    return SlowEntry(ts=to_mono(int(entry.get("start_time", 0)) + int(entry.get("duration", 0)) / 1e6),
+    return SlowEntry(ts=to_mono(int(entry.get("start_time", 0))),
                      duration_us=int(entry.get("duration", 0)), command=command, key=key,
                      client=text_of(entry.get("client_address", b"")))
 
