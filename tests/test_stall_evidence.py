@@ -141,3 +141,37 @@ def test_sched_records_read_back_as_items():
     runq = events.Event(kind=events.RUNQ, tgid=7, ts_enter=2, ts_exit=8, ret=55, aux_ts=56, fd=1,
                         payload=b"hog".ljust(16, b"\0"))
     assert sched_item(events.decode(events.encode(runq))) == RunSlice(7, 2, 8, 55, 56, "hog", 1)
+
+
+def test_live_and_summary_show_a_cpu_starved_stall_and_its_victim():
+    import copy
+    import io
+
+    from rich.console import Console
+
+    from tracer.dashboards import live, plain
+    from tracer.schema import Report, ScreenHeader, Snapshot
+
+    blocked = {"id": 4, "culprit": "stress (pid 999)", "class": "cpu-starved"}
+    stall = {"start_s": 1.0, "duration_ms": 900.0, "command": "", "key": None, "client": "", "victims": 1,
+             "victim_added_ms": 899.0, "class": "cpu-starved", "id": 4, "cause": "stress (pid 999)",
+             "evidence": ["main thread runnable but not running for 900.0 ms (100 % of the span); on its CPU ran "
+                          "instead: stress (pid 999) 100 %"],
+             "advice": ["stress (pid 999) took the CPU ..."],
+             "redis": {"agree": ["SLOWLOG has no command in the stall: no command's execution took the time"],
+                       "disagree": [], "notes": [], "info": {}, "latency": [], "slowlog": []}}
+    slow = {"client": "127.0.0.1:5", "command": "GET", "key": "k", "latency_us": 900_000.0,
+            "phases": [["socket_queue", 899_000.0], ["wait", 0.0], ["exec", 5.0], ["reply_write", 5.0]],
+            "blocked_by": blocked}
+    snap = Snapshot.from_json({"elapsed_s": 3.0, "requests": 10, "slowest": [slow], "stalls": [stall]})
+    console = Console(file=io.StringIO(), width=160, height=40, force_terminal=False)
+    console.print(live.Dashboard().render(snap, ScreenHeader.from_json({"title": "live"})))
+    text = console.file.getvalue()
+    assert "stress (pid 999)" in text and "cpu-starved" in text
+    assert "← stall 4 cpu-starved: stress (pid 999)" in text
+    report = Report.from_json({"duration_s": 3.0, "requests": 10, "stalls": [stall]})
+    report.slowest = copy.deepcopy(snap.slowest)
+    summary = plain.final_summary(report)
+    assert "900ms  stress (pid 999)" in summary and "[cpu-starved]" in summary
+    assert "redis agrees: SLOWLOG has no command" in summary
+    assert "<- stall 4 [cpu-starved] stress (pid 999)" in summary
