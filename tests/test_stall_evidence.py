@@ -78,8 +78,10 @@ def test_slowlog_entries_keep_the_command_and_key_never_values():
     assert (renamed.command, renamed.key) == ("?", None)
     log = RedisLog(tgid=7, ts=5, slowlog=[e], latency_threshold_ms=0)
     assert redis_log_of(events.decode(redis_log_record(log))) == log
-    bad = events.decode(events.encode(events.Event(kind=events.REDIS, tgid=7, payload=b"{not json")))
-    assert redis_log_of(bad).notes
+    for payload in (b"{not json", b'{"slowlog": [{"ts": "x"}]}', b'{"latency": [{"event": 1, "ts": [], '
+                    b'"latest_ms": 1, "max_ms": 2}]}', b"[]"):
+        bad = redis_log_of(events.decode(events.encode(events.Event(kind=events.REDIS, tgid=7, payload=payload))))
+        assert bad.notes and not bad.slowlog and not bad.latency
 
 
 def _fork_stall(fork_ms: float, latest_fork_usec: int, slowlog=()):

@@ -81,10 +81,15 @@ def redis_log_of(ev: events.Event) -> RedisLog:
     """What a REDIS record (decoded) carries; a malformed payload reads as a note."""
     try:
         doc = json.loads(bytes(ev.payload[:PAYLOAD_MAX]))
+        threshold = doc.get("latency_threshold_ms")
+        # every field converted to its type: a hostile recording gets a note, never a traceback later
         return RedisLog(tgid=ev.tgid, ts=ev.ts_exit,
-                        latency=[LatencyEvent(**e) for e in doc.get("latency", [])],
-                        slowlog=[SlowEntry(**e) for e in doc.get("slowlog", [])],
-                        latency_threshold_ms=doc.get("latency_threshold_ms"),
+                        latency=[LatencyEvent(str(e["event"]), int(e["ts"]), int(e["latest_ms"]), int(e["max_ms"]))
+                                 for e in doc.get("latency", [])],
+                        slowlog=[SlowEntry(int(e["ts"]), int(e["duration_us"]), str(e["command"]),
+                                           None if e.get("key") is None else str(e["key"]), str(e["client"]))
+                                 for e in doc.get("slowlog", [])],
+                        latency_threshold_ms=None if threshold is None else int(threshold),
                         notes=[str(n) for n in doc.get("notes", [])])
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, KeyError):
         return RedisLog(tgid=ev.tgid, ts=ev.ts_exit, notes=["Redis's evidence in this recording is unreadable"])
