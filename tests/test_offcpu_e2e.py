@@ -23,7 +23,8 @@ HOG = f"import time\nend = time.monotonic() + {HOG_S}\nwhile time.monotonic() < 
 class PacedGets:
     """One client: a GET every 2 ms, its slowest round trip and when it started; bounded in time and count."""
 
-    def __init__(self, server, max_s=10.0):
+    def __init__(self, server, max_s=10.0, avoid_cpu=None):
+        self.avoid_cpu = avoid_cpu
         self.stop = threading.Event()
         self.worst_ms = 0.0
         self.count = 0
@@ -32,6 +33,9 @@ class PacedGets:
         self.thread.start()
 
     def _run(self, server, max_s):
+        if self.avoid_cpu is not None:
+            # this thread only (pid 0): a client queued behind the hog would wait unseen by Redis
+            os.sched_setaffinity(0, set(range(os.cpu_count())) - {self.avoid_cpu})
         c = server.client(socket_timeout=10)
         deadline = time.monotonic() + max_s
         while not self.stop.is_set() and time.monotonic() < deadline and self.count < 5_000:
@@ -57,13 +61,9 @@ def pin(pid: int, cpu: int) -> None:
     subprocess.run(["taskset", "-a", "-cp", str(cpu), str(pid)], check=True, capture_output=True)
 
 
-@pytest.mark.parametrize("mode", ["--full", "--engine"])
-def test_cpu_starvation_is_a_stall_naming_the_competitor(redis_server, mode):
-    cpu = os.cpu_count() - 1
-    pin(redis_server.pid, cpu)
-    # diagnose follows the main thread off its CPU by default (--why)
-    tracer = TracerProcess("diagnose", mode, "--json", "--port", str(redis_server.port))
-    load = PacedGets(redis_server)
+def starve(server, cpu: int):
+    """GETs every 2 ms while a real-time busy loop holds the CPU redis-server is pinned to: (hog pid, load)."""
+    load = PacedGets(server, avoid_cpu=cpu)
     time.sleep(0.5)
     hog = subprocess.Popen(["timeout", "5", "taskset", "-c", str(cpu), "chrt", "-f", "10", sys.executable, "-c", HOG])
     time.sleep(0.3)
@@ -72,6 +72,16 @@ def test_cpu_starvation_is_a_stall_naming_the_competitor(redis_server, mode):
     hog.wait(10)
     time.sleep(0.5)
     load.finish()
+    return hog_pid, load
+
+
+@pytest.mark.parametrize("mode", ["--full", "--engine"])
+def test_cpu_starvation_is_a_stall_naming_the_competitor(redis_server, mode):
+    cpu = os.cpu_count() - 1
+    pin(redis_server.pid, cpu)
+    # diagnose follows the main thread off its CPU by default (--why)
+    tracer = TracerProcess("diagnose", mode, "--json", "--port", str(redis_server.port))
+    hog_pid, load = starve(redis_server, cpu)
     code, out = tracer.stop()
     assert code == 0, tracer.stderr_text()
     report = json.loads(out)
@@ -89,6 +99,24 @@ def test_cpu_starvation_is_a_stall_naming_the_competitor(redis_server, mode):
     assert abs(stall["duration_ms"] - load.worst_ms) <= 0.2 * load.worst_ms, (load.worst_ms, seen)
     # the kernel's real-time throttling gives other tasks 5 % of each second: the client waits up to ~0.95 s
     assert load.worst_ms >= 300
+
+
+def test_trace_json_victims_point_to_the_cpu_starved_stall(redis_server):
+    cpu = os.cpu_count() - 1
+    pin(redis_server.pid, cpu)
+    tracer = TracerProcess("trace", "--json", "--why", "--port", str(redis_server.port))
+    hog_pid, load = starve(redis_server, cpu)
+    code, out = tracer.stop()
+    assert code == 0, tracer.stderr_text()
+    lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert len(lines) >= 100
+    victims = [doc for doc in lines if doc.get("blocked_by")]
+    assert victims and all(doc["command"] == "GET" for doc in victims)
+    worst = max(victims, key=lambda doc: doc["latency_us"])
+    assert worst["blocked_by"]["class"] == "cpu-starved"
+    assert worst["blocked_by"]["culprit"].endswith(f"(pid {hog_pid})")
+    assert abs(worst["latency_us"] / 1000 - load.worst_ms) <= 0.2 * load.worst_ms
+    assert all(doc["latency_us"] >= 1000 for doc in victims)
 
 
 def test_fork_for_bgsave_is_a_fork_stall_with_its_duration(redis_factory, tmp_path):
