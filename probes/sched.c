@@ -189,6 +189,7 @@ TRACEPOINT_PROBE(sched, sched_wakeup)
     return 0;
 }
 
+#ifdef HAVE_PAGE_FAULT_USER
 TRACEPOINT_PROBE(exceptions, page_fault_user)
 {
     __u64 id = bpf_get_current_pid_tgid();
@@ -204,6 +205,7 @@ TRACEPOINT_PROBE(exceptions, page_fault_user)
     }
     return 0;
 }
+#endif
 
 static __always_inline int fork_entered(__u64 clone_flags)
 {
@@ -221,17 +223,21 @@ TRACEPOINT_PROBE(syscalls, sys_enter_clone)
     return fork_entered(args->clone_flags);
 }
 
+#ifdef HAVE_SYS_CLONE3
 TRACEPOINT_PROBE(syscalls, sys_enter_clone3)
 {
     __u64 flags = 0;    /* struct clone_args starts with its flags (user memory) */
     bpf_probe_read_user(&flags, sizeof(flags), (void *)args->uargs);
     return fork_entered(flags);
 }
+#endif
 
+#ifdef HAVE_SYS_FORK                /* x86: the legacy fork() syscall */
 TRACEPOINT_PROBE(syscalls, sys_enter_fork)
 {
     return fork_entered(0);
 }
+#endif
 
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tracer.kernel import events
 from tracer_proc import TracerProcess, report_of
 
 pytestmark = pytest.mark.bpf
@@ -191,3 +192,25 @@ def test_a_sleep_in_the_kernel_is_blocked_naming_the_wait(redis_factory, tmp_pat
     assert abs(stall["duration_ms"] - sleep_ms) <= 0.2 * sleep_ms, (stall["duration_ms"], sleep_ms)
     # Redis's SLOWLOG timed DEBUG for the whole stall: said next to it, as a disagreement with "blocked"
     assert any(line.startswith("SLOWLOG DEBUG 30") for line in stall["redis"]["disagree"]), stall["redis"]
+
+
+def test_a_kernel_without_the_sched_tracepoints_traces_without_them(redis_server, monkeypatch):
+    from bcc import BPF
+
+    from tracer.kernel.bpf_session import ProbeSession
+    from tracer.kernel.target import find_target
+
+    real = BPF.tracepoint_exists
+    monkeypatch.setattr(BPF, "tracepoint_exists", staticmethod(
+        lambda category, event: event != "sched_switch" and real(category, event)))
+    session = ProbeSession([find_target(port=redis_server.port)], why=True)
+    try:
+        session.attach()
+        assert "sched" not in session.probes and session.annotator is None
+        assert "--why: no sched probes, this kernel lacks sched:sched_switch" in session.describe()
+        c = redis_server.client()
+        c.set("k", "v")
+        time.sleep(0.1)
+        assert any(raw[events.KIND_BYTE] == events.READ for raw in session.drain())
+    finally:
+        session.close()

@@ -51,7 +51,13 @@ EXEC_SYMBOL = "call"
 PROGRESS_AFTER_S = 1.0      # attach: fd discovery reports its progress once it has taken this long
 # legacy syscalls (x86): fds.c probes them when the kernel has them (musl's open() and pipe() use them)
 OPTIONAL_SYSCALLS = {"HAVE_SYS_OPEN": ("sys_exit_open", "sys_exit_creat"),
-                     "HAVE_SYS_PIPE": ("sys_enter_pipe", "sys_exit_pipe")}
+                     "HAVE_SYS_PIPE": ("sys_enter_pipe", "sys_exit_pipe"),
+                     "HAVE_SYS_CLONE3": ("sys_enter_clone3",), "HAVE_SYS_FORK": ("sys_enter_fork",)}
+# sched.c's tracepoints: without the first ones there is no sched probe set (--why does nothing, said
+# once); the page-fault count is left out where the kernel lacks its tracepoint
+SCHED_REQUIRED = (("sched", "sched_switch"), ("sched", "sched_wakeup"), ("sched", "sched_process_fork"),
+                  ("syscalls", "sys_enter_clone"))
+SCHED_OPTIONAL = {"HAVE_PAGE_FAULT_USER": ("exceptions", "page_fault_user")}
 # enum rt_counter -> the name counters() reports it under
 COUNTER_NAMES = {events.CNT_LOST: "lost", events.CNT_LOOP_BUSY_NS: "busy_ns", events.CNT_LOOP_IDLE_NS: "idle_ns",
                  events.CNT_LOOPS: "loops", events.CNT_REFUSED_FULL: "refused_full",
@@ -122,6 +128,7 @@ class ProbeSession:
         probes = with_sched(probes) if why else tuple(probes)
         self.probes = tuple(probes) + (("exec",) if exec_probes and "exec" not in probes else ())
         self.annotator = None       # kernel/sched.py: completes sched records at the drain
+        self.sched_note = ""        # why --why has no sched probes here (said in describe())
         self.capture_max = capture_max
         self.loop_min_us = loop_min_us
         self.ringbuf_pages = ringbuf_pages
@@ -153,11 +160,17 @@ class ProbeSession:
         except ImportError as err:
             raise BPFUnavailable(f"bcc is not importable ({err})",
                                  "install python3-bpfcc: run scripts/bootstrap") from None
+        if "sched" in self.probes:
+            missing = [f"{c}:{n}" for c, n in SCHED_REQUIRED if not BPF.tracepoint_exists(c, n)]
+            if missing:
+                self.probes = tuple(p for p in self.probes if p != "sched")
+                self.sched_note = f"--why: no sched probes, this kernel lacks {', '.join(missing)}"
         text, include = probe_source([p for p in self.probes])
         cflags = [f"-I{include}", f"-DCAPTURE_MAX={self.capture_max}",
                   f"-DLOOP_MIN_NS={self.loop_min_us * 1000}ULL", f"-DRINGBUF_PAGES={self.ringbuf_pages}",
                   f"-DRESCUE_PAGES={max(RESCUE_PAGES_MIN, self.ringbuf_pages // RESCUE_FRACTION)}",
                   "-Wno-unused-function", *self.extra_cflags]
+        cflags += [f"-D{flag}" for flag, (cat, tp) in SCHED_OPTIONAL.items() if BPF.tracepoint_exists(cat, tp)]
         cflags += [f"-D{flag}" for flag, tps in OPTIONAL_SYSCALLS.items()
                    if all(BPF.tracepoint_exists("syscalls", tp) for tp in tps)]
         pids = sorted({int(t.pid) for t in self.targets})
@@ -247,7 +260,8 @@ class ProbeSession:
         kib = self.ringbuf_pages * 4
         size = f"{kib // 1024}MiB" if kib >= 1024 else f"{kib}KiB"
         ring = f" ring {size}/{self.ring_mode}" if self.ring_mode else ""
-        return f"pid {pids} probes {'+'.join(self.probes)} mode {mode} capture {self.capture_max}B{ring}"
+        note = f" ({self.sched_note})" if self.sched_note else ""
+        return f"pid {pids} probes {'+'.join(self.probes)} mode {mode} capture {self.capture_max}B{ring}{note}"
 
     # -- draining ---------------------------------------------------------------
     def _on_record(self, _ctx, data, size) -> None:
