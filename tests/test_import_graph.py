@@ -19,6 +19,7 @@ STAGES = [
     ("engine", ("tracer.engine",)),     # the kernel-side aggregation engine's reader (branch `engine`)
     ("views", ("tracer.views", "tracer.dashboards")),
     ("runtime", ("tracer.runtime",)),
+    ("agent", ("tracer.agent",)),       # the headless agent: above the runtime it drives
     ("commands", ("tracer.commands",)),
     ("cli", ("tracer.cli", "tracer.__main__")),
 ]

@@ -9,7 +9,7 @@ from tracer import __version__
 from tracer.errors import TracerError
 
 # Order is the order `--help` lists them. A module that is not there yet is simply not offered.
-COMMANDS = ["demo", "live", "trace", "diagnose", "record", "replay", "report", "export", "count", "doctor"]
+COMMANDS = ["demo", "live", "trace", "diagnose", "record", "replay", "report", "export", "count", "doctor", "agent"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ MODE = "full"               # the default mode of live/diagnose/demo/record/trac
 ENGINE_SAMPLE = 100         # engine mode: 1 batch in this many goes up as a record (slowest, hot keys: estimates)
 INFO_EVERY_S = 2.0          # the INFO sampler asks each target this often (0: never; runtime/info_sampler.py)
 INFO_TIMEOUT_S = 1.0        # ... and gives up sampling a target whose answer takes longer
+AGENT_LISTEN = "127.0.0.1:9386"     # `agent`: where /metrics is served (loopback: expose it on purpose)
 
 
 @dataclass(frozen=True, slots=True)

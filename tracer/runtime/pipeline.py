@@ -19,15 +19,21 @@ from tracer.units import ns_to_us, r3
 class Pipeline:
     def __init__(self, stall_ms: float = STALL_MS, show_values: bool = False, uprobe_exec: bool = False,
                  on_request=None, on_sync=None, writer=None, top_n: int = TOP_N, targets: list | None = None,
-                 patterns: PatternOptions = PatternOptions(), engine: bool = False):
-        """engine: the records are the engine's (REQ, ENGINE, raw READs, ...; tracer/engine/feed.py)."""
+                 patterns: PatternOptions = PatternOptions(), engine: bool = False, on_stall=None):
+        """engine: the records are the engine's (REQ, ENGINE, raw READs, ...; tracer/engine/feed.py).
+        on_stall(pid, StallVerdict): each stall as it is finished (the headless agent's exporters)."""
         tune_gc()  # the hot loop allocates per request: default GC thresholds cost 15-20 % (tuning.py)
-        self.analyzer = Analyzer(stall_ms=stall_ms, top_n=top_n, patterns=patterns, every_request=not engine)
         # several redis-servers: every figure also per instance (tgid), in an Analyzer of its own
         self.targets = [t for t in (targets or []) if t.get("pid")]
+        several = len(self.targets) > 1
+
+        def stalls_of(pid):     # a StallVerdict does not name its process: its Analyzer does
+            return None if on_stall is None else (lambda verdict: on_stall(pid, verdict))
+        self.analyzer = Analyzer(stall_ms=stall_ms, top_n=top_n, patterns=patterns, every_request=not engine,
+                                 on_stall=None if several else stalls_of(self.targets[0]["pid"] if self.targets else 0))
         self.instances = {t["pid"]: Analyzer(stall_ms=stall_ms, top_n=top_n, patterns=patterns,
-                                              every_request=not engine) for t in self.targets} \
-            if len(self.targets) > 1 else {}
+                                              every_request=not engine, on_stall=stalls_of(t["pid"]))
+                          for t in self.targets} if several else {}
         port_to_tgid = {p: t["pid"] for t in self.targets for p in (t.get("listen_ports") or [t.get("port")]) if p}
         self.redirects = RedirectTracker(port_to_tgid)
         self.writer = writer  # a TraceWriter: records are written after redaction
@@ -195,6 +201,12 @@ class Pipeline:
                                 busy_ratio=None if busy is None else r3(busy),
                                 stalls=len(inst.detector.results())))
         return rows
+
+    def advance(self, now_ts: int) -> None:
+        """Trace time is now_ts even without records (an idle server): stalls whose join window passed
+        are finished (and handed to on_stall)."""
+        for analyzer in (self.analyzer, *self.instances.values()):
+            analyzer.detector.advance(now_ts)
 
     def finish(self) -> None:
         self.stitcher.finish()

@@ -159,8 +159,9 @@ def attach(options: TraceOptions, targets: list[Target]) -> ProbeSession:
 
 
 def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: int,
-               tick=None, tick_s: float = 0.5) -> str:
-    """Drain until stopped; `consume(records)` gets every batch, `tick()` runs every tick_s.
+               tick=None, tick_s: float = 0.5, until=None) -> str:
+    """Drain until stopped; `consume(records)` gets every batch, `tick()` runs every tick_s;
+    `until()`, asked every COUNTERS_S, returns a reason to stop (the agent: a new redis-server) or None.
     Returns why it stopped."""
     stop = StopFlag()
     sampler = getattr(session, "info_sampler", None)     # INFO samples join the stream as they come
@@ -178,6 +179,10 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
             if now >= next_counters:
                 consume([session.counters_record()] + aggregates(session))
                 next_counters = now + COUNTERS_S
+                wanted = until() if until is not None else None
+                if wanted:
+                    reason = wanted
+                    break
             if tick is not None and now >= next_tick:
                 consume(aggregates(session))    # the engine's histograms, once per refresh
                 tick()

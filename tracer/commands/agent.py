@@ -1,0 +1,62 @@
+"""`redis-tracer agent`: the always-on engine, headless and unattended, for a fleet.
+
+Serves Prometheus /metrics (--listen), logs each stall as one JSON line on stdout, and with
+--otlp-endpoint exports stalls and slow requests as OpenTelemetry spans. Runs until SIGTERM/SIGINT;
+re-attaches when a traced Redis restarts or, with --all, when a new redis-server starts.
+"""
+from __future__ import annotations
+
+import sys
+
+from tracer.credentials import add_credential_args
+from tracer.errors import TracerError
+from tracer.options import AGENT_LISTEN, POLL_MS, TraceOptions
+from tracer.runtime import runner
+
+NEEDS = "pip install 'redis-tracer[agent]'"
+
+
+def add_parser(sub):
+    p = sub.add_parser("agent", help="run headless for a fleet: Prometheus /metrics, OTLP spans, JSON stall logs "
+                                     "(until SIGTERM)")
+    p.add_argument("--pid", type=int, action="append", metavar="PID",
+                   help="pid of a redis-server to follow (repeat for several); after it exits, the redis-server "
+                        "that listens on its port is followed")
+    p.add_argument("--port", type=runner.port_list, metavar="PORT[,PORT...]",
+                   help="TCP port(s) of the redis-server(s) to follow, across restarts")
+    p.add_argument("--all", action="store_true", help="follow every redis-server on this host, new ones too")
+    runner.add_analysis_args(p, refresh=False)
+    p.add_argument("--min-ms", type=float, metavar="MS",
+                   help="a request this slow is exported as a span (default: a fifth of --stall-ms)")
+    p.add_argument("--poll-ms", type=int, default=POLL_MS, help=f"ring buffer drain interval (default {POLL_MS})")
+    p.add_argument("--listen", default=AGENT_LISTEN, metavar="ADDR:PORT",
+                   help=f"where to serve Prometheus /metrics (default {AGENT_LISTEN})")
+    p.add_argument("--otlp-endpoint", metavar="URL",
+                   help="export stalls and slow requests as spans to this OTLP/HTTP collector "
+                        "(e.g. http://127.0.0.1:4318)")
+    add_credential_args(p)
+    p.set_defaults(mode="engine")
+    return p
+
+
+def run(args) -> int:
+    if not (args.pid or args.port or args.all):
+        raise TracerError("agent needs its targets: --port, --pid or --all")
+    options = TraceOptions.from_args(args)
+    try:
+        from tracer.agent import metrics
+        from tracer.agent.supervisor import Agent, AgentOptions
+        addr, port = metrics.parse_listen(args.listen)
+        spans = None
+        if args.otlp_endpoint:
+            from tracer.agent.otlp import SpanExport
+            spans = SpanExport(args.otlp_endpoint)
+    except ImportError as err:
+        raise TracerError(f"the agent needs {err.name}", NEEDS) from None
+    agent = Agent(AgentOptions(options, args.otlp_endpoint), spans=spans)
+    server = metrics.serve(metrics.AgentCollector(agent.figures), addr, port)
+    print(f"redis-tracer agent: serving /metrics on {addr}:{port}", file=sys.stderr, flush=True)
+    try:
+        return agent.run()
+    finally:
+        server.shutdown()
