@@ -12,6 +12,7 @@ Never a key or a client address.
 """
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 
 from tracer.agent.figures import AgentFigures, Histogram
@@ -21,6 +22,7 @@ from tracer.engine.layout import NBUCKETS
 PREFIX = "redis_tracer"
 COMMAND_LABELS = 64         # distinct command label values per agent; the rest fold into OTHER_LABEL
 OTHER_LABEL = "other"
+COMMAND_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_|.-]{0,31}")   # the engine's "(other)" row is OTHER_LABEL too
 # upper bounds in seconds: from a fast GET on loopback to a multi-second stall
 LATENCY_BOUNDS_S = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -44,9 +46,11 @@ class CommandLabels:
 
     def __call__(self, name: str, known) -> str:
         label = self.labels.get(name)
-        if label is None:
-            own = name in known and name.isascii() and len(self.labels) < self.cap
-            label = self.labels[name] = name.lower() if own else OTHER_LABEL
+        if label is not None:
+            return label
+        if name not in known or not COMMAND_NAME.fullmatch(name):
+            return OTHER_LABEL      # not remembered: garbage names must not grow this table
+        label = self.labels[name] = name.lower() if len(self.labels) < self.cap else OTHER_LABEL
         return label
 
 

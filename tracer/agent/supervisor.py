@@ -23,7 +23,6 @@ from tracer.agent.logs import stall_line
 from tracer.analyze.diagnosis import JOIN_NS
 from tracer.engine.layout import SLOTS
 from tracer.errors import TracerError
-from tracer.kernel.privileges import require_tracing_privileges
 from tracer.kernel.target import find_target, query_redis_info, redis_pids
 from tracer.options import TraceOptions
 from tracer.runtime import runner
@@ -137,8 +136,6 @@ class Agent:
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self) -> int:
-        require_tracing_privileges()
-        self.pid_ports_of = {}          # --pid targets seen: their port (a pid never comes back)
         self.stop = runner.StopFlag()
         try:
             while not self.stop.stopped:
