@@ -4,9 +4,12 @@ running as a non-root user with only the capabilities the systemd unit grants.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -20,7 +23,7 @@ from conftest import bpf_required
 from test_diagnosis_e2e import build_hash
 from tracer.sandbox.redis_server import free_port
 from test_deploy import unit_value
-from tracer_proc import json_lines
+from tracer_proc import REPO, json_lines
 
 pytestmark = pytest.mark.bpf
 
@@ -237,3 +240,48 @@ def test_the_non_root_capability_path_counts_exactly(redis_factory):
     finally:
         rc, _ = agent.stop(signal.SIGTERM)
     assert rc == 0, agent.stderr_text()
+
+
+def test_without_sys_ptrace_the_agent_says_which_capability_it_lacks(redis_server):
+    """A root-owned Redis's /proc/<pid>/fd is closed to a user without CAP_SYS_PTRACE: the agent keeps
+    waiting (it never stops by itself) and says why it cannot see the sockets."""
+    caps = "+bpf,+perfmon,+dac_read_search"
+    proc = subprocess.Popen([need("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups",
+                             f"--inh-caps=-all,{caps}", f"--ambient-caps=-all,{caps}", f"--bounding-set=-all,{caps}",
+                             sys.executable, "-m", "tracer", "agent", "--port", str(redis_server.port),
+                             "--listen", f"127.0.0.1:{free_port()}"],
+                            cwd=REPO, stderr=subprocess.PIPE, text=True, env={**os.environ, "HOME": "/tmp"})
+    try:
+        line = ""
+        deadline = time.monotonic() + 20
+        while "waiting for" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+        assert "cannot read /proc/<pid>/fd of" in line and "CAP_SYS_PTRACE" in line, line
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "agent needs its targets: --port, --pid or --all"),
+    (("--all", "--listen", "nowhere"), "--listen 'nowhere' is not ADDR:PORT"),
+])
+def test_agent_bad_input_is_one_line(args, message):
+    proc = subprocess.run([sys.executable, "-m", "tracer", "agent", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"redis-tracer: {message}" + proc.stderr.split(message, 1)[1].split(
+        "\n")[0]], proc.stderr
+
+
+def test_agent_refuses_a_busy_listen_port_in_one_line(redis_server):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "tracer", "agent", "--port", str(redis_server.port), "--listen",
+                               f"127.0.0.1:{port}"], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"cannot serve /metrics on 127.0.0.1:{port}" in proc.stderr and len(proc.stderr.splitlines()) == 1

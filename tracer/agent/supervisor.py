@@ -11,6 +11,7 @@ with its culprit and victim requests as spans.
 """
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import threading
@@ -41,6 +42,16 @@ SIGNALS = ("SIGINT", "SIGTERM")
 
 def say(message: str) -> None:
     print(f"redis-tracer agent: {message}", file=sys.stderr, flush=True)
+
+
+def unreadable_hint() -> str:
+    """Why a running redis-server's sockets may be invisible: its /proc/<pid>/fd is closed to us."""
+    hidden = [pid for pid in redis_pids() if not os.access(f"/proc/{pid}/fd", os.R_OK | os.X_OK)]
+    if not hidden:
+        return ""
+    pids = ", ".join(map(str, hidden[:5])) + (", ..." if len(hidden) > 5 else "")
+    return (f" (cannot read /proc/<pid>/fd of {len(hidden)} redis-server(s), pid {pids}: a Redis running as another "
+            "user needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, docs/SECURITY.md)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +117,7 @@ class Agent:
             try:
                 t = find_target(**where)
             except TracerError as err:
-                self._once(f"waiting for {what}: {err}")
+                self._once(f"waiting for {what}: {err}{unreadable_hint()}")
                 return
             found.setdefault(t.pid, t)
 
