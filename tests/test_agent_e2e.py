@@ -23,7 +23,7 @@ from conftest import bpf_required
 from test_diagnosis_e2e import build_hash
 from tracer.sandbox.redis_server import free_port
 from test_deploy import unit_value
-from tracer_proc import REPO, json_lines
+from tracer_proc import REPO, TracerProcess, json_lines
 
 pytestmark = pytest.mark.bpf
 
@@ -212,6 +212,30 @@ def test_agent_reattaches_after_a_redis_restart_and_keeps_counting(redis_factory
         send(port, ("PING",), 200)
         wait_for(lambda: total(scrape(metrics_port)), 500.0, 15, "requests across the restart")
         assert agent.proc.poll() is None        # it never stopped by itself
+    finally:
+        rc, _ = agent.stop(signal.SIGTERM)
+    assert rc == 0, agent.stderr_text()
+
+
+def instance_total(samples: dict, port: int) -> float:
+    return sum(v for (n, labels), v in samples.items()
+               if n == "redis_tracer_requests_total" and dict(labels)["instance"].endswith(f":{port}"))
+
+
+def test_agent_with_all_follows_a_new_redis_server_and_keeps_the_first_ones_counts(redis_factory):
+    first = redis_factory()
+    metrics_port = free_port()
+    agent = TracerProcess("agent", "--all", "--listen", f"127.0.0.1:{metrics_port}")
+    try:
+        send(first.port, ("PING",), 200)
+        wait_for(lambda: instance_total(scrape(metrics_port), first.port), 200.0, 15, "the first server's count")
+        second = redis_factory()
+        wait_for(lambda: any(f"tracing pid {second.pid} " in line for line in agent.stderr_lines), True, 45,
+                 "the agent following the new redis-server")
+        send(second.port, ("INCR", "n"), 300, batch=30)
+        send(first.port, ("PING",), 100)
+        wait_for(lambda: instance_total(scrape(metrics_port), second.port), 300.0, 15, "the new server's count")
+        wait_for(lambda: instance_total(scrape(metrics_port), first.port), 300.0, 15, "the first server's count")
     finally:
         rc, _ = agent.stop(signal.SIGTERM)
     assert rc == 0, agent.stderr_text()

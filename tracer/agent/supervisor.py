@@ -24,6 +24,7 @@ from tracer.agent.logs import stall_line
 from tracer.analyze.diagnosis import JOIN_NS
 from tracer.engine.layout import SLOTS
 from tracer.errors import TracerError
+from tracer.kernel import events
 from tracer.kernel.target import find_target, query_redis_info, redis_pids
 from tracer.options import TraceOptions
 from tracer.runtime import runner
@@ -82,6 +83,8 @@ class Agent:
         self.wall_offset = time.time_ns() - time.monotonic_ns()
         self.stop = None
         self.attaches = 0
+        self.dead: set = set()              # pids of the session's targets that exited
+        self.skipped: set = set()           # redis-servers found but not followed (unreadable, no slot left)
 
     # -- scrape side ---------------------------------------------------------------------------------
     def figures(self) -> AgentFigures:
@@ -112,12 +115,15 @@ class Agent:
     def find_targets(self) -> list:
         o = self.trace
         found: dict = {}
+        self.skipped = set()
 
         def add(what: str, **where):
             try:
                 t = find_target(**where)
             except TracerError as err:
                 self._once(f"waiting for {what}: {err}{unreadable_hint()}")
+                if "pid" in where:
+                    self.skipped.add(where["pid"])
                 return
             found.setdefault(t.pid, t)
 
@@ -129,9 +135,10 @@ class Agent:
         for pid in o.pids:
             if pid not in self.pid_ports_of:
                 add(f"pid {pid}", pid=pid)
-        for port in sorted(set(o.ports) | self.pid_ports):
+        for port in sorted(self.followed_ports()):
             add(f"a redis-server on port {port}", port=port)
-        targets = sorted(found.values(), key=lambda t: t.pid)
+        # the ones followed now first (no gap in their counts), then new ones by pid
+        targets = sorted(found.values(), key=lambda t: (t.pid not in self.labels, t.pid))
         for t in targets:
             if t.pid in o.pids and t.pid not in self.pid_ports_of:
                 self.pid_ports_of[t.pid] = t.port
@@ -140,6 +147,7 @@ class Agent:
         if len(targets) > SLOTS:
             self._once(f"{len(targets)} redis-servers run; the engine follows {SLOTS} at once: "
                        f"pids {', '.join(str(t.pid) for t in targets[SLOTS:])} are not traced")
+            self.skipped.update(t.pid for t in targets[SLOTS:])
             targets = targets[:SLOTS]
         for t in targets:
             t.info = query_redis_info(t, o.credentials)
@@ -181,6 +189,7 @@ class Agent:
         try:
             self.attaches += 1
             self.said.clear()
+            self.dead = set()
             pipeline = Pipeline(stall_ms=self.trace.stall_ms, targets=[target_json(t) for t in targets],
                                 engine=True, on_request=self._on_request if self.spans is not None else None,
                                 on_sync=self._on_sync, on_stall=self._on_stall, patterns=self.trace.patterns)
@@ -193,7 +202,8 @@ class Agent:
             def consume(records):
                 with self.lock:
                     pipeline.feed(records)
-            reason = runner.drain_loop(session, consume, None, self.trace.poll_ms, until=self._until)
+            reason = self.stop.reason or runner.drain_loop(session, consume, None, self.trace.poll_ms,
+                                                           until=self._until, stop_on_exit=False)
             with self.lock:
                 pipeline.finish()           # the stalls still open are finished (and logged) now
                 self.base = self.base.merged(self._session_figures())
@@ -209,18 +219,39 @@ class Agent:
 
     def _until(self) -> str | None:
         """Every second of the drain loop: finish stalls on the clock, export held requests, and end
-        the session for a signal or (with --all) a redis-server it does not follow."""
+        the session for a signal, or for a redis-server to follow that this session does not: a new
+        one (--all) or a restarted one (its port back under a new pid). A target that exits alone
+        leaves the session as it is: the kernel filters by pid, and its counts stay."""
         if self.stop.stopped:
             return self.stop.reason
         now = time.monotonic_ns()
+        gone = [pid for pid in self.labels if pid not in self.dead and not os.path.isdir(f"/proc/{pid}")]
         with self.lock:
+            if gone:        # its connections end now (the kernel closed its fds: no close() was traced)
+                self.dead.update(gone)
+                self.pipeline.feed([raw for raw in self.session.exit_records() if events.decode(raw).tgid in gone])
+                for pid in gone:
+                    say(f"redis-server pid {pid} ({self.labels[pid][0]}) exited")
             self.pipeline.advance(now)
             self._flush_pending(now)
         if self.trace.all_instances:
-            new = set(redis_pids()) - set(self.labels)
-            if new and len(self.labels) < SLOTS:
+            new = set(redis_pids()) - set(self.labels) - self.skipped
+            if new and (self.dead or len(self.labels) < SLOTS):
                 return f"new redis-server pid {', '.join(map(str, sorted(new)))}"
+        for pid in self.dead:
+            port = self.labels[pid][1]
+            if port and port in self.followed_ports():
+                try:
+                    again = find_target(port=port)
+                except TracerError:
+                    continue
+                if again.pid not in self.labels:
+                    return f"redis-server on port {port} restarted as pid {again.pid}"
         return None
+
+    def followed_ports(self) -> set:
+        """Ports whose redis-server is followed across restarts: --port, and those of --pid targets."""
+        return set(self.trace.ports) | self.pid_ports
 
     # -- pipeline callbacks (under self.lock) --------------------------------------------------------
     def _on_request(self, req) -> None:

@@ -159,9 +159,10 @@ def attach(options: TraceOptions, targets: list[Target]) -> ProbeSession:
 
 
 def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: int,
-               tick=None, tick_s: float = 0.5, until=None) -> str:
+               tick=None, tick_s: float = 0.5, until=None, stop_on_exit: bool = True) -> str:
     """Drain until stopped; `consume(records)` gets every batch, `tick()` runs every tick_s;
-    `until()`, asked every COUNTERS_S, returns a reason to stop (the agent: a new redis-server) or None.
+    `until()`, asked every COUNTERS_S, returns a reason to stop (the agent: a new redis-server) or None;
+    stop_on_exit: stop when a target exits (the agent decides that in until()).
     Returns why it stopped."""
     stop = StopFlag()
     sampler = getattr(session, "info_sampler", None)     # INFO samples join the stream as they come
@@ -193,7 +194,7 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
             if deadline and now >= deadline:
                 reason = "duration"
                 break
-            if not session.targets_alive():
+            if stop_on_exit and not session.targets_alive():
                 reason = "target exited"
                 print("redis-tracer: the traced redis-server exited; stopping", file=sys.stderr)
                 break
