@@ -309,3 +309,17 @@ def test_agent_refuses_a_busy_listen_port_in_one_line(redis_server):
                                f"127.0.0.1:{port}"], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert f"cannot serve /metrics on 127.0.0.1:{port}" in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+def test_without_dac_read_search_the_agent_fails_in_one_line_before_serving(redis_server):
+    """bcc reads each tracepoint's format from tracefs (mode 0700): without CAP_DAC_READ_SEARCH the
+    compile fails with pages of clang errors, retried forever; the agent now says why and exits."""
+    caps = "+bpf,+perfmon,+sys_ptrace"
+    proc = subprocess.run([need("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups",
+                           f"--inh-caps=-all,{caps}", f"--ambient-caps=-all,{caps}", f"--bounding-set=-all,{caps}",
+                           sys.executable, "-m", "tracer", "agent", "--port", str(redis_server.port),
+                           "--listen", f"127.0.0.1:{free_port()}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=30, env={**os.environ, "HOME": "/tmp"})
+    assert proc.returncode == 77, proc.stderr[-2000:]
+    assert len(proc.stderr.splitlines()) == 1 and "CAP_DAC_READ_SEARCH" in proc.stderr, proc.stderr[-2000:]
+    assert "serving /metrics" not in proc.stderr

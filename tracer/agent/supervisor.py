@@ -33,7 +33,8 @@ from tracer.tracefile.trace_header import target_json
 from tracer.units import NS_PER_S
 
 RESCAN_S = 1.0                  # no target (yet, or again): look for one this often
-RETRY_S = 5.0                   # after a failed attach
+RETRY_S = 5.0                   # after a failed attach; doubled after each further one, up to RETRY_MAX_S
+RETRY_MAX_S = 120.0
 HOLD_NS = JOIN_NS + NS_PER_S    # requests wait this long for a stall to claim them before export
 PENDING_MAX = 10_000            # requests held for the stall spans (the engine sends up only slow,
                                 # stalled, victim and 1-in-N sampled ones)
@@ -45,9 +46,22 @@ def say(message: str) -> None:
     print(f"redis-tracer agent: {message}", file=sys.stderr, flush=True)
 
 
+def _fds_readable(pid: int) -> bool:
+    """Whether /proc/<pid>/fd can be listed (file mode: CAP_DAC_READ_SEARCH) and its links read (the
+    ptrace check: CAP_SYS_PTRACE). Tried, not access(): that checks the real uid without capabilities."""
+    try:
+        for name in os.listdir(f"/proc/{pid}/fd")[:1]:
+            os.readlink(f"/proc/{pid}/fd/{name}")
+        return True
+    except FileNotFoundError:
+        return True     # gone, or its fd closed meanwhile: not a permission problem
+    except OSError:
+        return False
+
+
 def unreadable_hint() -> str:
     """Why a running redis-server's sockets may be invisible: its /proc/<pid>/fd is closed to us."""
-    hidden = [pid for pid in redis_pids() if not os.access(f"/proc/{pid}/fd", os.R_OK | os.X_OK)]
+    hidden = [pid for pid in redis_pids() if not _fds_readable(pid)]
     if not hidden:
         return ""
     pids = ", ".join(map(str, hidden[:5])) + (", ..." if len(hidden) > 5 else "")
@@ -165,9 +179,11 @@ class Agent:
                 try:
                     reason = self._trace(targets)
                 except TracerError as err:
-                    say(f"attaching failed: {err.line()}; trying again in {RETRY_S:g} s")
-                    self._sleep(RETRY_S)
+                    say(f"attaching failed: {err.line()}; trying again in {retry:g} s")
+                    self._sleep(retry)
+                    retry = min(retry * 2, RETRY_MAX_S)
                     continue
+                retry = RETRY_S
                 if reason in SIGNALS:
                     break
                 say(f"re-attaching ({reason})")

@@ -10,7 +10,6 @@ import sys
 
 from tracer.credentials import add_credential_args
 from tracer.errors import TracerError
-from tracer.kernel.privileges import require_tracing_privileges
 from tracer.options import AGENT_LISTEN, POLL_MS, TraceOptions
 from tracer.runtime import runner
 
@@ -44,11 +43,12 @@ def run(args) -> int:
     if not (args.pid or args.port or args.all):
         raise TracerError("agent needs its targets: --port, --pid or --all")
     options = TraceOptions.from_args(args)
-    require_tracing_privileges()        # before serving anything: a unit without its capabilities fails
     try:
         from tracer.agent import metrics
+        from tracer.agent.preflight import require_agent_privileges
         from tracer.agent.supervisor import Agent, AgentOptions
         addr, port = metrics.parse_listen(args.listen)
+        require_agent_privileges()      # before serving anything: a unit without its capabilities fails now
         spans = None
         if args.otlp_endpoint:
             from tracer.agent.otlp import SpanExport
