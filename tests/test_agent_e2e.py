@@ -197,10 +197,14 @@ def test_otlp_exports_the_stall_with_its_culprit_and_linked_victims(redis_factor
 
 
 # -- restarts --------------------------------------------------------------------------------------------
-def test_agent_reattaches_after_a_redis_restart_and_keeps_counting(redis_factory):
+@pytest.mark.parametrize("by", ["--port", "--pid"])
+def test_agent_reattaches_after_a_redis_restart_and_keeps_counting(redis_factory, by):
+    """--port follows the port; --pid follows the pid, then the redis-server back on its port."""
     server = redis_factory()
     port, first_pid = server.port, server.pid
-    agent, metrics_port = start_agent(port)
+    metrics_port = free_port()
+    agent = TracerProcess("agent", by, str(port if by == "--port" else first_pid),
+                          "--listen", f"127.0.0.1:{metrics_port}")
     try:
         send(port, ("PING",), 300)
         wait_for(lambda: total(scrape(metrics_port)), 300.0, 15, "requests before the restart")

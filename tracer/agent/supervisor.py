@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 
 from tracer.agent.figures import AgentFigures
 from tracer.agent.logs import stall_line
@@ -69,17 +68,11 @@ def unreadable_hint() -> str:
             "user needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, docs/SECURITY.md)")
 
 
-@dataclass(frozen=True, slots=True)
-class AgentOptions:
-    trace: TraceOptions             # targets, stall/slow thresholds, poll interval (mode: engine)
-    otlp_endpoint: str | None = None
-
-
 class Agent:
-    def __init__(self, options: AgentOptions, spans=None, out=None):
-        """spans: an otlp.SpanExport (or None); out: where the stall lines go (stdout)."""
-        self.options = options
-        self.trace = options.trace
+    def __init__(self, trace: TraceOptions, spans=None, out=None):
+        """trace: targets, stall/slow thresholds, poll interval (mode engine); spans: an otlp.SpanExport
+        (or None); out: where the stall lines go (stdout)."""
+        self.trace = trace
         self.spans = spans
         self.out = out or sys.stdout
         self.lock = threading.Lock()        # the main loop's feed against a scrape's read
@@ -89,14 +82,12 @@ class Agent:
         self.labels: dict = {}              # pid -> (instance label, port) of the session's targets
         self.host = socket.gethostname()
         self.pid_ports: set = set()         # ports of --pid targets: where they come back after a restart
-        self.pid_ports_of: dict = {}        # --pid targets seen (a pid never comes back): their port
         self.said: set = set()              # messages about missing targets, said once each
         self.pending: deque = deque()       # (ts, pid, Request) waiting for a stall to claim them
         self.slow_ns = int((self.trace.slow_ms if self.trace.slow_ms is not None else self.trace.stall_ms / 5)
                            * 1e6)
         self.wall_offset = time.time_ns() - time.monotonic_ns()
         self.stop = None
-        self.attaches = 0
         self.dead: set = set()              # pids of the session's targets that exited
         self.skipped: set = set()           # redis-servers found but not followed (unreadable, no slot left)
 
@@ -104,8 +95,8 @@ class Agent:
     def figures(self) -> AgentFigures:
         """Everything counted so far: the base plus the live session's kernel maps, read now."""
         with self.lock:
-            return self.base.merged(self._session_figures()) if self.session is not None else self.base.merged(
-                AgentFigures())
+            live = self._session_figures() if self.session is not None else AgentFigures()
+            return self.base.merged(live)
 
     def _session_figures(self) -> AgentFigures:
         session = self.session
@@ -147,17 +138,13 @@ class Agent:
             if not found:
                 self._once("waiting for a redis-server to start")
         for pid in o.pids:
-            if pid not in self.pid_ports_of:
+            if os.path.isdir(f"/proc/{pid}") or not self.pid_ports:    # once gone, its port is followed
                 add(f"pid {pid}", pid=pid)
         for port in sorted(self.followed_ports()):
             add(f"a redis-server on port {port}", port=port)
         # the ones followed now first (no gap in their counts), then new ones by pid
         targets = sorted(found.values(), key=lambda t: (t.pid not in self.labels, t.pid))
-        for t in targets:
-            if t.pid in o.pids and t.pid not in self.pid_ports_of:
-                self.pid_ports_of[t.pid] = t.port
-                if t.port:
-                    self.pid_ports.add(t.port)
+        self.pid_ports.update(t.port for t in targets if t.pid in o.pids and t.port)
         if len(targets) > SLOTS:
             self._once(f"{len(targets)} redis-servers run; the engine follows {SLOTS} at once: "
                        f"pids {', '.join(str(t.pid) for t in targets[SLOTS:])} are not traced")
@@ -203,7 +190,6 @@ class Agent:
     def _trace(self, targets: list) -> str:
         session = runner.attach(self.trace, targets)
         try:
-            self.attaches += 1
             self.said.clear()
             self.dead = set()
             pipeline = Pipeline(stall_ms=self.trace.stall_ms, targets=[target_json(t) for t in targets],

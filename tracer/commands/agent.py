@@ -46,7 +46,7 @@ def run(args) -> int:
     try:
         from tracer.agent import metrics
         from tracer.agent.preflight import require_agent_privileges
-        from tracer.agent.supervisor import Agent, AgentOptions
+        from tracer.agent.supervisor import Agent
         addr, port = metrics.parse_listen(args.listen)
         require_agent_privileges()      # before serving anything: a unit without its capabilities fails now
         spans = None
@@ -55,7 +55,7 @@ def run(args) -> int:
             spans = SpanExport(args.otlp_endpoint)
     except ImportError as err:
         raise TracerError(f"the agent needs {err.name}", NEEDS) from None
-    agent = Agent(AgentOptions(options, args.otlp_endpoint), spans=spans)
+    agent = Agent(options, spans=spans)
     server = metrics.serve(metrics.AgentCollector(agent.figures), addr, port)
     print(f"redis-tracer agent: serving /metrics on {addr}:{port}", file=sys.stderr, flush=True)
     try:
