@@ -254,7 +254,7 @@ def test_the_non_root_capability_path_counts_exactly(redis_factory):
     caps = ",".join(f"+{c}" for c in AGENT_CAPS)
     prefix = (setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", f"--inh-caps=-all,{caps}",
               f"--ambient-caps=-all,{caps}", f"--bounding-set=-all,{caps}")
-    server = redis_factory()
+    server = redis_factory(appendonly="yes", appendfsync="always")     # an fdatasync per write: fsync seconds
     agent, metrics_port = start_agent(server.port, prefix=prefix,
                                       env={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"})
     try:
@@ -265,6 +265,9 @@ def test_the_non_root_capability_path_counts_exactly(redis_factory):
         send(server.port, ("PING",), 400)
         send(server.port, ("INCR", "n"), 100, batch=10)
         wait_for(lambda: total(scrape(metrics_port)), 500.0, 15, "requests counted as nobody")
+        # the 10 batches of INCRs: 10 AOF appends, each synced (FSYNC records: fed at the next drain)
+        wait_for(lambda: total(scrape(metrics_port), "redis_tracer_fsync_seconds_count"), 10.0, 10,
+                 "fsyncs counted as nobody")
     finally:
         rc, _ = agent.stop(signal.SIGTERM)
     assert rc == 0, agent.stderr_text()
@@ -327,3 +330,21 @@ def test_without_dac_read_search_the_agent_fails_in_one_line_before_serving(redi
     assert proc.returncode == 77, proc.stderr[-2000:]
     assert len(proc.stderr.splitlines()) == 1 and "CAP_DAC_READ_SEARCH" in proc.stderr, proc.stderr[-2000:]
     assert "serving /metrics" not in proc.stderr
+
+
+def test_agent_waits_for_its_redis_and_stops_cleanly_on_sigint():
+    """Nothing on the port yet: the agent serves /metrics, says what it waits for, never exits by itself;
+    SIGINT ends it with exit 0."""
+    port, metrics_port = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tracer", "agent", "--port", str(port),
+                             "--listen", f"127.0.0.1:{metrics_port}"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stderr.readline() for _ in range(2)]
+        assert f"waiting for a redis-server on port {port}" in lines[1], lines
+        time.sleep(1.5)
+        assert proc.poll() is None
+        assert scrape(metrics_port)[("redis_tracer_lost_events_total", frozenset())] == 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and "stopped (SIGINT)" in err, err
