@@ -196,6 +196,20 @@ def test_otlp_exports_the_stall_with_its_culprit_and_linked_victims(redis_factor
     assert lines[0]["victims"] >= 1 and lines[0]["instance"].endswith(f":{server.port}")
 
 
+def test_a_collector_that_is_down_does_not_hold_the_agent_at_sigterm(redis_server):
+    """With the OTLP collector unreachable, the exporter retried at shutdown for 33 s, past the unit's
+    TimeoutStopSec=30 (then SIGKILL); the flush is now bounded (otlp.CLOSE_TIMEOUT_S)."""
+    agent, metrics_port = start_agent(redis_server.port, "--min-ms", "0.01",
+                                      "--otlp-endpoint", f"http://127.0.0.1:{free_port()}")
+    send(redis_server.port, ("PING",), 3000)
+    wait_for(lambda: total(scrape(metrics_port)), 3000.0, 15, "requests counted")
+    time.sleep(4)           # held 3 s for stalls, then queued for export to a collector that is not there
+    t0 = time.monotonic()
+    rc, _ = agent.stop(signal.SIGTERM, timeout=25)
+    assert rc == 0, agent.stderr_text()[-2000:]
+    assert time.monotonic() - t0 < 20, agent.stderr_text()[-2000:]
+
+
 # -- restarts --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("by", ["--port", "--pid"])
 def test_agent_reattaches_after_a_redis_restart_and_keeps_counting(redis_factory, by):

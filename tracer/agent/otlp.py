@@ -9,8 +9,12 @@ client addresses are never attributes.
 """
 from __future__ import annotations
 
+import threading
+
 TRACES_PATH = "/v1/traces"
 SCOPE = "redis-tracer"
+EXPORT_TIMEOUT_S = 5.0      # one export to the collector; a collector that is down must not hold the agent
+CLOSE_TIMEOUT_S = 10.0      # the flush at SIGTERM, well inside the unit's TimeoutStopSec=30
 
 
 def traces_url(endpoint: str) -> str:
@@ -28,8 +32,9 @@ class SpanExport:
 
         resource = Resource.create({"service.name": service_name, **({"host.name": host} if host else {})})
         self.provider = TracerProvider(resource=resource)
-        self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=traces_url(endpoint)),
-                                                            schedule_delay_millis=1000))
+        exporter = OTLPSpanExporter(endpoint=traces_url(endpoint), timeout=EXPORT_TIMEOUT_S)
+        self.provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000,
+                                                            export_timeout_millis=EXPORT_TIMEOUT_S * 1000))
         self.tracer = self.provider.get_tracer(SCOPE)
 
     @staticmethod
@@ -80,5 +85,10 @@ class SpanExport:
         for req in victims:
             self._request(req, server, "victim", to_wall, links=[link])
 
-    def close(self) -> None:
-        self.provider.shutdown()     # flushes what is queued
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> bool:
+        """Flushes what is queued and stops; gives up after timeout_s (the collector may be down and
+        the exporter retrying). Returns whether it finished."""
+        closing = threading.Thread(target=self.provider.shutdown, name="otlp-close", daemon=True)
+        closing.start()
+        closing.join(timeout_s)
+        return not closing.is_alive()
