@@ -121,6 +121,7 @@ class OtlpReceiver:
                                                                               ExportTraceServiceResponse)
         self.spans = []
         self.paths = []
+        self.resource = {}
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -129,6 +130,7 @@ class OtlpReceiver:
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
                 for rs in request.resource_spans:
+                    receiver.resource.update(attributes(rs.resource))
                     for ss in rs.scope_spans:
                         receiver.spans.extend(ss.spans)
                 receiver.paths.append(self.path)
@@ -161,7 +163,8 @@ def attributes(span) -> dict:
 def test_otlp_exports_the_stall_with_its_culprit_and_linked_victims(redis_factory):
     server = with_big_hash(redis_factory)
     receiver = OtlpReceiver()
-    agent, _ = start_agent(server.port, "--stall-ms", "20", "--otlp-endpoint", f"http://127.0.0.1:{receiver.port}")
+    agent, _ = start_agent(server.port, "--stall-ms", "20", "--otlp-endpoint", f"http://127.0.0.1:{receiver.port}",
+                           "--host-label", "node-7")
     try:
         bigkey_del_with_victim(server.port)
         time.sleep(3.5)        # the stall stays open 2 s for late victims, then is exported
@@ -174,7 +177,8 @@ def test_otlp_exports_the_stall_with_its_culprit_and_linked_victims(redis_factor
     assert stalls, [s.name for s in receiver.spans]
     stall = stalls[0]
     a = attributes(stall)
-    assert a["db.system.name"] == "redis" and a["server.port"] == server.port and a["server.address"]
+    assert a["db.system.name"] == "redis" and a["server.port"] == server.port and a["server.address"] == "node-7"
+    assert {"service.name": "redis-tracer", "host.name": "node-7"}.items() <= receiver.resource.items()
     assert a["db.operation.name"] == "DEL" and a["redis_tracer.stall.class"] == "bigkey"
     assert a["redis_tracer.stall.duration_ms"] >= 20 and stall.end_time_unix_nano > stall.start_time_unix_nano
     culprits = [s for s in receiver.spans if s.parent_span_id == stall.span_id]
@@ -193,7 +197,7 @@ def test_otlp_exports_the_stall_with_its_culprit_and_linked_victims(redis_factor
     lines = [line for line in json_lines(out) if line["event"] == "stall" and line["class"] == "bigkey"]
     assert lines and lines[0]["culprit"] == {"command": "DEL", "key": "big:hash",
                                              "client": lines[0]["culprit"]["client"]}
-    assert lines[0]["victims"] >= 1 and lines[0]["instance"].endswith(f":{server.port}")
+    assert lines[0]["victims"] >= 1 and lines[0]["instance"] == f"node-7:{server.port}"
 
 
 def test_a_collector_that_is_down_does_not_hold_the_agent_at_sigterm(redis_server):

@@ -9,6 +9,7 @@ client addresses are never attributes.
 """
 from __future__ import annotations
 
+import socket
 import threading
 
 TRACES_PATH = "/v1/traces"
@@ -30,7 +31,7 @@ class SpanExport:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        resource = Resource.create({"service.name": service_name, **({"host.name": host} if host else {})})
+        resource = Resource.create({"service.name": service_name, "host.name": host or socket.gethostname()})
         self.provider = TracerProvider(resource=resource)
         exporter = OTLPSpanExporter(endpoint=traces_url(endpoint), timeout=EXPORT_TIMEOUT_S)
         self.provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000,

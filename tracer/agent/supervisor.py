@@ -69,9 +69,9 @@ def unreadable_hint() -> str:
 
 
 class Agent:
-    def __init__(self, trace: TraceOptions, spans=None, out=None):
+    def __init__(self, trace: TraceOptions, spans=None, out=None, host: str | None = None):
         """trace: targets, stall/slow thresholds, poll interval (mode engine); spans: an otlp.SpanExport
-        (or None); out: where the stall lines go (stdout)."""
+        (or None); out: where the stall lines go (stdout); host: the host part of instance labels."""
         self.trace = trace
         self.spans = spans
         self.out = out or sys.stdout
@@ -80,7 +80,7 @@ class Agent:
         self.session = None
         self.pipeline = None
         self.labels: dict = {}              # pid -> (instance label, port) of the session's targets
-        self.host = socket.gethostname()
+        self.host = host or socket.gethostname()
         self.pid_ports: set = set()         # ports of --pid targets: where they come back after a restart
         self.said: set = set()              # messages about missing targets, said once each
         self.pending: deque = deque()       # (ts, pid, Request) waiting for a stall to claim them

@@ -31,6 +31,9 @@ def add_parser(sub):
     p.add_argument("--poll-ms", type=int, default=POLL_MS, help=f"ring buffer drain interval (default {POLL_MS})")
     p.add_argument("--listen", default=AGENT_LISTEN, metavar="ADDR:PORT",
                    help=f"where to serve Prometheus /metrics (default {AGENT_LISTEN})")
+    p.add_argument("--host-label", metavar="NAME",
+                   help="the host part of each instance label (NAME:PORT) and of server.address in spans "
+                        "(default: this host's name; in a pod, pass the node's name)")
     p.add_argument("--otlp-endpoint", metavar="URL",
                    help="export stalls and slow requests as spans to this OTLP/HTTP collector "
                         "(e.g. http://127.0.0.1:4318)")
@@ -52,10 +55,10 @@ def run(args) -> int:
         spans = None
         if args.otlp_endpoint:
             from tracer.agent.otlp import SpanExport
-            spans = SpanExport(args.otlp_endpoint)
+            spans = SpanExport(args.otlp_endpoint, host=args.host_label or "")
     except ImportError as err:
         raise TracerError(f"the agent needs {err.name}", NEEDS) from None
-    agent = Agent(options, spans=spans)
+    agent = Agent(options, spans=spans, host=args.host_label)
     server = metrics.serve(metrics.AgentCollector(agent.figures), addr, port)
     print(f"redis-tracer agent: serving /metrics on {addr}:{port}", file=sys.stderr, flush=True)
     try:
