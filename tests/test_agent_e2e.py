@@ -245,6 +245,8 @@ def instance_total(samples: dict, port: int) -> float:
 
 
 def test_agent_with_all_follows_a_new_redis_server_and_keeps_the_first_ones_counts(redis_factory):
+    """The next session compiles while the running one counts: requests to the followed server during
+    the compile are counted, none twice, and the agent sends the followed server nothing."""
     first = redis_factory()
     metrics_port = free_port()
     agent = TracerProcess("agent", "--all", "--listen", f"127.0.0.1:{metrics_port}")
@@ -252,12 +254,19 @@ def test_agent_with_all_follows_a_new_redis_server_and_keeps_the_first_ones_coun
         send(first.port, ("PING",), 200)
         wait_for(lambda: instance_total(scrape(metrics_port), first.port), 200.0, 15, "the first server's count")
         second = redis_factory()
+        wait_for(lambda: any("compiling the probes for" in line and str(second.pid) in line
+                             for line in agent.stderr_lines), True, 15, "the agent preparing the next session")
+        send(first.port, ("PING",), 150)        # while the next session compiles: the running one counts
+        wait_for(lambda: instance_total(scrape(metrics_port), first.port), 350.0, 5, "counted during the compile")
         wait_for(lambda: any(f"tracing pid {second.pid} " in line for line in agent.stderr_lines), True, 45,
                  "the agent following the new redis-server")
         send(second.port, ("INCR", "n"), 300, batch=30)
         send(first.port, ("PING",), 100)
         wait_for(lambda: instance_total(scrape(metrics_port), second.port), 300.0, 15, "the new server's count")
-        wait_for(lambda: instance_total(scrape(metrics_port), first.port), 300.0, 15, "the first server's count")
+        wait_for(lambda: instance_total(scrape(metrics_port), first.port), 450.0, 15, "the first server's count")
+        commands = {dict(labels)["command"] for (n, labels), v in scrape(metrics_port).items()
+                    if n == "redis_tracer_requests_total" and dict(labels)["instance"].endswith(f":{first.port}")}
+        assert commands == {"ping"}, commands       # no INFO/CONFIG/COMMAND of the agent's own
     finally:
         rc, _ = agent.stop(signal.SIGTERM)
     assert rc == 0, agent.stderr_text()

@@ -19,6 +19,7 @@ import time
 from collections import deque
 
 from tracer.agent.figures import AgentFigures
+from tracer.agent.handover import NextSession
 from tracer.agent.logs import stall_line
 from tracer.analyze.diagnosis import JOIN_NS
 from tracer.engine.layout import SLOTS
@@ -80,6 +81,7 @@ class Agent:
         self.session = None
         self.pipeline = None
         self.labels: dict = {}              # pid -> (instance label, port) of the session's targets
+        self.current: dict = {}             # pid -> Target of the session's targets
         self.host = host or socket.gethostname()
         self.pid_ports: set = set()         # ports of --pid targets: where they come back after a restart
         self.said: set = set()              # messages about missing targets, said once each
@@ -90,6 +92,7 @@ class Agent:
         self.stop = None
         self.dead: set = set()              # pids of the session's targets that exited
         self.skipped: set = set()           # redis-servers found but not followed (unreadable, no slot left)
+        self.next: NextSession | None = None    # the next session, compiling while this one counts
 
     # -- scrape side ---------------------------------------------------------------------------------
     def figures(self) -> AgentFigures:
@@ -150,21 +153,35 @@ class Agent:
                        f"pids {', '.join(str(t.pid) for t in targets[SLOTS:])} are not traced")
             self.skipped.update(t.pid for t in targets[SLOTS:])
             targets = targets[:SLOTS]
+        # Nothing is sent to a server the running session follows (it would count our own queries):
+        # its version and config are kept from its attach, and the servers not followed yet come
+        # first, so the engine asks one of those for its command table.
         for t in targets:
-            t.info = query_redis_info(t, o.credentials)
-        return targets
+            known = self.current.get(t.pid)
+            t.info = known.info if known is not None else query_redis_info(t, o.credentials)
+        return sorted(targets, key=lambda t: t.pid in self.current)
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self) -> int:
         self.stop = runner.StopFlag()
         try:
             while not self.stop.stopped:
-                targets = self.find_targets()
-                if not targets:
-                    self._sleep(RESCAN_S)
-                    continue
+                session = None
+                if self.next is not None:
+                    nxt, self.next = self.next, None
+                    targets = nxt.targets
+                    try:
+                        session = nxt.take()
+                    except TracerError as err:
+                        say(f"attaching failed: {err.line()}; trying again")
+                        continue
+                else:
+                    targets = self.find_targets()
+                    if not targets:
+                        self._sleep(RESCAN_S)
+                        continue
                 try:
-                    reason = self._trace(targets)
+                    reason = self._trace(targets, session)
                 except TracerError as err:
                     say(f"attaching failed: {err.line()}; trying again in {retry:g} s")
                     self._sleep(retry)
@@ -176,6 +193,9 @@ class Agent:
                 say(f"re-attaching ({reason})")
         finally:
             self.stop.restore()
+            if self.next is not None:
+                self.next.cancel()
+                self.next = None
             if self.spans is not None:
                 self._flush_pending(None)
                 self.spans.close()
@@ -187,8 +207,9 @@ class Agent:
         while not self.stop.stopped and time.monotonic() < deadline:
             time.sleep(0.1)
 
-    def _trace(self, targets: list) -> str:
-        session = runner.attach(self.trace, targets)
+    def _trace(self, targets: list, session=None) -> str:
+        """Trace until a signal or a reason to attach again; session: attached already (a handover)."""
+        session = session or runner.attach(self.trace, targets)
         try:
             self.said.clear()
             self.dead = set()
@@ -198,6 +219,7 @@ class Agent:
             with self.lock:
                 self.session, self.pipeline = session, pipeline
                 self.labels = {t.pid: (self.instance_label(t), t.port) for t in targets}
+                self.current = {t.pid: t for t in targets}
             for t in targets:
                 say(f"tracing {t.describe()} as instance {self.labels[t.pid][0]}")
 
@@ -236,6 +258,17 @@ class Agent:
                     say(f"redis-server pid {pid} ({self.labels[pid][0]}) exited")
             self.pipeline.advance(now)
             self._flush_pending(now)
+        if self.next is not None:       # compiling: switch once it is ready (or has failed)
+            return self.next.reason if self.next.ready.is_set() else None
+        reason = self._reattach_reason()
+        if reason:
+            targets = self.find_targets()
+            if targets:
+                say(f"compiling the probes for {len(targets)} redis-server(s) ({reason}); counting goes on meanwhile")
+                self.next = NextSession(self.trace, targets, reason)
+        return None
+
+    def _reattach_reason(self) -> str | None:
         if self.trace.all_instances:
             new = set(redis_pids()) - set(self.labels) - self.skipped
             if new and (self.dead or len(self.labels) < SLOTS):

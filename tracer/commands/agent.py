@@ -6,6 +6,7 @@ re-attaches when a traced Redis restarts or, with --all, when a new redis-server
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from tracer.credentials import add_credential_args
@@ -45,7 +46,9 @@ def add_parser(sub):
 def run(args) -> int:
     if not (args.pid or args.port or args.all):
         raise TracerError("agent needs its targets: --port, --pid or --all")
-    options = TraceOptions.from_args(args)
+    # no INFO sampler: its connections, opened while a running session follows the server (a handover),
+    # would be counted as requests; the agent's outputs do not use INFO
+    options = dataclasses.replace(TraceOptions.from_args(args), info_every_s=0)
     try:
         from tracer.agent import metrics
         from tracer.agent.preflight import require_agent_privileges

@@ -136,8 +136,12 @@ def new_session(options: TraceOptions, targets: list[Target]) -> ProbeSession:
                         ringbuf_pages=options.ringbuf_pages)
 
 
-def attach(options: TraceOptions, targets: list[Target]) -> ProbeSession:
+def attach(options: TraceOptions, targets: list[Target], on_session=None) -> ProbeSession:
+    """on_session(session): called with the new session before it compiles (the agent gates its
+    programs' attach there, to switch from a running session)."""
     session = new_session(options, targets)
+    if on_session is not None:
+        on_session(session)
     # connected before the attach, which marks its fds ignored; sampled by drain_loop's side
     sampler = InfoSampler(targets, options.credentials, options.info_every_s)
     session.ignore_fds |= sampler.server_fds
