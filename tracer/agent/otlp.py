@@ -15,7 +15,7 @@ import threading
 TRACES_PATH = "/v1/traces"
 SCOPE = "redis-tracer"
 EXPORT_TIMEOUT_S = 5.0      # one export to the collector; a collector that is down must not hold the agent
-CLOSE_TIMEOUT_S = 10.0      # the flush at SIGTERM, well inside the unit's TimeoutStopSec=30
+CLOSE_TIMEOUT_S = 5.0       # the flush at SIGTERM, well inside the unit's TimeoutStopSec=30
 
 
 def traces_url(endpoint: str) -> str:
