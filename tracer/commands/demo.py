@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 import sys
 
-from tracer.errors import TracerError
+from tracer.errors import UsageError
 from tracer.options import TraceOptions
 from tracer.runtime import runner, session
 
@@ -51,7 +51,7 @@ def run(args) -> int:
 
     options = TraceOptions.from_args(args)
     if not 1 <= args.clients <= 32:
-        raise TracerError(f"--clients must be between 1 and 32, not {args.clients}")
+        raise UsageError(f"--clients must be between 1 and 32, not {args.clients}")
     require_tracing_privileges()  # before starting anything
     old = {s: signal.signal(s, _raise_hangup) for s in (signal.SIGTERM, signal.SIGHUP)}
     # AOF everysec gives the AOF panel something to show; automatic rewrites (on by default) keep the

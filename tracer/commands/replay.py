@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from tracer.errors import TracerError
+from tracer.errors import UsageError
 from tracer.options import REFRESH_HZ, check_refresh, check_stall_ms
 from tracer.runtime import session
 
@@ -23,7 +23,7 @@ def add_parser(sub):
 
 def run(args) -> int:
     if not args.max and args.speed <= 0:
-        raise TracerError(f"--speed must be positive, not {args.speed:g}")
+        raise UsageError(f"--speed must be positive, not {args.speed:g}")
     check_refresh(args.refresh)
     if args.stall_ms is not None:
         check_stall_ms(args.stall_ms)

@@ -8,7 +8,7 @@ from tracer.kernel.bpf_session import ENGINE_PROBES, ProbeSession
 from tracer.engine import aggregates, layout
 from tracer.engine.commands import CommandTable, table_for_port
 from tracer.engine.snapshot import EngineSnapshot, read_snapshot
-from tracer.errors import TracerError
+from tracer.errors import TracerError, UsageError
 from tracer.options import STALL_MS     # as `live --stall-ms`; slow records default to a fifth of it
 
 
@@ -28,7 +28,7 @@ class EngineConfig:
 
     def cflags(self, pids) -> list[str]:
         if self.sample < 0:
-            raise TracerError(f"--sample must be 0 or positive, not {self.sample}")
+            raise UsageError(f"--sample must be 0 or positive, not {self.sample}")
         slots = "".join(f"(t)=={pid}?{slot}:" for slot, pid in enumerate(pids)) + "0"
         return [f"-DENG_SLOW_NS={self.slow_ns}ULL", f"-DENG_STALL_NS={self.stall_ns}ULL",
                 f"-DENG_SAMPLE={int(self.sample)}", f"-DENG_SLOT_OF(t)=({slots})"]
@@ -39,7 +39,7 @@ class EngineSession(ProbeSession):
 
     def __init__(self, targets, config: EngineConfig | None = None, table: CommandTable | None = None, **kwargs):
         if len(targets) > layout.SLOTS:
-            raise TracerError(f"the engine follows at most {layout.SLOTS} instances, not {len(targets)}",
+            raise UsageError(f"the engine follows at most {layout.SLOTS} instances, not {len(targets)}",
                               "name fewer targets with --port/--pid")
         self.config = config or EngineConfig()
         self.slot_pids = {slot: t.pid for slot, t in enumerate(targets)}

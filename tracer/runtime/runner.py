@@ -7,7 +7,7 @@ import sys
 import time
 
 from tracer.credentials import HOW_TO_AUTHENTICATE, add_credential_args
-from tracer.errors import Interrupted, TracerError
+from tracer.errors import Interrupted, TracerError, UsageError
 from tracer.kernel.bpf_session import ProbeSession
 from tracer.kernel.privileges import require_tracing_privileges
 from tracer.kernel.target import Target, find_target, query_redis_info, redis_pids
@@ -103,7 +103,7 @@ def resolve_targets(options: TraceOptions) -> list[Target]:
     pids, ports = options.pids, options.ports
     if options.all_instances:
         if pids or ports:
-            raise TracerError("--all traces every redis-server: do not combine it with --pid/--port")
+            raise UsageError("--all traces every redis-server: do not combine it with --pid/--port")
         targets = [find_target(pid=pid) for pid in redis_pids()]
         if not targets:
             raise TracerError("no redis-server is running", "start one, or pass --pid/--port")

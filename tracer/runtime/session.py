@@ -133,7 +133,9 @@ def close_recording(writer, pipeline: Pipeline | None, failure: BaseException | 
                "requests": pipeline.requests if pipeline is not None else 0,
                "lost_events": pipeline.lost_events if pipeline is not None else 0}
     if failure is None:
-        writer.write_trailer({"requests": summary["requests"], "lost_events": summary["lost_events"]})
+        # the detach time (the records' clock): durations and rates of a report run attach to detach
+        writer.write_trailer({"requests": summary["requests"], "lost_events": summary["lost_events"],
+                              "detached_ns": time.monotonic_ns()})
         writer.close()
     else:
         writer.close(aborted=str(failure) or type(failure).__name__)
