@@ -113,6 +113,7 @@ class TraceOptions:
     record_path: str | None = None
     mode: str = MODE
     slow_ms: float | None = None    # engine mode: requests this slow go up as records (None: stall_ms / 5)
+    commands: tuple = ()            # trace --command: engine mode sends records only for these commands
     credentials: Credentials = NO_CREDENTIALS   # for the one query of each target before attaching
     patterns: PatternOptions = PatternOptions()
     info_every_s: float = INFO_EVERY_S
@@ -146,4 +147,5 @@ class TraceOptions:
                    ringbuf_pages=get("ringbuf_pages", RINGBUF_PAGES), show_values=bool(get("show_values", False)),
                    stall_ms=get("stall_ms", STALL_MS), refresh_hz=get("refresh", REFRESH_HZ),
                    record_path=given.get("record"), mode=get("mode", MODE), slow_ms=given.get("min_ms"),
+                   commands=tuple(get("command", ())),
                    credentials=credentials_from_args(args))

@@ -130,7 +130,7 @@ def new_session(options: TraceOptions, targets: list[Target]) -> ProbeSession:
         from tracer.engine.session import EngineConfig, EngineSession
 
         return EngineSession(targets, EngineConfig(stall_ms=options.stall_ms, slow_ms=options.slow_ms,
-                                                      sample=ENGINE_SAMPLE),
+                                                      sample=ENGINE_SAMPLE, commands=options.commands),
                              capture_max=options.capture_bytes, ringbuf_pages=options.ringbuf_pages)
     return ProbeSession(targets, exec_probes=options.exec_probes, capture_max=options.capture_bytes,
                         ringbuf_pages=options.ringbuf_pages)
