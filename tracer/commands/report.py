@@ -5,7 +5,7 @@ import json
 import sys
 
 from tracer.commands import cli_help
-from tracer.options import STALL_MS
+from tracer.options import STALL_MS, check_stall_ms
 
 EXAMPLES = """\
   redis-tracer report run.rtrace                 # the diagnosis: stalls, commands, keys, AOF
@@ -36,6 +36,8 @@ def run(args) -> int:
     from tracer.views.progress import file_progress
 
     window = Window.from_args(args)
+    if args.stall_ms is not None:
+        check_stall_ms(args.stall_ms)   # -1 was taken, and found no stall
     recorder = Log2Recorder()
     with file_progress(f"report {args.file}") as progress:
         header, pipeline = offline.analyse(args.file, args.stall_ms, on_request=recorder.on_request, window=window,

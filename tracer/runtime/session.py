@@ -21,6 +21,7 @@ from tracer.kernel.bpf_session import probe_mode
 from tracer.options import REFRESH_HZ, STALL_MS, TraceOptions
 from tracer.runtime import offline, runner
 from tracer.runtime.pipeline import Pipeline
+from tracer.runtime.window import covered_s
 from tracer.schema import Report, ScreenHeader, Snapshot, TraceHeader
 
 REPLAY_BATCH = 2048         # records fed to the pipeline at once during a paced replay
@@ -149,7 +150,7 @@ class Result:
     snapshot: Snapshot      # the last frame
     header: ScreenHeader
     reason: str             # why it stopped: "duration", "SIGINT", "target exited", "end of file", ...
-    elapsed_s: float = 0.0  # wall time traced (attach to stop); 0 for a replay
+    elapsed_s: float = 0.0  # time traced: attach to stop (a replay: as its file says; 0 when it does not)
     recorded: dict | None = None   # records/requests/lost_events written to the trace file
 
 
@@ -250,8 +251,9 @@ class Player:
 
 
 def replay(path: str, *, speed: float | None, stall_ms: float | None = None, refresh_hz: float | None = None,
-           mode: str = "auto") -> Result:
-    """A recording through the same pipeline and screen as live mode, on the trace clock."""
+           mode: str = "auto", progress=None) -> Result:
+    """A recording through the same pipeline and screen as live mode, on the trace clock.
+    progress(done_bytes, total_bytes) after each batch (replay --max)."""
     reader = offline.open_trace(path)
     header = TraceHeader.from_json(reader.header)
     pipeline = offline.pipeline_for(header, stall_ms)
@@ -262,8 +264,12 @@ def replay(path: str, *, speed: float | None, stall_ms: float | None = None, ref
     try:
         with screen(pick_mode(mode), frames) as show:
             player = Player(pipeline, speed, show, 1.0 / (refresh_hz or REFRESH_HZ))
+            fed = 0
             for raw in reader.records():
                 player.feed(raw)
+                fed += 1
+                if progress is not None and not fed % REPLAY_BATCH:
+                    progress(reader.offset, reader.size)
             player.flush()
     except KeyboardInterrupt:
         reason = "interrupted"
@@ -271,7 +277,11 @@ def replay(path: str, *, speed: float | None, stall_ms: float | None = None, ref
     pipeline.finish()
     offline.print_warnings(reader)
     frames()
-    return Result(pipeline.report(header.first_target), frames.snapshot, frames.header, reason)
+    detached = (reader.trailer or {}).get("detached_ns")
+    # traced for attach to detach when the file says them (not the first-to-last request span)
+    elapsed = covered_s(header.attached_ns, detached if type(detached) is int else None,
+                        pipeline.stitcher.first_ts, pipeline.stitcher.last_ts) if header.attached_ns else 0.0
+    return Result(pipeline.report(header.first_target), frames.snapshot, frames.header, reason, elapsed)
 
 
 # -- the end of a run ------------------------------------------------------------------------------------------
