@@ -9,6 +9,11 @@ from tracer.options import TraceOptions
 from tracer.runtime import runner
 
 
+EXAMPLES = """\
+  redis-tracer count --duration 5               # syscalls the probes saw per kind, in 5 s
+  redis-tracer count --port 6379 --json"""
+
+
 def add_parser(sub):
     p = sub.add_parser("count", help="count traced syscalls per kind (a probe smoke test)")
     runner.add_target_args(p)

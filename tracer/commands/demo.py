@@ -19,6 +19,12 @@ from tracer.runtime import runner, session
 DEMO_POLL_MS = 50   # the demo's own small server: drain often, for a lively screen
 
 
+EXAMPLES = """\
+  redis-tracer demo                             # 30 s of a throw-away Redis with trouble built in
+  redis-tracer demo --duration 60 --engine      # the same through the always-on engine
+  redis-tracer demo --no-dashboard | tee demo.log   # plain summary blocks instead of the screen"""
+
+
 def add_parser(sub):
     p = sub.add_parser("demo", help="trace a throw-away redis-server under a mixed workload with a BigKey, "
                                     "a slow script, a cache stampede and an inventory race, live")

@@ -180,8 +180,12 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
                 next_counters = now + COUNTERS_S
             if tick is not None and now >= next_tick:
                 consume(aggregates(session))    # the engine's histograms, once per refresh
-                tick()
-                next_tick = now + tick_s
+                if tick():                      # a tick may end the run (live --count)
+                    reason = "count"
+                    break
+                next_tick += tick_s             # steady intervals (live --interval), not drifting ones
+                if next_tick <= now:
+                    next_tick = now + tick_s
             if stop.stopped:
                 reason = stop.reason
                 break

@@ -83,8 +83,36 @@ def pick_mode(mode: str) -> str:
 
 
 @contextlib.contextmanager
-def screen(mode: str, frames: Frames):
-    """A show() callable for the run's mode: "dashboard" | "plain" | "quiet"."""
+def screen(mode: str, frames: Frames, count: int | None = None, interval_s: float | None = None):
+    """A show() callable for the run's mode: "dashboard" | "plain" | "quiet", or "json-intervals" |
+    "plain-intervals" (one JSON line / plain block per interval of its own figures: live --interval).
+    With `count`, show() returns True once it has shown that many (the run then ends)."""
+    if count:
+        with screen(mode, frames, None, interval_s) as inner:
+            shown = 0
+
+            def show():
+                nonlocal shown
+                inner()
+                shown += 1
+                return shown >= count
+            yield show
+        return
+    if mode in ("json-intervals", "plain-intervals"):
+        from tracer.dashboards.plain import summary_block
+        from tracer.runtime.intervals import IntervalMeter, interval_json
+
+        meter = IntervalMeter(frames.pipeline, interval_s or 1.0)
+
+        def show():
+            snap = meter.next(frames()[0])
+            if mode == "json-intervals":
+                print(interval_json(meter.index, meter.interval_s, snap), flush=True)
+            else:
+                header = dataclasses.replace(frames.header, rps=snap.rps, lost_events=snap.lost_events)
+                print(summary_block(snap, header), flush=True)
+        yield show
+        return
     if mode == "dashboard":
         from rich.console import Console
         from rich.live import Live
@@ -155,7 +183,7 @@ class Result:
 
 
 def run_traced(options: TraceOptions, targets: list, *, title: str = "live", mode: str = "auto",
-               on_attached=None, on_stop=None, overwrite: bool = False) -> Result:
+               on_attached=None, on_stop=None, overwrite: bool = False, count: int | None = None) -> Result:
     """Attach, analyse until stopped, detach. mode: "dashboard" | "plain" | "quiet" | "auto".
     on_attached() runs right after the probes are attached (demo starts its workload there);
     on_stop() right after the drain loop ends. With options.record_path every record is also
@@ -181,7 +209,7 @@ def run_traced(options: TraceOptions, targets: list, *, title: str = "live", mod
         if on_attached is not None:
             on_attached()
         try:
-            with screen(mode, frames) as show:
+            with screen(mode, frames, count, options.tick_s) as show:
                 reason = runner.drain_loop(session, pipeline.feed, options.duration, options.poll_ms,
                                            tick=show, tick_s=options.tick_s)
         finally:

@@ -1,0 +1,43 @@
+"""`live --interval S --count N` through the real CLI: one JSON line (or plain block) per interval when
+stdout is not a terminal, each with that interval's own figures, and the run ends after N intervals."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tracer_proc import TracerProcess
+
+pytestmark = pytest.mark.bpf
+
+
+@pytest.mark.parametrize("mode", ("--full", "--engine"))
+def test_json_line_per_interval_with_its_own_counts(redis_server, mode):
+    tracer = TracerProcess("live", "--port", str(redis_server.port), mode, "--interval", "1", "--count", "3")
+    client = redis_server.client()
+    for i in range(300):
+        client.get(f"k{i}")
+    client.close()
+    rc, out = tracer.wait(timeout=60)
+    assert rc == 0, tracer.stderr_text()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["interval"] for line in lines] == [1, 2, 3] and all(line["interval_s"] == 1.0 for line in lines)
+    gets = [line["commands"].get("GET", {}).get("count", 0) for line in lines]
+    assert sum(gets) == 300, gets              # cumulative figures would count them again in each line
+    assert gets[-1] == 0 and lines[-1]["requests"] == 0, lines[-1]
+    busy = [line for line in lines if line["commands"].get("GET")]
+    assert all(line["commands"]["GET"]["p99_us"] > 0 and line["rps"] == line["requests"] for line in busy)
+    assert "redis-tracer: traced redis-server" in tracer.stderr_text()   # the summary, on stderr
+
+
+def test_plain_block_per_interval(redis_server):
+    tracer = TracerProcess("live", "--port", str(redis_server.port), "--interval", "0.5", "--count", "2", "--plain")
+    client = redis_server.client()
+    for i in range(50):
+        client.set(f"k{i}", "v")
+    client.close()
+    rc, out = tracer.wait(timeout=60)
+    assert rc == 0, tracer.stderr_text()
+    intervals = out.split("redis-tracer: traced ")[0]      # the final summary follows them
+    assert sum(line.startswith("== ") for line in intervals.splitlines()) == 2
+    assert intervals.count("\n  SET ") == 1     # in the interval that had them only
