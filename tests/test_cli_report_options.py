@@ -167,3 +167,26 @@ def test_progress_bar_only_on_a_terminal(tmp_path):
         assert rc == 0 and f"{args[0]} {path}" in drawn and "━" in drawn, (args, drawn[-500:])
         piped = cli(*args)
         assert piped.returncode == 0 and "━" not in piped.stderr and f"{args[0]} {path}" not in piped.stderr, args
+
+
+def test_diagnose_a_recording_window_and_fail_on_stall(tmp_path):
+    s = Stream()
+    s.accept(7, 40000)
+    s.read(7, cmd("GET", "a"))
+    s.write(7, bulk(b"v"))
+    s.at(3_000_000)                                 # a 120 ms stall at 3 s
+    s.loop(3_000_000, 3_120_000)
+    s.at(3_200_000)
+    s.read(7, cmd("GET", "b"))
+    s.write(7, bulk(b"v"))
+    path = str(tmp_path / "stall.rtrace")
+    with TraceWriter(path, {"targets": [{"pid": s.pid}], "stall_ms": 50, "attached_ns": T0}) as w:
+        w.write_many(s.raw())
+        w.write_trailer({"detached_ns": T0 + 5 * 10**9})
+    whole = cli("diagnose", path, "--fail-on-stall")
+    assert whole.returncode == 3 and "(--fail-on-stall)" in whole.stderr
+    assert "Stalls (main thread busy >= 50 ms): 1" in whole.stdout and " for 5.0 s: " in whole.stdout
+    before = cli("diagnose", path, "--until", "2", "--fail-on-stall", "--json")
+    assert before.returncode == 0 and json.loads(before.stdout)["stalls"] == []
+    assert cli("diagnose", path).returncode == 0
+    assert cli("diagnose", "--since", "2").returncode == 2          # a window needs a recording
