@@ -147,5 +147,5 @@ class TraceOptions:
                    ringbuf_pages=get("ringbuf_pages", RINGBUF_PAGES), show_values=bool(get("show_values", False)),
                    stall_ms=get("stall_ms", STALL_MS), refresh_hz=get("refresh", REFRESH_HZ),
                    record_path=given.get("record"), mode=get("mode", MODE), slow_ms=given.get("min_ms"),
-                   commands=tuple(get("command", ())),
+                   commands=tuple(get("commands", ())),
                    credentials=credentials_from_args(args))

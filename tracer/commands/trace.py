@@ -45,7 +45,7 @@ def add_parser(sub):
     p.add_argument("--min-ms", type=float, metavar="MS",
                    help="only requests at least this slow (with --engine it is the kernel's threshold, so "
                         "only those come up)")
-    p.add_argument("--command", type=_commands, metavar="CMD[,CMD...]",
+    p.add_argument("--command", dest="commands", type=_commands, metavar="CMD[,CMD...]",
                    help="only these commands, e.g. GET,SET (a name matches its subcommands: CLIENT; with "
                         "--engine the kernel filters)")
     p.add_argument("--client", metavar="ADDR",

@@ -161,8 +161,9 @@ def analyse(path: str, stall_ms: float | None = None, on_request=None, on_sync=N
     if not cut_short and reader.trailer:
         detached = reader.trailer.get("detached_ns")
         header.detached_ns = detached if type(detached) is int and detached > 0 else None
+    # files older than the attach time keep the analysis' own span (first to last request)
     pipeline.covered_s = covered_s(header.attached_ns, header.detached_ns, first, hi if cut_short else last,
-                                   lo, hi)
+                                   lo, hi) if header.attached_ns else None
     return header, pipeline
 
 

@@ -122,7 +122,7 @@ def screen(mode: str, frames: Frames, count: int | None = None, interval_s: floa
         dash = Dashboard()
         # The alternate screen: whole-frame redraws that tmux and resizes handle cleanly, and the
         # scrollback keeps only the final summary.
-        with Live(console=Console(), screen=True, auto_refresh=False, redirect_stdout=True,
+        with Live(console=Console(highlight=False), screen=True, auto_refresh=False, redirect_stdout=True,
                   redirect_stderr=True) as live:
             def show():
                 live.update(dash.render(*frames()), refresh=True)
