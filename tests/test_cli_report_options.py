@@ -190,3 +190,46 @@ def test_diagnose_a_recording_window_and_fail_on_stall(tmp_path):
     assert before.returncode == 0 and json.loads(before.stdout)["stalls"] == []
     assert cli("diagnose", path).returncode == 0
     assert cli("diagnose", "--since", "2").returncode == 2          # a window needs a recording
+
+
+def run_on_a_terminal_stdout(*args, env=None):
+    """The CLI with stdout on a pseudo-terminal (the dashboard): the bytes it drew."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "tracer", *args], cwd=REPO, stdout=slave,
+                            stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "120", "LINES": "40",
+                                                         "TERM": "xterm-256color", **(env or {})})
+    os.close(slave)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    proc.wait(timeout=120)
+    os.close(master)
+    return proc.returncode, drawn.decode(errors="replace")
+
+
+FIXTURE = os.path.join(REPO, "tests", "fixtures", "single.rtrace")
+
+
+def test_plain_output_fits_80_columns_without_splitting_words():
+    text = cli("report", FIXTURE).stdout
+    assert max(len(line) for line in text.splitlines()) <= 80
+    flat = " ".join(text.split())
+    # long lines wrapped between words: the whole sentences are still there, word by word
+    assert "redis-tracer: traced redis-server pid 7286 (port 54549, redis 7.0.15) for 0.5 s: 762 requests" in flat
+    advice = [line for line in text.splitlines() if line.strip().startswith("advice:")]
+    assert advice and all(not line.endswith("-") for line in text.splitlines())
+
+
+def test_dashboard_without_highlighter_and_with_no_color():
+    rc, drawn = run_on_a_terminal_stdout("replay", FIXTURE, "--max")
+    assert rc == 0 and "\x1b[" in drawn
+    assert "redis 7.0.15" in drawn or "7.0.15" in drawn     # one run of text: no colour change inside
+    rc, drawn = run_on_a_terminal_stdout("replay", FIXTURE, "--max", env={"NO_COLOR": "1"})
+    colours = [code for code in ("\x1b[3", "\x1b[9", "38;5;", "38;2;") if code in drawn]
+    assert rc == 0 and not colours, colours
