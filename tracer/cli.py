@@ -10,7 +10,8 @@ from tracer.commands import cli_help
 from tracer.errors import EXIT_USAGE, TracerError
 
 # Order is the order `--help` lists them. A module that is not there yet is simply not offered.
-COMMANDS = ["demo", "live", "trace", "diagnose", "record", "replay", "report", "export", "count", "doctor"]
+COMMANDS = ["demo", "live", "trace", "diagnose", "record", "replay", "report", "export", "count", "doctor",
+            "completion"]
 
 EXAMPLES = """\
   redis-tracer doctor                         # can this machine trace?
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_help.decorate(sub_parser, getattr(module, "EXAMPLES", None))
         sub_parser.set_defaults(run=module.run)
         parser.command_parsers[name] = sub_parser
+    parser.set_defaults(root_parser=parser)     # `completion` walks the whole parser
     return parser
 
 
@@ -57,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
+        if getattr(args, "ebpf", False):        # bcc's tools' --ebpf: the program, not a run
+            from tracer.options import TraceOptions
+            from tracer.runtime import runner
+
+            options = TraceOptions.from_args(args)
+            return runner.print_program(options, runner.ebpf_targets(options) if "pid" in args else [])
         return int(args.run(args) or 0)
     except TracerError as err:
         print(f"redis-tracer: {err.line()}", file=sys.stderr)

@@ -31,6 +31,7 @@ def add_parser(sub):
     p.add_argument("--duration", type=float, default=30, metavar="S", help="seconds to run (default 30)")
     runner.add_analysis_args(p)
     runner.add_mode_args(p)
+    runner.add_ebpf_arg(p)
     p.add_argument("--no-dashboard", action="store_true",
                    help="no live screen: print a plain summary block per refresh instead")
     p.add_argument("--clients", type=int, default=4, help="workload client threads (default 4)")

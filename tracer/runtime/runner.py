@@ -41,6 +41,41 @@ def add_target_args(parser, duration_default=None) -> None:
                              "needs --full)")
     add_mode_args(parser)
     add_credential_args(parser)
+    add_ebpf_arg(parser)
+
+
+def add_ebpf_arg(parser) -> None:
+    parser.add_argument("--ebpf", action="store_true",
+                        help="print the BPF C program and its compile flags for these options, then exit "
+                             "(nothing is attached)")
+
+
+def print_program(options: TraceOptions, targets: list[Target], out=None) -> int:
+    """`--ebpf`: the probes' C text with the flags bcc would compile it with, as bcc's tools print theirs."""
+    try:
+        from bcc import BPF
+    except ImportError:
+        BPF = None      # the optional-syscall flags need bcc; the rest is known without it
+    session = new_session(options, targets)
+    text, cflags = session.program(BPF)
+    out = out or sys.stdout
+    pids = " ".join(str(t.pid) for t in targets)
+    out.write(f"/* redis-tracer: probes {', '.join(session.probes)}; "
+              f"{f'redis-server pid {pids}' if pids else 'no target: no pid filter'}; compiled by bcc with:\n")
+    out.write("".join(f" *   {flag}\n" for flag in cflags) + " */\n")
+    out.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def ebpf_targets(options: TraceOptions) -> list[Target]:
+    """The targets `--ebpf` shows the program for: those named, else the only one running, else none
+    (the program is then shown without a pid filter)."""
+    if options.pids or options.ports or options.all_instances:
+        return resolve_targets(options)
+    try:
+        return resolve_targets(options)
+    except TracerError:
+        return []
 
 
 def add_mode_args(parser) -> None:
