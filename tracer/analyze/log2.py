@@ -2,15 +2,20 @@
 distribution`): bucket i holds values whose bit length is i, so bucket 1 is 0-1 us, 2 is 2-3 us, 3 is
 4-7 us, ... Per command and per phase; `report --hist` draws them, `report --json` carries the counts.
 
-Full path: every request's own values (exact). Engine mode: the kernel's log-linear buckets folded
-into log2 ones by their midpoints (a kernel bucket is at most 1/16 of its lower bound wide).
+Per command from the log-linear histograms the analysis keeps anyway (the Analyzer's, 64 sub-buckets
+per power of two, or the kernel's, 16), folded into log2 buckets by their midpoints; per phase from
+every stitched request's own values (PhaseLog2) on the full path, from the kernel's phase histograms
+in engine mode.
 """
 from __future__ import annotations
+
+from operator import attrgetter
 
 from tracer.stitch.model import PHASES
 
 UNIT = "usecs"
 STARS = 40
+SLOTS = 56                  # a u64 of ns is below 2^54 us: every difference of record timestamps fits
 
 
 def log2_index(us: int) -> int:
@@ -25,7 +30,7 @@ class Log2Histogram:
         self.counts: list[int] = list(counts or [])
 
     def add_ns(self, ns: int, n: int = 1) -> None:
-        idx = log2_index(ns // 1000)
+        idx = min(log2_index(ns // 1000), SLOTS - 1)
         counts = self.counts
         if idx >= len(counts):
             counts.extend([0] * (idx + 1 - len(counts)))
@@ -36,27 +41,42 @@ class Log2Histogram:
         return sum(self.counts)
 
     def to_json(self) -> list[int]:
-        return list(self.counts)
+        """The counts up to the last non-empty bucket."""
+        last = max((i for i, n in enumerate(self.counts) if n), default=-1)
+        return list(self.counts[:last + 1])
 
 
-class Log2Recorder:
-    """Fed every stitched request (an on_request callback): per-command and per-phase log2 histograms."""
+_TIMES = attrgetter("reply_end_ts", "arrival_ts", "read_start_ts", "wake_ts", "read_end_ts", "exec_start_ts",
+                    "exec_end_ts", "reply_start_ts")
+
+
+class PhaseLog2:
+    """Fed every stitched request (an on_request callback): a log2 histogram per phase. The phase
+    arithmetic is stitch.model.Request's properties inlined: `report --json` pays it per request."""
 
     def __init__(self):
-        self.commands: dict[str, Log2Histogram] = {}
-        self.phases: dict[str, Log2Histogram] = {p: Log2Histogram() for p in PHASES}
+        self.phases: dict[str, Log2Histogram] = {p: Log2Histogram([0] * SLOTS) for p in PHASES}
+        self._sq, self._wait, self._exec, self._rw = (self.phases[p].counts for p in PHASES)
 
     def on_request(self, req) -> None:
-        latency = req.latency_ns
-        if latency is None:
-            return
-        hist = self.commands.get(req.command)
-        if hist is None:
-            hist = self.commands[req.command or "?"] = Log2Histogram()
-        hist.add_ns(latency)
-        for phase, ns in zip(PHASES, (req.socket_queue_ns, req.wait_ns, req.exec_ns, req.reply_write_ns)):
-            if ns is not None and ns >= 0:
-                self.phases[phase].add_ns(ns)
+        end, arr, rs, wake, re_, es, ee, ps = _TIMES(req)
+        if rs:
+            woke = arr and wake and arr <= wake <= rs
+            if arr:
+                sq = (wake if woke else rs) - arr
+                self._sq[(sq // 1000).bit_length() or 1 if sq > 0 else 1] += 1
+            wait = (rs - wake) if woke else 0
+            if es and re_ and es > re_:
+                wait += es - re_
+            if ps and ee and ps > ee:
+                wait += ps - ee
+            self._wait[(wait // 1000).bit_length() or 1] += 1
+        if es and ee:
+            ex = ee - es
+            self._exec[(ex // 1000).bit_length() or 1 if ex > 0 else 1] += 1
+        if ps and end:
+            rw = end - ps
+            self._rw[(rw // 1000).bit_length() or 1 if rw > 0 else 1] += 1
 
 
 def from_buckets(buckets, bucket_value) -> Log2Histogram:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import math
 import sys
 
-from tracer.analyze.log2 import Log2Recorder, from_buckets, histograms_json
+from tracer.analyze.histogram import bucket_value as full_bucket_value
+from tracer.analyze.log2 import PhaseLog2, from_buckets, histograms_json
 from tracer.engine.histogram import bucket_value as engine_bucket_value
 from tracer.kernel import events
 from tracer.options import STALL_MS, STALL_MS_MAX
@@ -167,16 +168,18 @@ def analyse(path: str, stall_ms: float | None = None, on_request=None, on_sync=N
     return header, pipeline
 
 
-def log2_histograms(pipeline, recorder: Log2Recorder) -> dict:
-    """The log2 histograms of a run: the recorder's (every stitched request) on the full path, the
-    kernel's buckets folded to log2 in engine mode (its requests are only the ones sent up)."""
+def log2_histograms(pipeline, phases: PhaseLog2) -> dict:
+    """The log2 histograms of a run: per command from the analysis' own histograms (the kernel's in
+    engine mode), per phase from `phases` (every stitched request) or the kernel's phase histograms."""
     engine = pipeline.engine
     if engine is None or not engine.active:
-        return histograms_json(recorder.commands, recorder.phases)
+        commands = {name: from_buckets(c.hist.counts, full_bucket_value)
+                    for name, c in pipeline.analyzer.commands.items()}
+        return histograms_json(commands, phases.phases)
     commands = {name: from_buckets(hist.buckets, engine_bucket_value) for name, (_, hist) in engine.merged().items()}
-    phases = {name: from_buckets(hist.buckets, engine_bucket_value)
-              for name, hist in engine.phase_histograms().items()}
-    return histograms_json(commands, phases)
+    kernel_phases = {name: from_buckets(hist.buckets, engine_bucket_value)
+                     for name, hist in engine.phase_histograms().items()}
+    return histograms_json(commands, kernel_phases)
 
 
 def report_of(header: TraceHeader, pipeline) -> Report:

@@ -24,7 +24,7 @@ def histograms_text(histograms: dict, command: str | None = None) -> str:
     if not commands:
         out.extend(["no requests traced", ""])
     for phase, counts in (histograms or {}).get("phases", {}).items():
-        out.append(f"phase {PHASE_LABELS.get(phase, phase)} ({phase}), all commands:")
+        out.append(f"phase {PHASE_LABELS.get(phase, phase)}, all commands:")
         out.extend(render(counts, unit))
         out.append("")
     return "\n".join(out).rstrip("\n")
