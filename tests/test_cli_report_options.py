@@ -133,11 +133,15 @@ def test_exit_codes_and_fail_on_lost(tmp_path):
     assert cli().returncode == 2
 
 
-def run_on_a_terminal(*args):
-    """The CLI with stderr on a pseudo-terminal (stdout a pipe): what it drew on the terminal."""
+def on_a_terminal(args, stream: str, env=None):
+    """The CLI with `stream` ("stdout" or "stderr") on a pseudo-terminal, the other one a pipe:
+    (exit code, what the pipe got, what was drawn on the terminal)."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "tracer", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=slave, env={**os.environ, "COLUMNS": "100", "TERM": "xterm"})
+    proc = subprocess.Popen([sys.executable, "-m", "tracer", *args], cwd=REPO,
+                            stdout=slave if stream == "stdout" else subprocess.PIPE,
+                            stderr=slave if stream == "stderr" else subprocess.PIPE,
+                            env={**os.environ, "COLUMNS": "120", "LINES": "40", "TERM": "xterm-256color",
+                                 **(env or {})})
     os.close(slave)
     drawn = b""
     while True:
@@ -148,9 +152,15 @@ def run_on_a_terminal(*args):
         if not chunk:
             break
         drawn += chunk
-    out, _ = proc.communicate(timeout=120)
+    piped = proc.stdout if stream == "stderr" else proc.stderr
+    out = piped.read()
+    proc.wait(timeout=120)
     os.close(master)
     return proc.returncode, out.decode(), drawn.decode(errors="replace")
+
+
+def run_on_a_terminal(*args):
+    return on_a_terminal(args, "stderr")
 
 
 def test_progress_bar_only_on_a_terminal(tmp_path):
@@ -194,24 +204,8 @@ def test_diagnose_a_recording_window_and_fail_on_stall(tmp_path):
 
 
 def run_on_a_terminal_stdout(*args, env=None):
-    """The CLI with stdout on a pseudo-terminal (the dashboard): the bytes it drew."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "tracer", *args], cwd=REPO, stdout=slave,
-                            stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "120", "LINES": "40",
-                                                         "TERM": "xterm-256color", **(env or {})})
-    os.close(slave)
-    drawn = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        drawn += chunk
-    proc.wait(timeout=120)
-    os.close(master)
-    return proc.returncode, drawn.decode(errors="replace")
+    rc, _, drawn = on_a_terminal(args, "stdout", env)
+    return rc, drawn
 
 
 FIXTURE = os.path.join(REPO, "tests", "fixtures", "single.rtrace")
