@@ -46,7 +46,7 @@ def run(args) -> int:
         targets = runner.resolve_targets(options)
         if options.duration is None:
             print("diagnose: tracing until Ctrl-C (or pass --duration S)", file=sys.stderr, flush=True)
-        result = session.run_traced(options, targets, title="diagnose", mode="quiet")
+        result = session.run_traced(options, targets, title="diagnose", mode="quiet", histograms=args.json)
         report = session.summary_report(result, options.stall_ms) if not args.json else result.report
     if args.json:
         print(json.dumps(report.to_json(), default=str), flush=True)
@@ -66,8 +66,9 @@ def _recorded(args):
     window = Window.from_args(args)
     check_stall_ms(args.stall_ms)
     with file_progress(f"diagnose {args.file}") as progress:
-        header, pipeline = offline.analyse(args.file, args.stall_ms, window=window, progress=progress)
-    report = offline.report_of(header, pipeline)
+        header, pipeline = offline.analyse(args.file, args.stall_ms, window=window, progress=progress,
+                                           histograms=args.json)
+    report = pipeline.report(header.first_target)
     report.stall_ms = args.stall_ms
     return report
 

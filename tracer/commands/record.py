@@ -35,7 +35,8 @@ def run(args) -> int:
 
     options = dataclasses.replace(TraceOptions.from_args(args), record_path=args.output)
     targets = runner.resolve_targets(options)
-    result = session.run_traced(options, targets, title="record", mode="quiet", overwrite=args.overwrite)
+    result = session.run_traced(options, targets, title="record", mode="quiet", overwrite=args.overwrite,
+                                histograms=bool(args.json_out))     # its JSON is `report --json`'s
     if args.json_out:
         try:
             with open_private(args.json_out) as f:

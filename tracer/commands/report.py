@@ -30,7 +30,6 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from tracer.analyze.log2 import PhaseLog2
     from tracer.runtime import offline
     from tracer.runtime.window import Window
     from tracer.views.progress import file_progress
@@ -38,14 +37,11 @@ def run(args) -> int:
     window = Window.from_args(args)
     if args.stall_ms is not None:
         check_stall_ms(args.stall_ms)   # -1 was taken, and found no stall
-    # the phase histograms cost ~1 us per request: only for the outputs that carry them
-    phases = PhaseLog2() if args.json or args.hist is not None else None
     with file_progress(f"report {args.file}") as progress:
+        # the histograms cost ~0.4 us per request: only for the outputs that carry them
         header, pipeline = offline.analyse(args.file, args.stall_ms, window=window, progress=progress,
-                                           on_request=phases.on_request if phases is not None else None)
-    report = offline.report_of(header, pipeline)
-    if phases is not None:
-        report.histograms = offline.log2_histograms(pipeline, phases)
+                                           histograms=args.json or args.hist is not None)
+    report = pipeline.report(header.first_target)
     if args.json:
         sys.stdout.write(json.dumps(report.to_json(), sort_keys=True) + "\n")
     elif args.hist is not None:

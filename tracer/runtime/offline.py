@@ -4,14 +4,11 @@ from __future__ import annotations
 import math
 import sys
 
-from tracer.analyze.histogram import bucket_value as full_bucket_value
-from tracer.analyze.log2 import PhaseLog2, from_buckets, histograms_json
-from tracer.engine.histogram import bucket_value as engine_bucket_value
 from tracer.kernel import events
 from tracer.options import STALL_MS, STALL_MS_MAX
 from tracer.runtime.pipeline import Pipeline
 from tracer.runtime.window import Window, covered_s
-from tracer.schema import Report, TraceHeader
+from tracer.schema import TraceHeader
 from tracer.tracefile.recording import TraceReader
 
 _HEADER_SIZE = events.HEADER_SIZE
@@ -117,12 +114,13 @@ CONTEXT_KINDS = frozenset((events.ACCEPT, events.CLOSE, events.FDINFO, events.EX
 
 
 def analyse(path: str, stall_ms: float | None = None, on_request=None, on_sync=None, batch: int = ANALYSE_BATCH,
-            window: Window = Window(), progress=None):
+            window: Window = Window(), progress=None, histograms: bool = False):
     """(header, pipeline) after feeding every record of the file (or of `window`); warnings go to stderr.
-    progress(done_bytes, total_bytes) is called now and then; header.detached_ns comes from the trailer."""
+    progress(done_bytes, total_bytes) is called now and then; header.detached_ns comes from the trailer;
+    pipeline.report() is timed attach to detach and, with `histograms`, carries the log2 histograms."""
     reader = open_trace(path)
     header = TraceHeader.from_json(reader.header)
-    pipeline = pipeline_for(header, stall_ms, on_request=on_request, on_sync=on_sync)
+    pipeline = pipeline_for(header, stall_ms, on_request=on_request, on_sync=on_sync, histograms=histograms)
     lo, hi = 0, None
     resolved = window.whole
     first = last = 0
@@ -166,29 +164,6 @@ def analyse(path: str, stall_ms: float | None = None, on_request=None, on_sync=N
     pipeline.covered_s = covered_s(header.attached_ns, header.detached_ns, first, hi if cut_short else last,
                                    lo, hi) if header.attached_ns else None
     return header, pipeline
-
-
-def log2_histograms(pipeline, phases: PhaseLog2) -> dict:
-    """The log2 histograms of a run: per command from the analysis' own histograms (the kernel's in
-    engine mode), per phase from `phases` (every stitched request) or the kernel's phase histograms."""
-    engine = pipeline.engine
-    if engine is None or not engine.active:
-        commands = {name: from_buckets(c.hist.counts, full_bucket_value)
-                    for name, c in pipeline.analyzer.commands.items()}
-        return histograms_json(commands, phases.phases)
-    commands = {name: from_buckets(hist.buckets, engine_bucket_value) for name, (_, hist) in engine.merged().items()}
-    kernel_phases = {name: from_buckets(hist.buckets, engine_bucket_value)
-                     for name, hist in engine.phase_histograms().items()}
-    return histograms_json(commands, kernel_phases)
-
-
-def report_of(header: TraceHeader, pipeline) -> Report:
-    """The report of an analysed recording, its duration attach to detach (or the window's)."""
-    report = pipeline.report(header.first_target)
-    covered = getattr(pipeline, "covered_s", None)
-    if covered is not None:
-        report.duration_s = round(covered, 3)
-    return report
 
 
 def print_warnings(reader) -> None:

@@ -156,15 +156,17 @@ def open_recording(path: str, header: TraceHeader, overwrite: bool = False):
     return TraceWriter(path, header.to_json(), overwrite=overwrite)
 
 
-def close_recording(writer, pipeline: Pipeline | None, failure: BaseException | None) -> dict:
-    """Trailer and close; after a failure the file is closed as aborted (what is on disk stays readable)."""
+def close_recording(writer, pipeline: Pipeline | None, failure: BaseException | None,
+                    detached_ns: int | None = None) -> dict:
+    """Trailer and close; after a failure the file is closed as aborted (what is on disk stays readable).
+    detached_ns: when the probes stopped, in the records' clock (the trailer keeps it)."""
     summary = {"records": writer.records_written,
                "requests": pipeline.requests if pipeline is not None else 0,
                "lost_events": pipeline.lost_events if pipeline is not None else 0}
     if failure is None:
         # the detach time (the records' clock): durations and rates of a report run attach to detach
         writer.write_trailer({"requests": summary["requests"], "lost_events": summary["lost_events"],
-                              "detached_ns": time.monotonic_ns()})
+                              "detached_ns": detached_ns or time.monotonic_ns()})
         writer.close()
     else:
         writer.close(aborted=str(failure) or type(failure).__name__)
@@ -183,11 +185,12 @@ class Result:
 
 
 def run_traced(options: TraceOptions, targets: list, *, title: str = "live", mode: str = "auto",
-               on_attached=None, on_stop=None, overwrite: bool = False, count: int | None = None) -> Result:
+               on_attached=None, on_stop=None, overwrite: bool = False, count: int | None = None,
+               histograms: bool = False) -> Result:
     """Attach, analyse until stopped, detach. mode: "dashboard" | "plain" | "quiet" | "auto".
     on_attached() runs right after the probes are attached (demo starts its workload there);
     on_stop() right after the drain loop ends. With options.record_path every record is also
-    written to a trace file."""
+    written to a trace file. histograms: the report carries log2 histograms (as `report --json`)."""
     from tracer.tracefile import trace_header
 
     mode = pick_mode(mode)
@@ -195,14 +198,14 @@ def run_traced(options: TraceOptions, targets: list, *, title: str = "live", mod
     if record:
         check_record_path(record, overwrite)
     session = writer = pipeline = None
-    failure = None
+    failure = detached = None
     try:
         session = runner.attach(options, targets)
         header = trace_header.build(session, targets, time.time_ns() - time.monotonic_ns(), options)
         writer = open_recording(record, header, overwrite) if record else None
         pipeline = Pipeline(stall_ms=options.stall_ms, show_values=options.show_values,
                             uprobe_exec=session.exec_attached, writer=writer, targets=header.targets,
-                            patterns=options.patterns, engine=options.mode == "engine")
+                            patterns=options.patterns, engine=options.mode == "engine", histograms=histograms)
         # the screen and the report's "target" name the first target; "instances" has all
         frames = Frames(pipeline, title, header.targets[0], session.exec_attached, options.stall_ms,
                         live_clock=True)
@@ -215,8 +218,11 @@ def run_traced(options: TraceOptions, targets: list, *, title: str = "live", mod
         finally:
             if on_stop is not None:
                 on_stop()
+        detached = time.monotonic_ns()
         pipeline.finish()
         frames()
+        # attach to detach, as `report` times the recording (the trailer keeps this detach time)
+        pipeline.covered_s = covered_s(header.attached_ns, detached, 0, 0)
         report = pipeline.report(header.targets[0])
     except BaseException as err:
         failure = err
@@ -224,7 +230,7 @@ def run_traced(options: TraceOptions, targets: list, *, title: str = "live", mod
     finally:
         if session is not None:
             session.close()
-        recorded = close_recording(writer, pipeline, failure) if writer is not None else None
+        recorded = close_recording(writer, pipeline, failure, detached) if writer is not None else None
     return Result(report, frames.snapshot, frames.header, reason, frames.header.elapsed_s, recorded)
 
 
@@ -284,7 +290,7 @@ def replay(path: str, *, speed: float | None, stall_ms: float | None = None, ref
     progress(done_bytes, total_bytes) after each batch (replay --max)."""
     reader = offline.open_trace(path)
     header = TraceHeader.from_json(reader.header)
-    pipeline = offline.pipeline_for(header, stall_ms)
+    pipeline = offline.pipeline_for(header, stall_ms, histograms=True)
     threshold = stall_ms if stall_ms is not None else header.stall_ms or STALL_MS
     frames = Frames(pipeline, f"replay {path}", header.first_target, header.exec_probes, threshold,
                     live_clock=False)
@@ -307,9 +313,11 @@ def replay(path: str, *, speed: float | None, stall_ms: float | None = None, ref
     frames()
     detached = (reader.trailer or {}).get("detached_ns")
     # traced for attach to detach when the file says them (not the first-to-last request span)
-    elapsed = covered_s(header.attached_ns, detached if type(detached) is int else None,
-                        pipeline.stitcher.first_ts, pipeline.stitcher.last_ts) if header.attached_ns else 0.0
-    return Result(pipeline.report(header.first_target), frames.snapshot, frames.header, reason, elapsed)
+    if header.attached_ns:
+        pipeline.covered_s = covered_s(header.attached_ns, detached if type(detached) is int else None,
+                                       pipeline.stitcher.first_ts, pipeline.stitcher.last_ts)
+    return Result(pipeline.report(header.first_target), frames.snapshot, frames.header, reason,
+                  pipeline.covered_s or 0.0)
 
 
 # -- the end of a run ------------------------------------------------------------------------------------------
