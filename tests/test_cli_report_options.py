@@ -3,6 +3,7 @@ the attach and detach times a trace file keeps, --since/--until windows, --hist,
 of --json, --fail-on-lost, exit codes, and the progress bar (only on a terminal)."""
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import pty
@@ -79,6 +80,8 @@ def test_since_until_window(tmp_path):
     # absolute: epoch seconds, the same window as 1..2 s from the attach
     start = (OFFSET + T0) / 1e9
     assert list(report_json(path, "--since", f"{start + 1:.3f}", "--until", f"{start + 2:.3f}")["commands"]) == ["SET"]
+    iso = datetime.datetime.fromtimestamp(start + 2.2).isoformat(timespec="milliseconds")     # local time
+    assert list(report_json(path, "--since", iso)["commands"]) == ["DEL"]
     for bad in (("--since", "soon"), ("--since", "3", "--until", "1"), ("--since", "-1")):
         proc = cli("report", path, *bad)
         assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr, bad
