@@ -43,3 +43,38 @@ def test_plain_block_per_interval(redis_server):
     assert sum(line.startswith("== ") for line in intervals.splitlines()) == 2
     # in the interval that had them only (a row, or a `SET: count ...` line when the table is too wide)
     assert len(re.findall(r"\n  SET[ :]", intervals)) == 1, intervals
+
+
+def test_engine_recording_window_subtracts_the_kernel_counts_before_it(redis_server, tmp_path):
+    """The engine's aggregates are cumulative: a window starting after the GETs counts none of them."""
+    import subprocess
+    import sys
+    import time
+
+    from tracer_proc import REPO
+
+    trace = tmp_path / "engine.rtrace"
+    tracer = TracerProcess("record", "--port", str(redis_server.port), "--engine", "-o", str(trace))
+    client = redis_server.client()
+    for i in range(200):
+        client.get(f"k{i}")
+    time.sleep(3.5)                 # ENGINE records (one a second) after the GETs, before the SETs
+    for i in range(100):
+        client.set(f"k{i}", "v")
+    time.sleep(1.5)
+    client.close()
+    rc, _ = tracer.stop()
+    assert rc == 0, tracer.stderr_text()
+
+    def report(*window):
+        proc = subprocess.run([sys.executable, "-m", "tracer", "report", str(trace), "--json", *window], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    whole = report()
+    assert whole["mode"] == "engine" and whole["commands"]["GET"]["count"] == 200
+    assert whole["commands"]["SET"]["count"] == 100 and whole["duration_s"] >= 5.0
+    later = report("--since", "2.5")
+    assert "GET" not in later["commands"] and later["commands"]["SET"]["count"] == 100, later["commands"]
+    assert sum(later["histograms"]["commands"]["SET"]) == 100
