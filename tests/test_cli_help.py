@@ -26,7 +26,8 @@ def test_every_help_ends_with_examples_and_exit_status(command):
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
     examples = text.split("\nexamples:\n")[1].split("\n\n")[0].splitlines()
-    assert examples and all(line.startswith("  redis-tracer ") or line.startswith("  eval ") for line in examples)
+    assert examples and all(line.startswith(("  redis-tracer ", "  eval ", "  # ")) for line in examples)
+    assert max(len(line) for line in text.splitlines()) <= 80, text     # a comment too long moves above
     if command:
         assert any(f"redis-tracer {command}" in line for line in examples), examples
     status = text.split("\nexit status:\n")[1].splitlines()

@@ -14,19 +14,20 @@ COMMANDS = ["demo", "live", "trace", "diagnose", "record", "replay", "report", "
             "completion"]
 
 EXAMPLES = """\
-  redis-tracer doctor                         # can this machine trace?
-  redis-tracer live --port 6379               # the live dashboard
-  redis-tracer trace --min-ms 10 --command GET,SET   # slow GETs and SETs, one line each
-  redis-tracer diagnose --duration 30         # trace 30 s, then explain the stalls
-  redis-tracer record -o run.rtrace --duration 60 && redis-tracer report run.rtrace --hist
-  redis-tracer COMMAND --help                 # each command's options and examples"""
+  redis-tracer doctor                  # can this machine trace?
+  redis-tracer live --port 6379        # the live dashboard
+  redis-tracer trace --min-ms 10 --command GET,SET   # slow GETs and SETs
+  redis-tracer diagnose --duration 30  # trace 30 s, then explain the stalls
+  redis-tracer record -o run.rtrace --duration 60    # then:
+  redis-tracer report run.rtrace --hist              # latency histograms
+  redis-tracer COMMAND --help          # each command's options and examples"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser; `parser.command_parsers` maps each command to its own parser."""
     parser = argparse.ArgumentParser(
         prog="redis-tracer",
-        description="Trace every Redis request from the kernel: where its time went and who delayed it.",
+        description="Trace every Redis request from the kernel: where its time went, who delayed it.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=cli_help.epilog(EXAMPLES),
     )
     parser.add_argument("--version", action="version", version=f"redis-tracer {__version__}")

@@ -17,7 +17,7 @@ EXIT_CODES = (
     (EXIT_OK, "success"),
     (EXIT_FAILURE, "runtime failure (no such target, unreadable trace file, disk full, ...)"),
     (EXIT_USAGE, "usage error (unknown option, invalid value)"),
-    (EXIT_GATE, "a --fail-on-lost / --fail-on-stall condition was met (the output is complete)"),
+    (EXIT_GATE, "--fail-on-lost or --fail-on-stall was met (the output is complete)"),
     (EXIT_PRIVILEGES, "missing privileges (root or CAP_BPF + CAP_PERFMON)"),
     (EXIT_NO_BPF, "BPF unavailable on this kernel"),
     (EXIT_INTERRUPTED, "interrupted before anything was traced"),

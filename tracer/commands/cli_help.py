@@ -12,9 +12,23 @@ def exit_status_text() -> str:
     return "exit status:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES)
 
 
+HELP_WIDTH = 80
+
+
+def fit_example(line: str) -> list[str]:
+    """`  command   # what it does`, or the comment on a line of its own above the command when the
+    two do not fit HELP_WIDTH columns together."""
+    command, sep, comment = line.partition("  # ")
+    if len(line) <= HELP_WIDTH or not sep:
+        return [line]
+    indent = " " * (len(command) - len(command.lstrip()))
+    return [f"{indent}# {comment.strip()}", command.rstrip()]
+
+
 def epilog(examples: str | None) -> str:
     """`examples:` (the command's EXAMPLES) and `exit status:` below a command's options."""
-    parts = [f"examples:\n{examples.rstrip()}"] if examples else []
+    lines = [out for line in (examples or "").rstrip().splitlines() for out in fit_example(line)]
+    parts = ["examples:\n" + "\n".join(lines)] if lines else []
     return "\n\n".join(parts + [exit_status_text()])
 
 

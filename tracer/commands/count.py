@@ -11,7 +11,7 @@ from tracer.runtime import runner
 
 
 EXAMPLES = """\
-  redis-tracer count --duration 5               # syscalls the probes saw per kind, in 5 s
+  redis-tracer count --duration 5      # syscalls the probes saw, per kind
   redis-tracer count --port 6379 --json"""
 
 

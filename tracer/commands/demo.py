@@ -20,9 +20,9 @@ DEMO_POLL_MS = 50   # the demo's own small server: drain often, for a lively scr
 
 
 EXAMPLES = """\
-  redis-tracer demo                             # 30 s of a throw-away Redis with trouble built in
-  redis-tracer demo --duration 60 --engine      # the same through the always-on engine
-  redis-tracer demo --no-dashboard | tee demo.log   # plain summary blocks instead of the screen"""
+  redis-tracer demo                       # 30 s of a Redis with trouble built in
+  redis-tracer demo --duration 60 --engine     # through the always-on engine
+  redis-tracer demo --no-dashboard | tee demo.log   # plain summary blocks"""
 
 
 def add_parser(sub):

@@ -14,10 +14,10 @@ from tracer.options import TraceOptions
 from tracer.runtime import runner, session
 
 EXAMPLES = """\
-  redis-tracer diagnose --duration 30           # trace 30 s, then explain the stalls
-  redis-tracer diagnose --port 6379 --engine    # the always-on engine (Ctrl-C to stop)
-  redis-tracer diagnose run.rtrace --since 60 --until 90   # a window of a recording
-  redis-tracer diagnose --duration 60 --fail-on-stall      # exit 3 if Redis stalled (CI gate)"""
+  redis-tracer diagnose --duration 30          # trace 30 s, explain the stalls
+  redis-tracer diagnose --port 6379 --engine   # always-on engine, until Ctrl-C
+  redis-tracer diagnose run.rtrace --since 60 --until 90   # a recording's window
+  redis-tracer diagnose --duration 60 --fail-on-stall      # exit 3 on a stall"""
 
 
 def add_parser(sub):

@@ -9,8 +9,8 @@ from tracer.credentials import add_credential_args, credentials_from_args
 
 
 EXAMPLES = """\
-  redis-tracer doctor                           # privileges, kernel, bcc: can this machine trace?
-  redis-tracer doctor --port 6379               # ... and that redis-server
+  redis-tracer doctor                  # privileges, kernel, bcc: can it trace?
+  redis-tracer doctor --port 6379      # ... and that redis-server
   redis-tracer doctor --json | jq .ok"""
 
 

@@ -9,8 +9,8 @@ from tracer.options import check_stall_ms
 
 
 EXAMPLES = """\
-  redis-tracer export run.rtrace -o run.json     # then open run.json in ui.perfetto.dev
-  redis-tracer export run.rtrace -o run.json --stall-ms 20   # stalls from 20 ms on"""
+  redis-tracer export run.rtrace -o run.json   # open it in ui.perfetto.dev
+  redis-tracer export run.rtrace -o run.json --stall-ms 20   # stalls >= 20 ms"""
 
 
 def add_parser(sub):

@@ -20,11 +20,11 @@ from tracer.options import REFRESH_MAX, TraceOptions
 from tracer.runtime import runner, session
 
 EXAMPLES = """\
-  redis-tracer live                              # the dashboard of the only redis-server
-  redis-tracer live --port 7000,7001,7002        # a cluster's nodes, one panel each
-  redis-tracer live --interval 1 --count 10 | jq .rps     # 10 one-second intervals, one JSON line each
-  redis-tracer live --interval 5 --plain > latency.log    # a plain block per 5 s until Ctrl-C
-  redis-tracer live --engine --record run.rtrace  # the always-on engine, recorded for later"""
+  redis-tracer live                        # the only redis-server's dashboard
+  redis-tracer live --port 7000,7001,7002  # a cluster's nodes, one panel each
+  redis-tracer live --interval 1 --count 10 | jq .rps   # a JSON line a second
+  redis-tracer live --interval 5 --plain > lat.log      # a block every 5 s
+  redis-tracer live --engine --record run.rtrace        # always-on, recorded"""
 
 
 def add_parser(sub):

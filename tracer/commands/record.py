@@ -12,10 +12,10 @@ from tracer.runtime import runner, session
 
 
 EXAMPLES = """\
-  redis-tracer record -o run.rtrace --duration 60          # then: redis-tracer report run.rtrace
-  redis-tracer record -o run.rtrace --engine               # the always-on engine's records (Ctrl-C)
-  redis-tracer record -o run.rtrace --json-out run.json    # also the report, as live mode saw it
-  redis-tracer record -o run.rtrace --duration 60 --fail-on-lost   # exit 3 if the file misses events"""
+  redis-tracer record -o run.rtrace --duration 60   # then: report run.rtrace
+  redis-tracer record -o run.rtrace --engine        # the engine's, until Ctrl-C
+  redis-tracer record -o run.rtrace --json-out run.json   # and the live report
+  redis-tracer record -o run.rtrace --fail-on-lost  # exit 3 if events were lost"""
 
 
 def add_parser(sub):

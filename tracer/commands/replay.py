@@ -11,9 +11,9 @@ from tracer.runtime import session
 
 
 EXAMPLES = """\
-  redis-tracer replay run.rtrace                 # the dashboard, at the recorded pace
-  redis-tracer replay run.rtrace --speed 10      # ten times faster
-  redis-tracer replay run.rtrace --max --plain   # as fast as possible, plain summaries"""
+  redis-tracer replay run.rtrace                # the dashboard, at the recorded pace
+  redis-tracer replay run.rtrace --speed 10     # ten times faster
+  redis-tracer replay run.rtrace --max --plain  # at once, plain summaries"""
 
 
 def add_parser(sub):

@@ -8,12 +8,12 @@ from tracer.commands import cli_help
 from tracer.options import STALL_MS, check_stall_ms
 
 EXAMPLES = """\
-  redis-tracer report run.rtrace                 # the diagnosis: stalls, commands, keys, AOF
-  redis-tracer report run.rtrace --json | jq .    # one JSON object (with log2 histogram counts)
-  redis-tracer report run.rtrace --hist           # log2 latency histograms per command and phase
-  redis-tracer report run.rtrace --hist GET       # ... of GET only
-  redis-tracer report run.rtrace --since 10 --until 20   # seconds 10-20 of the recording
-  redis-tracer report run.rtrace --fail-on-lost   # exit 3 when the recording lost events (CI)"""
+  redis-tracer report run.rtrace               # stalls, commands, keys, AOF
+  redis-tracer report run.rtrace --json | jq . # one JSON object
+  redis-tracer report run.rtrace --hist        # log2 histograms, bcc style
+  redis-tracer report run.rtrace --hist GET    # ... of GET only
+  redis-tracer report run.rtrace --since 10 --until 20   # seconds 10 to 20
+  redis-tracer report run.rtrace --fail-on-lost  # exit 3 if events were lost"""
 
 
 def add_parser(sub):

@@ -14,21 +14,22 @@ from tracer.stitch.model import Clock
 from tracer.views.request_line import request_line
 
 EXAMPLES = """\
-  redis-tracer trace                           # every request of the only redis-server, one line each
-  redis-tracer trace --port 6379 --json        # JSON Lines
-  redis-tracer trace --min-ms 10               # only requests of 10 ms or more
-  redis-tracer trace --command GET,SET         # only GETs and SETs
-  redis-tracer trace --client 10.0.0.7         # only this client (ip, ip:port or :port)
-  redis-tracer trace --key-prefix session:     # only keys starting with session:
-  redis-tracer trace --engine --min-ms 5 --command HGETALL   # the kernel filters: nothing else comes up
-  redis-tracer trace --duration 10 --fail-on-lost            # exit 3 if any event was lost"""
+  redis-tracer trace                    # every request, one line each
+  redis-tracer trace --port 6379 --json # JSON Lines
+  redis-tracer trace --min-ms 10        # only requests of 10 ms or more
+  redis-tracer trace --command GET,SET  # only GETs and SETs
+  redis-tracer trace --client 10.0.0.7  # one client: ip, ip:port or :port
+  redis-tracer trace --key-prefix user: # only keys starting with user:
+  redis-tracer trace --engine --min-ms 5 --command HGETALL  # kernel-filtered
+  redis-tracer trace --duration 10 --fail-on-lost   # exit 3 if events lost"""
 
 FILTERS_NOTE = """\
 filters:
-  --min-ms and --command are applied in the kernel with --engine (its slow threshold and an
-  allow-list in its command table; a name the kernel does not know is filtered in user space);
-  --client and --key-prefix are applied in user space to the requests the kernel sent up.
-  With --full every request goes up and all four are applied in user space."""
+  With --engine, --min-ms and --command are applied in the kernel (its slow
+  threshold, and an allow-list in its command table: a name the kernel does not
+  know is filtered in user space); --client and --key-prefix are applied in user
+  space to the requests the kernel sent up. With --full every request goes up
+  and all four are applied in user space."""
 
 
 def _commands(text: str) -> tuple:
