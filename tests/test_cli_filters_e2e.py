@@ -119,3 +119,15 @@ def test_bad_command_list_is_a_usage_error():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[-1].startswith("redis-tracer trace: error: argument --command: --command takes")
+
+
+def test_engine_command_unknown_to_the_kernel_is_filtered_in_user_space(redis_server):
+    tracer = traced(redis_server, "--engine", "--command", "GET,NOSUCHCMD")
+    workload(redis_server, 10)
+    rc, out = tracer.stop()
+    err = tracer.stderr_text()
+    assert rc == 0 and "trace: --command filtered in user space" in err, err
+    got = json_lines(out)
+    assert len(got) == 20 and {r["command"] for r in got} == {"GET"}
+    # the kernel sent up every batch (--min-ms 0): user space dropped the SETs and HSETs
+    assert int(re.search(r"traced: (\d+) request records", err).group(1)) == 40, err
