@@ -20,7 +20,7 @@ STAGES = [
     ("views", ("tracer.views", "tracer.dashboards")),
     ("runtime", ("tracer.runtime",)),
     ("commands", ("tracer.commands",)),
-    ("cli", ("tracer.cli", "tracer.__main__")),
+    ("cli", ("tracer.cli", "tracer.__main__", "tracer.manpage")),
 ]
 RANK = {prefix: rank for rank, (_, prefixes) in enumerate(STAGES) for prefix in prefixes}
 
