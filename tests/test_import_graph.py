@@ -21,7 +21,7 @@ STAGES = [
     ("runtime", ("tracer.runtime",)),
     ("agent", ("tracer.agent",)),       # the headless agent: above the runtime it drives
     ("commands", ("tracer.commands",)),
-    ("cli", ("tracer.cli", "tracer.__main__")),
+    ("cli", ("tracer.cli", "tracer.__main__", "tracer.manpage")),
 ]
 RANK = {prefix: rank for rank, (_, prefixes) in enumerate(STAGES) for prefix in prefixes}
 

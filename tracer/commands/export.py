@@ -5,6 +5,12 @@ import os
 import sys
 
 from tracer.errors import TracerError
+from tracer.options import check_stall_ms
+
+
+EXAMPLES = """\
+  redis-tracer export run.rtrace -o run.json   # open it in ui.perfetto.dev
+  redis-tracer export run.rtrace -o run.json --stall-ms 20   # stalls >= 20 ms"""
 
 
 def add_parser(sub):
@@ -30,6 +36,8 @@ def open_private(path: str):
 
 
 def run(args) -> int:
+    if args.stall_ms is not None:
+        check_stall_ms(args.stall_ms)
     tmp = args.output + ".part"
     try:
         out = open_private(tmp)
@@ -50,8 +58,12 @@ def _write(args, out) -> int:
     from tracer.runtime import offline
     from tracer.views.export_chrome import ChromeTraceWriter
 
+    from tracer.views.progress import file_progress
+
     writer = ChromeTraceWriter(out)
-    header, pipeline = offline.analyse(args.file, args.stall_ms, on_request=writer.request, on_sync=writer.sync)
+    with file_progress(f"export {args.file}") as progress:
+        header, pipeline = offline.analyse(args.file, args.stall_ms, on_request=writer.request, on_sync=writer.sync,
+                                           progress=progress)
     first = pipeline.stitcher.first_ts  # the origin of the report's start_s
     pid = header.first_target.get("pid") or 0
     for stall in pipeline.report(header.first_target).stalls:
