@@ -329,7 +329,7 @@ def test_without_sys_ptrace_the_agent_says_which_capability_it_lacks(redis_serve
 def test_agent_bad_input_is_one_line(args, message):
     proc = subprocess.run([sys.executable, "-m", "tracer", "agent", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=30)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr      # a usage error
     assert proc.stderr.strip().splitlines() == [f"redis-tracer: {message}" + proc.stderr.split(message, 1)[1].split(
         "\n")[0]], proc.stderr
 

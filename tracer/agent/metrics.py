@@ -121,12 +121,12 @@ class AgentCollector:
 
 def parse_listen(text: str) -> tuple[str, int]:
     """'ADDR:PORT' ('[::1]:9386', ':9386' for every address) -> (addr, port); TracerError when not."""
-    from tracer.errors import TracerError
+    from tracer.errors import UsageError
 
     addr, sep, port = text.rpartition(":")
     addr = addr[1:-1] if addr.startswith("[") and addr.endswith("]") else addr
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise TracerError(f"--listen {text!r} is not ADDR:PORT", "e.g. --listen 127.0.0.1:9386")
+        raise UsageError(f"--listen {text!r} is not ADDR:PORT", "e.g. --listen 127.0.0.1:9386")
     return addr or "0.0.0.0", int(port)
 
 

@@ -10,11 +10,18 @@ import dataclasses
 import sys
 
 from tracer.credentials import add_credential_args
-from tracer.errors import TracerError
+from tracer.errors import TracerError, UsageError
 from tracer.options import AGENT_LISTEN, POLL_MS, TraceOptions
 from tracer.runtime import runner
 
 NEEDS = "pip install 'redis-tracer[agent]'"
+
+EXAMPLES = """\
+  redis-tracer agent --all              # every redis-server here, new ones too
+  redis-tracer agent --port 6379 --listen 127.0.0.1:9386   # /metrics there
+  # stalls and slow requests as OpenTelemetry spans too:
+  redis-tracer agent --port 6379 --otlp-endpoint http://127.0.0.1:4318
+  redis-tracer agent --all --stall-ms 20 | jq .class   # stall JSON lines"""
 
 
 def add_parser(sub):
@@ -45,7 +52,7 @@ def add_parser(sub):
 
 def run(args) -> int:
     if not (args.pid or args.port or args.all):
-        raise TracerError("agent needs its targets: --port, --pid or --all")
+        raise UsageError("agent needs its targets: --port, --pid or --all")
     # no INFO sampler: its connections, opened while a running session follows the server (a handover),
     # would be counted as requests; the agent's outputs do not use INFO
     options = dataclasses.replace(TraceOptions.from_args(args), info_every_s=0)
