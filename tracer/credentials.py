@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from tracer.errors import TracerError
+from tracer.errors import UsageError
 
 ENV_PASSWORD = "REDISCLI_AUTH"
 # the one line that says how to pass credentials (doctor prints it on NOAUTH)
@@ -50,5 +50,5 @@ def credentials_from_args(args, environ=None) -> Credentials:
         password = environ.get(ENV_PASSWORD) or None
     user = getattr(args, "user", None) or None
     if user and password is None:
-        raise TracerError(f"--user {user} needs a password", HOW_TO_AUTHENTICATE)
+        raise UsageError(f"--user {user} needs a password", HOW_TO_AUTHENTICATE)
     return Credentials(user, password)

@@ -285,6 +285,8 @@ class Report(View):
     links: list | None = field(default=None, metadata=OPTIONAL)          # per instance and overall
     mode: str | None = field(default=None, metadata=OPTIONAL)           # "engine": counts and percentiles from the
     #                                       kernel's histograms; slowest, hot/big keys and stalls from its records
+    # log2 latency histograms (analyze/log2.py): {"unit", "bucket", "commands": {name: [counts]}, "phases": {...}}
+    histograms: dict | None = field(default=None, metadata=OPTIONAL)
     # what a final summary adds to a run's report (never in `report --json`: a file has no wall clock)
     stall_ms: float | None = field(default=None, metadata=OPTIONAL)
     elapsed_s: float | None = field(default=None, metadata=OPTIONAL)     # wall time traced
@@ -340,6 +342,10 @@ class TraceHeader(View):
     show_values: bool = False
     stall_ms: float | None = field(default=None, metadata=OPTIONAL)
     mode: str | None = field(default=None, metadata=OPTIONAL)           # "engine"; unset: full (older files)
+    # the probes' attach time in the records' clock (monotonic ns); older files: unset
+    attached_ns: int | None = field(default=None, metadata=OPTIONAL)
+    # their detach time: written in the trailer (unknown when the header is written), set here on reading
+    detached_ns: int | None = field(default=None, metadata=OPTIONAL)
     record_header_size: int | None = field(default=None, metadata=OPTIONAL)
     extra: dict = field(default_factory=dict)
 

@@ -5,6 +5,12 @@ import os
 import sys
 
 from tracer.errors import TracerError
+from tracer.options import check_stall_ms
+
+
+EXAMPLES = """\
+  redis-tracer export run.rtrace -o run.json   # open it in ui.perfetto.dev
+  redis-tracer export run.rtrace -o run.json --stall-ms 20   # stalls >= 20 ms"""
 
 
 def add_parser(sub):
@@ -33,6 +39,8 @@ FLOW_REQUESTS_MAX = 100_000    # slow requests kept for the culprit -> victim ar
 
 
 def run(args) -> int:
+    if args.stall_ms is not None:
+        check_stall_ms(args.stall_ms)
     tmp = args.output + ".part"
     try:
         out = open_private(tmp)
@@ -53,6 +61,7 @@ def _write(args, out) -> int:
     from tracer.analyze.blocked_by import BLOCKED_MIN_NS, blocking_verdict
     from tracer.runtime import offline
     from tracer.views.export_chrome import ChromeTraceWriter
+    from tracer.views.progress import file_progress
 
     writer = ChromeTraceWriter(out)
     slow: list = []     # requests that may have waited on a stall: arrows from its culprit to them
@@ -63,7 +72,9 @@ def _write(args, out) -> int:
         if latency is not None and latency >= BLOCKED_MIN_NS and len(slow) < FLOW_REQUESTS_MAX:
             slow.append(req)
 
-    header, pipeline = offline.analyse(args.file, args.stall_ms, on_request=on_request, on_sync=writer.sync)
+    with file_progress(f"export {args.file}") as progress:
+        header, pipeline = offline.analyse(args.file, args.stall_ms, on_request=on_request, on_sync=writer.sync,
+                                           progress=progress)
     first = pipeline.stitcher.first_ts  # the origin of the report's start_s
     pid = header.first_target.get("pid") or 0
     starts = {}         # stall id -> where its slice starts

@@ -151,6 +151,26 @@ class ProbeSession:
         self.info_sampler = None        # runtime/info_sampler.py, set by runner.attach (drained beside the ring)
 
     # -- set-up ---------------------------------------------------------------
+    def program(self, bpf_class=None) -> tuple[str, list[str]]:
+        """(BPF C text, compile flags) exactly as attach() hands them to bcc (`--ebpf` prints them).
+        bpf_class: bcc's BPF, to ask which optional syscall tracepoints this kernel has."""
+        text, include = probe_source([p for p in self.probes])
+        cflags = [f"-I{include}", f"-DCAPTURE_MAX={self.capture_max}",
+                  f"-DLOOP_MIN_NS={self.loop_min_us * 1000}ULL", f"-DRINGBUF_PAGES={self.ringbuf_pages}",
+                  f"-DRESCUE_PAGES={max(RESCUE_PAGES_MIN, self.ringbuf_pages // RESCUE_FRACTION)}",
+                  "-Wno-unused-function", *self.extra_cflags]
+        if bpf_class is not None:
+            cflags += [f"-D{flag}" for flag, tps in OPTIONAL_SYSCALLS.items()
+                       if all(bpf_class.tracepoint_exists("syscalls", tp) for tp in tps)]
+            cflags += [f"-D{flag}" for flag, (cat, tp) in SCHED_OPTIONAL.items()
+                       if bpf_class.tracepoint_exists(cat, tp)]
+        pids = sorted({int(t.pid) for t in self.targets})
+        if 0 < len(pids) <= MATCH_TGIDS_MAX:
+            # compares instead of a map lookup in every probe (the map is filled all the same)
+            match = "||".join(f"(t)=={pid}" for pid in pids)
+            cflags.append(f"-DTARGET_TGID_MATCH(t)=({match})")
+        return text, cflags
+
     def attach(self, progress: Callable[[str], None] | None = None) -> None:
         """Compile the probes, mark every fd the targets hold, then attach. `progress(message)` hears
         about fd discovery when it takes longer than PROGRESS_AFTER_S."""
@@ -165,19 +185,7 @@ class ProbeSession:
             if missing:
                 self.probes = tuple(p for p in self.probes if p != "sched")
                 self.sched_note = f"--why: no sched probes, this kernel lacks {', '.join(missing)}"
-        text, include = probe_source([p for p in self.probes])
-        cflags = [f"-I{include}", f"-DCAPTURE_MAX={self.capture_max}",
-                  f"-DLOOP_MIN_NS={self.loop_min_us * 1000}ULL", f"-DRINGBUF_PAGES={self.ringbuf_pages}",
-                  f"-DRESCUE_PAGES={max(RESCUE_PAGES_MIN, self.ringbuf_pages // RESCUE_FRACTION)}",
-                  "-Wno-unused-function", *self.extra_cflags]
-        cflags += [f"-D{flag}" for flag, (cat, tp) in SCHED_OPTIONAL.items() if BPF.tracepoint_exists(cat, tp)]
-        cflags += [f"-D{flag}" for flag, tps in OPTIONAL_SYSCALLS.items()
-                   if all(BPF.tracepoint_exists("syscalls", tp) for tp in tps)]
-        pids = sorted({int(t.pid) for t in self.targets})
-        if 0 < len(pids) <= MATCH_TGIDS_MAX:
-            # compares instead of a map lookup in every probe (the map is filled all the same)
-            match = "||".join(f"(t)=={pid}" for pid in pids)
-            cflags.append(f"-DTARGET_TGID_MATCH(t)=({match})")
+        text, cflags = self.program(BPF)
         started = time.monotonic()
         with _load_errors():
             self.bpf = _deferred_attach(BPF)(text=text, cflags=cflags)

@@ -7,7 +7,7 @@ import sys
 import time
 
 from tracer.credentials import HOW_TO_AUTHENTICATE, add_credential_args
-from tracer.errors import Interrupted, TracerError
+from tracer.errors import Interrupted, TracerError, UsageError
 from tracer.kernel.bpf_session import ProbeSession
 from tracer.kernel.privileges import require_tracing_privileges
 from tracer.kernel.target import Target, find_target, query_redis_info, redis_pids
@@ -46,6 +46,41 @@ def add_target_args(parser, duration_default=None) -> None:
                              f"{'on' if WHY else 'off'}, on in diagnose")
     add_mode_args(parser)
     add_credential_args(parser)
+    add_ebpf_arg(parser)
+
+
+def add_ebpf_arg(parser) -> None:
+    parser.add_argument("--ebpf", action="store_true",
+                        help="print the BPF C program and its compile flags for these options, then exit "
+                             "(nothing is attached)")
+
+
+def print_program(options: TraceOptions, targets: list[Target], out=None) -> int:
+    """`--ebpf`: the probes' C text with the flags bcc would compile it with, as bcc's tools print theirs."""
+    try:
+        from bcc import BPF
+    except ImportError:
+        BPF = None      # the optional-syscall flags need bcc; the rest is known without it
+    session = new_session(options, targets)
+    text, cflags = session.program(BPF)
+    out = out or sys.stdout
+    pids = " ".join(str(t.pid) for t in targets)
+    out.write(f"/* redis-tracer: probes {', '.join(session.probes)}; "
+              f"{f'redis-server pid {pids}' if pids else 'no target: no pid filter'}; compiled by bcc with:\n")
+    out.write("".join(f" *   {flag}\n" for flag in cflags) + " */\n")
+    out.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def ebpf_targets(options: TraceOptions) -> list[Target]:
+    """The targets `--ebpf` shows the program for: those named, else the only one running, else none
+    (the program is then shown without a pid filter)."""
+    if options.pids or options.ports or options.all_instances:
+        return resolve_targets(options)
+    try:
+        return resolve_targets(options)
+    except TracerError:
+        return []
 
 
 def add_mode_args(parser) -> None:
@@ -108,7 +143,7 @@ def resolve_targets(options: TraceOptions) -> list[Target]:
     pids, ports = options.pids, options.ports
     if options.all_instances:
         if pids or ports:
-            raise TracerError("--all traces every redis-server: do not combine it with --pid/--port")
+            raise UsageError("--all traces every redis-server: do not combine it with --pid/--port")
         targets = [find_target(pid=pid) for pid in redis_pids()]
         if not targets:
             raise TracerError("no redis-server is running", "start one, or pass --pid/--port")
@@ -135,14 +170,18 @@ def new_session(options: TraceOptions, targets: list[Target]) -> ProbeSession:
         from tracer.engine.session import EngineConfig, EngineSession
 
         return EngineSession(targets, EngineConfig(stall_ms=options.stall_ms, slow_ms=options.slow_ms,
-                                                      sample=ENGINE_SAMPLE),
+                                                      sample=ENGINE_SAMPLE, commands=options.commands),
                              capture_max=options.capture_bytes, ringbuf_pages=options.ringbuf_pages, why=options.why)
     return ProbeSession(targets, exec_probes=options.exec_probes, capture_max=options.capture_bytes,
                         ringbuf_pages=options.ringbuf_pages, why=options.why)
 
 
-def attach(options: TraceOptions, targets: list[Target]) -> ProbeSession:
+def attach(options: TraceOptions, targets: list[Target], on_session=None) -> ProbeSession:
+    """on_session(session): called with the new session before it compiles (the agent gates its
+    programs' attach there, to switch from a running session)."""
     session = new_session(options, targets)
+    if on_session is not None:
+        on_session(session)
     # connected before the attach, which marks its fds ignored; sampled by drain_loop's side
     sampler = InfoSampler(targets, options.credentials, options.info_every_s)
     session.ignore_fds |= sampler.server_fds
@@ -164,8 +203,10 @@ def attach(options: TraceOptions, targets: list[Target]) -> ProbeSession:
 
 
 def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: int,
-               tick=None, tick_s: float = 0.5) -> str:
-    """Drain until stopped; `consume(records)` gets every batch, `tick()` runs every tick_s.
+               tick=None, tick_s: float = 0.5, until=None, stop_on_exit: bool = True) -> str:
+    """Drain until stopped; `consume(records)` gets every batch, `tick()` runs every tick_s;
+    `until()`, asked every COUNTERS_S, returns a reason to stop (the agent: a new redis-server) or None;
+    stop_on_exit: stop when a target exits (the agent decides that in until()).
     Returns why it stopped."""
     stop = StopFlag()
     sampler = getattr(session, "info_sampler", None)     # INFO samples join the stream as they come
@@ -183,17 +224,25 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
             if now >= next_counters:
                 consume([session.counters_record()] + aggregates(session))
                 next_counters = now + COUNTERS_S
+                wanted = until() if until is not None else None
+                if wanted:
+                    reason = wanted
+                    break
             if tick is not None and now >= next_tick:
                 consume(aggregates(session))    # the engine's histograms, once per refresh
-                tick()
-                next_tick = now + tick_s
+                if tick():                      # a tick may end the run (live --count)
+                    reason = "count"
+                    break
+                next_tick += tick_s             # steady intervals (live --interval), not drifting ones
+                if next_tick <= now:
+                    next_tick = now + tick_s
             if stop.stopped:
                 reason = stop.reason
                 break
             if deadline and now >= deadline:
                 reason = "duration"
                 break
-            if not session.targets_alive():
+            if stop_on_exit and not session.targets_alive():
                 reason = "target exited"
                 print("redis-tracer: the traced redis-server exited; stopping", file=sys.stderr)
                 break
