@@ -12,6 +12,7 @@ from tracer.credentials import NO_CREDENTIALS, Credentials, credentials_from_arg
 from tracer.errors import TracerError
 
 STALL_MS = 50.0             # a main-thread busy span this long is a stall
+SAMPLE_HZ = 499             # --why: cpu-clock samples per second of a main thread deep in a busy span
 CAPTURE_BYTES = 4096        # bytes of each read/write copied for RESP decoding
 # the probes' per-CPU scratch record holds twice the capture plus its header, and a per-CPU map value
 # may not exceed 32 KiB: 16384 failed to load ("could not open bpf map: scratch")

@@ -18,6 +18,7 @@ from tracer.errors import BPFUnavailable, TracerError
 from tracer.kernel import events, ringbuf
 from tracer.kernel.fdinfo import FdClassifier, SocketTables
 from tracer.kernel.privileges import require_tracing_privileges
+from tracer.kernel.stacks import SamplingConfig, StackProfiler
 from tracer.kernel.target import Target
 from tracer.options import CAPTURE_BYTES, RINGBUF_PAGES, check_capture_bytes
 
@@ -31,6 +32,7 @@ PROBE_FILES = {
     "fsync": "fsync.c",  # fsync/fdatasync
     "exec": "exec.c",    # uprobes on call()
     "engine": "engine.c",  # read/write parsed and aggregated in the kernel (instead of io.c)
+    "sample": "sample.c",  # --why: cpu-clock samples of the main thread deep in a busy span (after loop.c)
 }
 DEFAULT_PROBES = ("conn", "fds", "io", "loop", "fsync")
 # engine.c first: it defines the hooks conn.c and loop.c call
@@ -105,12 +107,18 @@ class AttachTimes:
 class ProbeSession:
     def __init__(self, targets: list[Target], probes=DEFAULT_PROBES, exec_probes: bool = False,
                  capture_max: int = CAPTURE_BYTES, loop_min_us: int = 1000, ringbuf_pages: int = RINGBUF_PAGES,
-                 extra_cflags=(), on_load=None):
+                 extra_cflags=(), on_load=None, sampling: SamplingConfig | None = None):
         """extra_cflags: more -D options for the probe text; on_load(bpf): called once the probes are
-        loaded and the common maps filled (a probe set's own maps are seeded there)."""
+        loaded and the common maps filled (a probe set's own maps are seeded there); sampling: on-CPU
+        stacks of stalls (--why, kernel/stacks.py), None: off."""
         check_capture_bytes(capture_max)
         self.targets = targets
         self.probes = tuple(probes) + (("exec",) if exec_probes and "exec" not in probes else ())
+        self.sampling = sampling
+        self.profiler = None        # kernel/stacks.StackProfiler once attached with sampling
+        if sampling is not None:
+            self.probes += ("sample",)
+            extra_cflags = tuple(extra_cflags) + tuple(sampling.cflags())
         self.capture_max = capture_max
         self.loop_min_us = loop_min_us
         self.ringbuf_pages = ringbuf_pages
@@ -169,6 +177,10 @@ class ProbeSession:
         self.times.probes_s = time.monotonic() - started
         if "exec" in self.probes:
             self._attach_exec()
+        if self.sampling is not None:
+            self.profiler = StackProfiler(self.sampling, ksym=BPF.ksym)
+            with _load_errors():
+                self.profiler.attach(self.bpf, sorted({int(t.pid) for t in self.targets}))
         self._open_ring()
 
     def _open_ring(self) -> None:
@@ -300,6 +312,8 @@ class ProbeSession:
                 decided.pop((tgid, fd), None)
             append(raw)
         self.records += len(out)
+        if self.profiler is not None:
+            out = self.profiler.process(out)
         return out
 
     def held_back(self) -> list[bytes]:
