@@ -13,6 +13,8 @@ from tracer.errors import TracerError
 
 STALL_MS = 50.0             # a main-thread busy span this long is a stall
 SAMPLE_HZ = 499             # --why: cpu-clock samples per second of a main thread deep in a busy span
+WHY = False                 # --why (on-CPU stacks of stalls) by default in live/record/trace; diagnose: always
+WHY_DIAGNOSE = True         # ... and in diagnose (docs/PERFORMANCE.md: what it costs)
 CAPTURE_BYTES = 4096        # bytes of each read/write copied for RESP decoding
 # the probes' per-CPU scratch record holds twice the capture plus its header, and a per-CPU map value
 # may not exceed 32 KiB: 16384 failed to load ("could not open bpf map: scratch")
@@ -117,6 +119,7 @@ class TraceOptions:
     credentials: Credentials = NO_CREDENTIALS   # for the one query of each target before attaching
     patterns: PatternOptions = PatternOptions()
     info_every_s: float = INFO_EVERY_S
+    why: bool = WHY                 # on-CPU stacks of stalls (kernel/stacks.py)
 
     def __post_init__(self):
         check_duration(self.duration)
@@ -147,4 +150,4 @@ class TraceOptions:
                    ringbuf_pages=get("ringbuf_pages", RINGBUF_PAGES), show_values=bool(get("show_values", False)),
                    stall_ms=get("stall_ms", STALL_MS), refresh_hz=get("refresh", REFRESH_HZ),
                    record_path=given.get("record"), mode=get("mode", MODE), slow_ms=given.get("min_ms"),
-                   credentials=credentials_from_args(args))
+                   credentials=credentials_from_args(args), why=bool(get("why", WHY)))

@@ -322,6 +322,10 @@ class Analyzer:
         """A sample of the target's INFO (kernel.info.InfoAt)."""
         self.patterns.on_info(info)
 
+    def on_stacks(self, stacks) -> None:
+        """What a stall's main thread ran on the CPU (kernel.stacks.StacksAt, --why)."""
+        self.detector.on_stacks(stacks)
+
     def on_loss(self, span) -> None:
         self.loss_spans += 1
         self.lost_requests += span.requests

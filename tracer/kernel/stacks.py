@@ -158,3 +158,26 @@ def stacks_record(tgid: int, start_ts: int, end_ts: int, samples: int, counts: C
     lines = [f"{stack} {n}" for stack, n in top] + ([f"[other] {rest}"] if rest else [])
     return events.encode(events.Event(kind=events.STACKS, tgid=tgid, tid=tgid, ts_enter=start_ts, ts_exit=end_ts,
                                       ret=samples, payload="\n".join(lines).encode()))
+
+
+PAYLOAD_MAX = 1 << 20           # bytes of a STACKS payload read back (a hostile recording cannot make it more)
+
+
+@dataclass(frozen=True)
+class StacksAt:
+    """A STACKS record read back: which target's busy span, how many samples, and their folded stacks."""
+
+    tgid: int
+    start_ts: int
+    end_ts: int
+    samples: int
+    folded: dict            # "root;...;leaf" -> samples
+
+
+def stacks_of(ev: events.Event) -> StacksAt:
+    folded: dict = {}
+    for line in bytes(ev.payload[:PAYLOAD_MAX]).decode("utf-8", "replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if stack and n.isdigit():
+            folded[stack] = folded.get(stack, 0) + int(n)
+    return StacksAt(ev.tgid, ev.ts_enter, ev.ts_exit, max(0, ev.ret), folded)

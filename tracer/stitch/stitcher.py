@@ -15,6 +15,7 @@ from tracer import native
 from tracer.decode import resp
 from tracer.kernel import events
 from tracer.kernel.info import info_of
+from tracer.kernel.stacks import stacks_of
 from tracer.decode.keyspec import secret_reply
 from tracer.stitch.model import LOST_REPLY, BusySpan, Connection, FileSync, Invalidation, LossSpan, Request
 from tracer.decode.links import BusParser, LinkStats, looks_like_cluster_bus
@@ -100,7 +101,7 @@ def _secret_reply_pending(pending) -> bool:
 
 class Stitcher:
     def __init__(self, on_request=_noop, on_busy=_noop, on_sync=_noop, on_conn=_noop, on_accept=_noop,
-                 on_counters=_noop, on_loss=_noop, on_invalidate=_noop, on_info=_noop,
+                 on_counters=_noop, on_loss=_noop, on_invalidate=_noop, on_info=_noop, on_stacks=_noop,
                  show_values: bool = False, mask_payloads: bool = False, uprobe_exec: bool = False,
                  max_conns: int = MAX_CONNS):
         self.on_request = on_request
@@ -112,6 +113,7 @@ class Stitcher:
         self.on_loss = on_loss          # a LossSpan: records of a connection neither ring took
         self.on_invalidate = on_invalidate  # an Invalidation: a CLIENT TRACKING push a client got
         self.on_info = on_info          # an info.InfoAt: fields of a target's INFO, sampled by the tracer
+        self.on_stacks = on_stacks      # a stacks.StacksAt: what a stall's main thread ran (--why)
         self.show_values = show_values
         self.mask_payloads = mask_payloads  # collect redaction spans per record (for the recorder)
         self.conns: dict[tuple[int, int], ConnState] = {}
@@ -131,7 +133,7 @@ class Stitcher:
             events.CLOSE: self._on_close, events.FSYNC: self._on_fsync, events.LOOP: self._on_loop,
             events.EXEC: self._on_exec, events.FDINFO: self._on_fdinfo, events.COUNTERS: self._on_counters,
             events.EXIT: self._on_exit,
-            events.LOST: self._on_lost, events.INFO: self._on_info,
+            events.LOST: self._on_lost, events.INFO: self._on_info, events.STACKS: self._on_stacks,
         }
 
     # -- entry points -------------------------------------------------------------
@@ -557,6 +559,9 @@ class Stitcher:
 
     def _on_info(self, ev) -> None:
         self.on_info(info_of(ev))
+
+    def _on_stacks(self, ev) -> None:
+        self.on_stacks(stacks_of(ev))
 
     def _on_lost(self, ev) -> None:
         """Records of this fd reached neither ring, here in time. A lost WRITE leaves the waiting

@@ -1,0 +1,149 @@
+"""What a stall's main thread ran, from its on-CPU samples (--why; kernel/stacks.py makes them).
+
+Three answers for diagnosis.py:
+* hot paths: the call tree of the samples (event-loop frames left out), descended from each
+  heavy branch while one child keeps HOT_SHARE of it: `activeExpireCycle → … → dictRelease 92 %`;
+* the class the thread's work implies: `expiry` (active or on-access expiry freeing keys) or
+  `eviction` (maxmemory), when their frames hold at least CLASS_SHARE of the samples;
+* whether the commands ran the span: a command is a culprit only when samples under `call()`
+  (command execution) hold CLASS_SHARE of them. An inferred execution time is only the time from
+  a read to the next syscall, and swallows whatever the loop did after the command (serverCron,
+  beforeSleep): a GET read just before an expiry cycle is a victim, not the culprit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tracer.analyze.classify import CLASS_SHARE
+from tracer.analyze.culprits import Culprits, Unit
+from tracer.schema import StallFrames
+from tracer.units import say_pct
+
+MIN_SAMPLES = 5             # fewer samples decide nothing (a stall just over the threshold gets ~20)
+HOT_SHARE = 0.6             # a hot path goes on into a child holding this share of its branch
+BRANCH_MIN_SHARE = 0.05     # branches lighter than this are not listed
+MAX_PATHS = 3
+FOLDED_KEPT = 200           # folded lines kept per stall in the report (the heaviest)
+CALL_FRAME = "call"         # server.c call(): a command executing
+# the event loop and its dispatch: where every stack starts, so they explain nothing
+LOOP_FRAMES = frozenset({
+    "_start", "__libc_start_main", "__libc_start_call_main", "main", "aeMain", "aeProcessEvents",
+    "processTimeEvents", "serverCron", "databasesCron", "beforeSleep", "afterSleep", "readQueryFromClient",
+    "processInputBuffer", "processCommandAndResetClient", "processCommand", "connSocketEventHandler",
+    "callHandler", CALL_FRAME, "[unknown]", "[other]",
+})
+CLASS_FRAMES = {
+    "expiry": frozenset({"activeExpireCycle", "activeExpireCycleTryExpire", "deleteExpiredKeyAndPropagate",
+                         "expireSlaveKeys"}),
+    "eviction": frozenset({"performEvictions", "evictionTimeProc"}),
+}
+CPU_CLASSES = tuple(CLASS_FRAMES)
+
+
+@dataclass(slots=True)
+class CpuFacts:
+    samples: int
+    call_share: float                   # samples under call(): command execution
+    class_shares: dict                  # "expiry"/"eviction" -> share of the samples
+    paths: list = field(default_factory=list)   # [StallFrames]
+    folded: list = field(default_factory=list)  # "root;...;leaf count", heaviest first
+
+    @property
+    def decides(self) -> bool:
+        return self.samples >= MIN_SAMPLES
+
+    @property
+    def cls(self) -> str | None:
+        """expiry/eviction when the thread's work was that, else None."""
+        best = max(CPU_CLASSES, key=lambda c: self.class_shares[c])
+        return best if self.decides and self.class_shares[best] >= CLASS_SHARE else None
+
+    @property
+    def commands_ran_it(self) -> bool:
+        return not self.decides or self.call_share >= CLASS_SHARE
+
+
+def cpu_facts(folded: dict, samples: int) -> CpuFacts:
+    """folded: "root;...;leaf" -> samples (kernel.stacks.StacksAt.folded)."""
+    total = sum(folded.values()) or 1
+    in_call = 0
+    per_class = {c: 0 for c in CPU_CLASSES}
+    for stack, n in folded.items():
+        frames = set(stack.split(";"))
+        if CALL_FRAME in frames:
+            in_call += n
+        for cls, marks in CLASS_FRAMES.items():
+            if frames & marks:
+                per_class[cls] += n
+    lines = sorted(folded.items(), key=lambda kv: (-kv[1], kv[0]))[:FOLDED_KEPT]
+    return CpuFacts(samples=samples or total, call_share=in_call / total,
+                    class_shares={c: n / total for c, n in per_class.items()}, paths=hot_paths(folded),
+                    folded=[f"{stack} {n}" for stack, n in lines])
+
+
+def shown_frames(stack: str) -> list[str]:
+    """A stack's frames an operator reads: the event loop's and unnamed ones left out."""
+    return [f for f in stack.split(";") if f not in LOOP_FRAMES and "+0x" not in f]
+
+
+def hot_paths(folded: dict) -> list[StallFrames]:
+    """The heaviest branches of the samples' call tree, each followed down while one child holds
+    HOT_SHARE of it; the share is of all samples, under the path's last frame."""
+    total = sum(folded.values())
+    if not total:
+        return []
+    tree: dict = {}         # frame -> [count, children]
+    for stack, n in folded.items():
+        level = tree
+        for frame in shown_frames(stack):
+            node = level.setdefault(frame, [0, {}])
+            node[0] += n
+            level = node[1]
+    out = []
+    for frame, node in sorted(tree.items(), key=lambda kv: (-kv[1][0], kv[0]))[:MAX_PATHS]:
+        if node[0] < BRANCH_MIN_SHARE * total:
+            break
+        path, branch = [frame], node[0]
+        while node[1]:
+            name, child = max(node[1].items(), key=lambda kv: (kv[1][0], kv[0]))
+            if child[0] < HOT_SHARE * branch:
+                break
+            path.append(name)
+            node = child
+        out.append(StallFrames(frames=path, share=round(node[0] / total, 3), samples=node[0]))
+    return out
+
+
+def span_work(start: int, end: int) -> list[Unit]:
+    """The span's own work as a unit, for victims: requests waiting in the span waited on it."""
+
+    @dataclass(slots=True)
+    class Work:
+        exec_start_ts: int
+        exec_end_ts: int
+
+    return [Unit(conn=0, order=0, members=[Work(start, end)], exec_ns=end - start, timed=True)]
+
+
+def without_culprits(culprits: Culprits) -> Culprits:
+    return Culprits(conns=set(), units=[], timed_any=culprits.timed_any)
+
+
+def evidence(cpu: CpuFacts, cls: str, inferred: object) -> list[str]:
+    """Sentences: the hot paths, what the class rests on, and the command the samples cleared."""
+    out = []
+    if cls == "expiry":
+        out.append(f"the main thread was expiring keys ({say_pct(cpu.class_shares['expiry'], 1)} of"
+                   f" {cpu.samples} on-CPU samples in activeExpireCycle/deleteExpiredKeyAndPropagate)")
+        out.append("the expired key is not visible: Redis propagates it as a DEL to the AOF and replicas,"
+                   " which this trace does not decode")
+    elif cls == "eviction":
+        out.append(f"the main thread was evicting keys for maxmemory ({say_pct(cpu.class_shares['eviction'], 1)}"
+                   f" of {cpu.samples} on-CPU samples in performEvictions)")
+    if inferred is not None and not cpu.commands_ran_it:
+        name = (getattr(inferred, "command", None) or "?").upper()
+        out.append(f"{name} is not the culprit: only {say_pct(cpu.call_share, 1)} of the samples ran a command"
+                   " (its execution time was inferred up to the next syscall)")
+    for p in cpu.paths:
+        out.append(f"on CPU: {p.describe()}")
+    return out
