@@ -40,11 +40,11 @@ class OneModule:
 
 def pc_in(name: str, rsp_based=True) -> int:
     """A pc past the prologue of function `name` whose frame rule is rsp-based (loaded at BIAS)."""
-    sym = sym(name)
-    for off in range(sym.size // 2, sym.size):
-        rule = table().rule(sym.value + off - 1)
+    fn = sym(name)
+    for off in range(fn.size // 2, fn.size):
+        rule = table().rule(fn.value + off - 1)
         if rule is not None and (rule[0] == RSP) == rsp_based and rule[1] > 8:
-            return BIAS + sym.value + off
+            return BIAS + fn.value + off
     raise AssertionError(f"no rsp-based pc in {name}")
 
 
@@ -68,8 +68,8 @@ def snapshot(chain: list[int], space) -> tuple[int, int, int, bytes]:
 
 
 def test_the_frame_rule_at_a_function_entry():
-    sym = sym("call")
-    assert table().rule(sym.value) == (RSP, 8, -8, None)   # return address on top of the stack
+    entry = sym("call").value
+    assert table().rule(entry) == (RSP, 8, -8, None)   # return address on top of the stack
 
 
 def test_unwinds_a_stack_laid_out_by_redis_servers_own_cfi_and_names_the_frames():
