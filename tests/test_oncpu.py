@@ -1,0 +1,87 @@
+"""On-CPU samples in the stall verdict (analyze/oncpu.py through analyze/diagnosis.py), on synthetic
+streams (no root): the class comes from what the thread ran, and a command is culprit only when
+the samples put the time in its execution."""
+from __future__ import annotations
+
+from test_diagnosis import MS, PID, T0, US, mkreq
+
+from tracer.analyze.diagnosis import StallDetector
+from tracer.kernel.stacks import StacksAt
+from tracer.stitch.model import BusySpan
+
+LOOP = "_start;main;aeMain;aeProcessEvents;beforeSleep"
+EXPIRY = f"{LOOP};activeExpireCycle;deleteExpiredKeyAndPropagate;dictFreeUnlinkedEntry;decrRefCount;dictRelease;_dictClear"
+DEL = "_start;main;aeMain;aeProcessEvents;readQueryFromClient;processCommand;call;delCommand;delGenericCommand;" \
+      "dictFreeUnlinkedEntry;decrRefCount;dictRelease;_dictClear"
+
+
+def expiry_after_a_get(stacks: dict | None):
+    """The issue's case: a GET read at the span's start, its reply written after a 900 ms expiry, so its
+    inferred execution (read end -> next syscall) covers the whole span. One stall verdict."""
+    det = StallDetector(stall_ms=50)
+    start, end = T0, T0 + 900 * MS
+    get = mkreq(1, "GET", "k", wake=start, read_start=start + 5 * US, exec_end=end - 10 * US)
+    det.on_request(get)
+    det.on_busy(BusySpan(PID, start, end))
+    if stacks is not None:
+        det.on_stacks(StacksAt(PID, start, end, sum(stacks.values()), stacks))
+    det.finish()
+    (verdict,) = det.results()
+    return verdict
+
+
+def test_without_samples_the_inferred_get_is_blamed():
+    v = expiry_after_a_get(None)
+    assert v.command == "GET" and v.cpu is None     # what issue 15 reports: the samples fix it below
+
+
+def test_samples_in_active_expiry_clear_the_get_and_class_the_stall_expiry():
+    v = expiry_after_a_get({EXPIRY: 440, f"{EXPIRY};free": 10})
+    assert v.class_ == "expiry"
+    assert v.command == "" and v.culprits == []
+    assert v.victims == 1 and v.victim_added_ms > 800      # the GET waited on the expiry: a victim
+    assert any("GET is not the culprit" in e for e in v.evidence)
+    assert any(e.startswith("on CPU: activeExpireCycle → … → dictRelease → _dictClear 100 %") for e in v.evidence)
+    assert "lazyfree-lazy-expire" in v.advice[0]
+
+
+def test_samples_under_call_keep_the_command_culprit():
+    det = StallDetector(stall_ms=50)
+    start, end = T0, T0 + 300 * MS
+    det.on_request(mkreq(1, "DEL", "big", wake=start, read_start=start + 5 * US, exec_end=end - 10 * US))
+    det.on_busy(BusySpan(PID, start, end))
+    det.on_stacks(StacksAt(PID, start, end, 140, {DEL: 140}))
+    det.finish()
+    (v,) = det.results()
+    assert v.class_ == "bigkey" and v.command == "DEL"
+    assert v.cpu.paths[0].frames[:2] == ["delCommand", "delGenericCommand"]
+
+
+def test_stacks_of_another_span_are_not_joined():
+    det = StallDetector(stall_ms=50)
+    det.on_busy(BusySpan(PID, T0, T0 + 100 * MS))
+    det.on_stacks(StacksAt(PID, T0 + 1, T0 + 100 * MS, 40, {EXPIRY: 40}))
+    det.finish()
+    (v,) = det.results()
+    assert v.cpu is None and v.class_ == "not-redis"
+
+
+def test_live_and_report_show_each_stalls_top_frames():
+    import copy
+
+    from test_dashboard import HEADER, SNAPSHOT, final_summary, render, screen
+
+    snap = copy.deepcopy(SNAPSHOT)
+    snap["stalls"].append({"start_s": 12.0, "duration_ms": 908.0, "command": "", "key": None, "class": "expiry",
+                           "victims": 1, "victim_added_ms": 905.0, "samples": 450,
+                           "frames": [{"frames": ["activeExpireCycle", "deleteExpiredKeyAndPropagate", "dictRelease"],
+                                       "share": 0.92, "samples": 414}],
+                           "folded": [f"{EXPIRY} 414", f"{LOOP} 36"],
+                           "advice": ["A big key expired and was freed on the main thread: set"
+                                      " `lazyfree-lazy-expire yes`."]})
+    text, _ = screen(render(snap, HEADER), width=160)
+    assert "on CPU: activeExpireCycle → deleteExpiredKeyAndPropagate → dictRelease 92 %" in text
+    report = dict(snap, target={"pid": 4242, "port": 40123, "redis_version": "7.0.15"}, stall_ms=50)
+    summary = final_summary(report)
+    assert "      on CPU: activeExpireCycle → deleteExpiredKeyAndPropagate → dictRelease 92 %" in summary
+    assert "[expiry]" in summary
