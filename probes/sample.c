@@ -4,9 +4,7 @@
  * the ordinary short iterations of a loaded server cost one map lookup per tick and no record.
  * The record holds the kernel stack (ips) and a snapshot of the user stack from sp: Debian's
  * redis-server has no frame pointers, so user space unwinds it with .eh_frame (kernel/unwind.py),
- * as `perf --call-graph dwarf` does. Registers come from the tick's ctx when it interrupted user
- * code, else from the thread's saved user registers (bpf_task_pt_regs: pt_regs is the syscall ABI,
- * not a kernel-internal struct). */
+ * as `perf --call-graph dwarf` does. */
 #include <uapi/linux/bpf_perf_event.h>
 
 #ifndef SAMPLE_AFTER_NS
@@ -48,16 +46,17 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
     r->ev.tid = tid;
     r->ev.ts_enter = *wake;
     r->ev.ts_exit = now;
-    __u64 ip, sp, bp;
+    /* The user registers: the tick's own when it interrupted user code. In the kernel (a syscall,
+     * a page fault) only the user ip is known, from the kernel's own user stack walk: the saved
+     * user registers lie in kernel memory, which the probes never read. Such a sample keeps its
+     * kernel stack and the user function it came from, not that function's callers. */
+    __u64 ip = 0, sp = 0, bp = 0;
     if ((ctx->regs.cs & 3) == 3) {
         ip = ctx->regs.ip;
         sp = ctx->regs.sp;
         bp = ctx->regs.bp;
-    } else {
-        struct pt_regs *user = (struct pt_regs *)bpf_task_pt_regs((struct task_struct *)bpf_get_current_task_btf());
-        bpf_probe_read_kernel(&ip, sizeof(ip), &user->ip);
-        bpf_probe_read_kernel(&sp, sizeof(sp), &user->sp);
-        bpf_probe_read_kernel(&bp, sizeof(bp), &user->bp);
+    } else if (bpf_get_stack(ctx, &ip, sizeof(ip), BPF_F_USER_STACK) < 0) {
+        ip = 0;
     }
     r->ev.aux_ts = ip;
     r->ev.aux_ts2 = sp;
@@ -68,13 +67,13 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
     r->ev.fd = klen > SAMPLE_KSTACK_BYTES ? SAMPLE_KSTACK_BYTES : klen;
     /* the main thread's stack may end less than 8 KiB above sp (main's frame is near its top):
      * a read past the mapping fails whole, so smaller snapshots are tried in turn */
-    __u32 ulen = SAMPLE_USTACK_BYTES;
-    if (bpf_probe_read_user(r->ustack, SAMPLE_USTACK_BYTES, (void *)sp) != 0) {
-        ulen = SAMPLE_USTACK_BYTES / 2;
-        if (bpf_probe_read_user(r->ustack, SAMPLE_USTACK_BYTES / 2, (void *)sp) != 0) {
-            ulen = SAMPLE_USTACK_BYTES / 8;
-            if (bpf_probe_read_user(r->ustack, SAMPLE_USTACK_BYTES / 8, (void *)sp) != 0)
-                ulen = 0;
+    __u32 ulen = 0;
+#pragma unroll
+    for (int i = 0; i < 3; i++) {
+        __u32 n = SAMPLE_USTACK_BYTES >> (2 * i);   /* 8 KiB, 2 KiB, 512 bytes */
+        if (sp && bpf_probe_read_user(r->ustack, n, (void *)sp) == 0) {
+            ulen = n;
+            break;
         }
     }
     r->ev.cap_len = SAMPLE_KSTACK_BYTES + ulen;

@@ -160,7 +160,7 @@ class Stall:
         """The span's on-CPU samples (kernel.stacks.StacksAt): True when they are this stall's."""
         if stacks.tgid != self.tgid or stacks.start_ts != self.start:
             return False
-        self.cpu = oncpu.cpu_facts(stacks.folded, stacks.samples)
+        self.cpu = oncpu.cpu_facts(stacks.folded, stacks.samples, stacks.on_cpu_share)
         self.version += 1
         return True
 

@@ -47,6 +47,7 @@ class CpuFacts:
     class_shares: dict                  # "expiry"/"eviction" -> share of the samples
     paths: list = field(default_factory=list)   # [StallFrames]
     folded: list = field(default_factory=list)  # "root;...;leaf count", heaviest first
+    on_cpu_share: float | None = None   # the share of the sampled span the thread was on a CPU
 
     @property
     def decides(self) -> bool:
@@ -63,8 +64,9 @@ class CpuFacts:
         return not self.decides or self.call_share >= CLASS_SHARE
 
 
-def cpu_facts(folded: dict, samples: int) -> CpuFacts:
-    """folded: "root;...;leaf" -> samples (kernel.stacks.StacksAt.folded)."""
+def cpu_facts(folded: dict, samples: int, on_cpu_share: float | None = None) -> CpuFacts:
+    """folded: "root;...;leaf" -> samples (kernel.stacks.StacksAt.folded); on_cpu_share: samples over
+    those a thread running throughout would have given."""
     total = sum(folded.values()) or 1
     in_call = 0
     per_class = {c: 0 for c in CPU_CLASSES}
@@ -76,9 +78,9 @@ def cpu_facts(folded: dict, samples: int) -> CpuFacts:
             if frames & marks:
                 per_class[cls] += n
     lines = sorted(folded.items(), key=lambda kv: (-kv[1], kv[0]))[:FOLDED_KEPT]
-    return CpuFacts(samples=samples or total, call_share=in_call / total,
+    return CpuFacts(samples=samples if samples or not folded else total, call_share=in_call / total,
                     class_shares={c: n / total for c, n in per_class.items()}, paths=hot_paths(folded),
-                    folded=[f"{stack} {n}" for stack, n in lines])
+                    folded=[f"{stack} {n}" for stack, n in lines], on_cpu_share=on_cpu_share)
 
 
 def shown_frames(stack: str) -> list[str]:
@@ -146,4 +148,10 @@ def evidence(cpu: CpuFacts, cls: str, inferred: object) -> list[str]:
                    " (its execution time was inferred up to the next syscall)")
     for p in cpu.paths:
         out.append(f"on CPU: {p.describe()}")
+    if not cpu.samples:
+        out.append("no on-CPU sample in the span: the main thread was off the CPU (waiting or preempted),"
+                   " not running Redis code")
+    elif cpu.on_cpu_share is not None:
+        out.append(f"{cpu.samples} on-CPU samples: the main thread ran about {say_pct(cpu.on_cpu_share, 1)}"
+                   " of the span")
     return out

@@ -244,7 +244,8 @@ class ProbeSession:
         kib = self.ringbuf_pages * 4
         size = f"{kib // 1024}MiB" if kib >= 1024 else f"{kib}KiB"
         ring = f" ring {size}/{self.ring_mode}" if self.ring_mode else ""
-        return f"pid {pids} probes {'+'.join(self.probes)} mode {mode} capture {self.capture_max}B{ring}"
+        why = f" why {self.sampling.hz}Hz" if self.sampling is not None else ""
+        return f"pid {pids} probes {'+'.join(self.probes)} mode {mode} capture {self.capture_max}B{ring}{why}"
 
     # -- draining ---------------------------------------------------------------
     def _on_record(self, _ctx, data, size) -> None:

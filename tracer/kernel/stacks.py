@@ -33,8 +33,13 @@ class SamplingConfig:
     stall_ms: float = STALL_MS
     hz: int = SAMPLE_HZ
 
+    @property
+    def after_ns(self) -> int:
+        """How far into a busy span its samples start."""
+        return int(self.stall_ms * 1_000_000 / AFTER_FRACTION)
+
     def cflags(self) -> list[str]:
-        return [f"-DSAMPLE_AFTER_NS={int(self.stall_ms * 1_000_000 / AFTER_FRACTION)}ULL"]
+        return [f"-DSAMPLE_AFTER_NS={self.after_ns}ULL"]
 
 
 class _Span:
@@ -57,8 +62,13 @@ class StackProfiler:
         self._spaces: dict[int, AddressSpace] = {}
         self._spans: dict[tuple[int, int], _Span] = {}   # (tgid, epoll wake) -> the span's samples
         self._kcache: dict[int, str] = {}
-        self.samples = 0                # samples taken, and unwound
+        self.samples = 0                # samples taken, unwound, and the stalls they explained
         self.unwound = 0
+        self.stalls = 0
+
+    def describe(self) -> str:
+        return (f"why: {self.samples} on-CPU samples of busy spans over {self.stall_ns / 1e6 / AFTER_FRACTION:g} ms"
+                f" ({self.config.hz} Hz), {self.unwound} unwound in stalls, {self.stalls} stalls explained")
 
     def attach(self, bpf, pids) -> None:
         """One cpu-clock event per target main thread (pid = its tid: it ticks only while that thread runs)."""
@@ -81,7 +91,7 @@ class StackProfiler:
                 self._on_sample(raw)
                 continue
             out.append(raw)
-            if kind == loop and self._spans:
+            if kind == loop:
                 record = self._on_loop(events.decode(raw))
                 if record is not None:
                     out.append(record)
@@ -110,11 +120,13 @@ class StackProfiler:
         span = self._spans.pop((ev.tgid, wake), None)
         for key in [k for k in self._spans if k[0] == ev.tgid and k[1] < wake]:
             del self._spans[key]        # older spans of this thread ended without a LOOP record
-        if span is None or end - wake < self.stall_ns:
+        if end - wake < self.stall_ns:
             return None
+        span = span or _Span()          # no sample at all: the thread was off the CPU, which says something too
         for held in span.raw:
             self._count(span, held)
-        return stacks_record(ev.tgid, wake, end, span.samples, span.counts)
+        self.stalls += 1
+        return stacks_record(ev.tgid, wake, end, span.samples, span.counts, self.config)
 
     # -- one sample -----------------------------------------------------------------
     def _count(self, span: _Span, ev) -> None:
@@ -151,13 +163,16 @@ class StackProfiler:
         return name
 
 
-def stacks_record(tgid: int, start_ts: int, end_ts: int, samples: int, counts: Counter) -> bytes:
-    """A STACKS record: the span and its folded stacks (the MAX_STACKS heaviest; the rest as [other])."""
+def stacks_record(tgid: int, start_ts: int, end_ts: int, samples: int, counts: Counter,
+                  config: SamplingConfig) -> bytes:
+    """A STACKS record: the span, how it was sampled (aux_ts: from how far into the span, aux_ts2: Hz),
+    and its folded stacks (the MAX_STACKS heaviest; the rest as [other])."""
     top = counts.most_common(MAX_STACKS)
     rest = sum(counts.values()) - sum(n for _, n in top)
     lines = [f"{stack} {n}" for stack, n in top] + ([f"[other] {rest}"] if rest else [])
     return events.encode(events.Event(kind=events.STACKS, tgid=tgid, tid=tgid, ts_enter=start_ts, ts_exit=end_ts,
-                                      ret=samples, payload="\n".join(lines).encode()))
+                                      ret=samples, aux_ts=config.after_ns, aux_ts2=config.hz,
+                                      payload="\n".join(lines).encode()))
 
 
 PAYLOAD_MAX = 1 << 20           # bytes of a STACKS payload read back (a hostile recording cannot make it more)
@@ -172,6 +187,11 @@ class StacksAt:
     end_ts: int
     samples: int
     folded: dict            # "root;...;leaf" -> samples
+    expected: float = 0.0   # samples a thread on the CPU for the whole sampled part would have given
+
+    @property
+    def on_cpu_share(self) -> float | None:
+        return min(1.0, self.samples / self.expected) if self.expected >= 1 else None
 
 
 def stacks_of(ev: events.Event) -> StacksAt:
@@ -180,4 +200,6 @@ def stacks_of(ev: events.Event) -> StacksAt:
         stack, _, n = line.rpartition(" ")
         if stack and n.isdigit():
             folded[stack] = folded.get(stack, 0) + int(n)
-    return StacksAt(ev.tgid, ev.ts_enter, ev.ts_exit, max(0, ev.ret), folded)
+    sampled_ns = max(0, ev.ts_exit - ev.ts_enter - ev.aux_ts)
+    expected = sampled_ns * min(ev.aux_ts2, 100_000) / 1e9
+    return StacksAt(ev.tgid, ev.ts_enter, ev.ts_exit, max(0, ev.ret), folded, expected)

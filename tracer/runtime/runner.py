@@ -223,6 +223,9 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
             consume(session.exit_records())   # its connections end here: none is left "open"
         if hasattr(session, "counters"):
             print(ring_health(session.counters()), file=sys.stderr, flush=True)
+        profiler = getattr(session, "profiler", None)
+        if profiler is not None:
+            print(profiler.describe(), file=sys.stderr, flush=True)
     finally:
         stop.restore()
     return reason
