@@ -202,7 +202,8 @@ class Stall:
         words = evidence(facts, culprits, units, victims, inspan_total=self.inspan_total, io_reads=self.io_reads,
                          over_cmds=self.over_cmds, over_conn_exec=self.over_conn_exec, overlap=ov)
         if cpu is not None:
-            words = oncpu.evidence(cpu, facts.cls, inferred) + words
+            first, after = oncpu.evidence(cpu, facts.cls, inferred)
+            words = first + words + after
         listed = listed_culprits(culprits, ov)
         main = culprits.main
         advice_cmds = [main.command] if main is not None else []

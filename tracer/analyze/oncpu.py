@@ -131,27 +131,28 @@ def without_culprits(culprits: Culprits) -> Culprits:
     return Culprits(conns=set(), units=[], timed_any=culprits.timed_any)
 
 
-def evidence(cpu: CpuFacts, cls: str, inferred: object) -> list[str]:
-    """Sentences: the hot paths, what the class rests on, and the command the samples cleared."""
-    out = []
+def evidence(cpu: CpuFacts, cls: str, inferred: object) -> tuple[list[str], list[str]]:
+    """(what the class rests on and the command the samples cleared, to go first; the hot paths and
+    how much the thread ran, to go after the class's own words)."""
+    first, after = [], []
     if cls == "expiry":
-        out.append(f"the main thread was expiring keys ({say_pct(cpu.class_shares['expiry'], 1)} of"
-                   f" {cpu.samples} on-CPU samples in activeExpireCycle/deleteExpiredKeyAndPropagate)")
-        out.append("the expired key is not visible: Redis propagates it as a DEL to the AOF and replicas,"
-                   " which this trace does not decode")
+        first.append(f"the main thread was expiring keys ({say_pct(cpu.class_shares['expiry'], 1)} of"
+                     f" {cpu.samples} on-CPU samples in activeExpireCycle/deleteExpiredKeyAndPropagate)")
+        first.append("the expired key is not visible: Redis propagates it as a DEL to the AOF and replicas,"
+                     " whose bytes this trace does not capture")
     elif cls == "eviction":
-        out.append(f"the main thread was evicting keys for maxmemory ({say_pct(cpu.class_shares['eviction'], 1)}"
-                   f" of {cpu.samples} on-CPU samples in performEvictions)")
+        first.append(f"the main thread was evicting keys for maxmemory ({say_pct(cpu.class_shares['eviction'], 1)}"
+                     f" of {cpu.samples} on-CPU samples in performEvictions)")
     if inferred is not None and not cpu.commands_ran_it:
         name = (getattr(inferred, "command", None) or "?").upper()
-        out.append(f"{name} is not the culprit: only {say_pct(cpu.call_share, 1)} of the samples ran a command"
-                   " (its execution time was inferred up to the next syscall)")
+        first.append(f"{name} is not the culprit: only {say_pct(cpu.call_share, 1)} of the samples ran a command"
+                     " (its execution time was inferred up to the next syscall)")
     for p in cpu.paths:
-        out.append(f"on CPU: {p.describe()}")
+        after.append(f"on CPU: {p.describe()}")
     if not cpu.samples:
-        out.append("no on-CPU sample in the span: the main thread was off the CPU (waiting or preempted),"
-                   " not running Redis code")
+        after.append("no on-CPU sample in the span: the main thread was off the CPU (waiting or preempted),"
+                     " not running Redis code")
     elif cpu.on_cpu_share is not None:
-        out.append(f"{cpu.samples} on-CPU samples: the main thread ran about {say_pct(cpu.on_cpu_share, 1)}"
-                   " of the span")
-    return out
+        after.append(f"{cpu.samples} on-CPU samples: the main thread ran about {say_pct(cpu.on_cpu_share, 1)}"
+                     " of the span")
+    return first, after

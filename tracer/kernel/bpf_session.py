@@ -116,6 +116,7 @@ class ProbeSession:
         self.probes = tuple(probes) + (("exec",) if exec_probes and "exec" not in probes else ())
         self.sampling = sampling
         self.profiler = None        # kernel/stacks.StackProfiler once attached with sampling
+        self.sampling_note = ""     # why sampling was asked for and is off
         if sampling is not None:
             self.probes += ("sample",)
             extra_cflags = tuple(extra_cflags) + tuple(sampling.cflags())
@@ -178,9 +179,15 @@ class ProbeSession:
         if "exec" in self.probes:
             self._attach_exec()
         if self.sampling is not None:
-            self.profiler = StackProfiler(self.sampling, ksym=BPF.ksym)
-            with _load_errors():
-                self.profiler.attach(self.bpf, sorted({int(t.pid) for t in self.targets}))
+            profiler = StackProfiler(self.sampling, ksym=BPF.ksym)
+            try:
+                profiler.attach(self.bpf, sorted({int(t.pid) for t in self.targets}))
+                self.profiler = profiler
+            except Exception as err:    # no perf events here (a container, perf_event_paranoid): trace without
+                note = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                self.sampling_note = f"--why: no on-CPU samples ({note}); stalls are explained without them"
+                if progress is not None:
+                    progress(self.sampling_note)
         self._open_ring()
 
     def _open_ring(self) -> None:
@@ -244,7 +251,7 @@ class ProbeSession:
         kib = self.ringbuf_pages * 4
         size = f"{kib // 1024}MiB" if kib >= 1024 else f"{kib}KiB"
         ring = f" ring {size}/{self.ring_mode}" if self.ring_mode else ""
-        why = f" why {self.sampling.hz}Hz" if self.sampling is not None else ""
+        why = f" why {self.sampling.hz}Hz" if self.profiler is not None else ""
         return f"pid {pids} probes {'+'.join(self.probes)} mode {mode} capture {self.capture_max}B{ring}{why}"
 
     # -- draining ---------------------------------------------------------------

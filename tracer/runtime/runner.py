@@ -12,7 +12,7 @@ from tracer.kernel.bpf_session import ProbeSession
 from tracer.kernel.privileges import require_tracing_privileges
 from tracer.kernel.stacks import SamplingConfig
 from tracer.kernel.target import Target, find_target, query_redis_info, redis_pids
-from tracer.options import WHY, CAPTURE_BYTES, ENGINE_SAMPLE, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, TraceOptions
+from tracer.options import CAPTURE_BYTES, ENGINE_SAMPLE, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, WHY, TraceOptions
 from tracer.runtime.info_sampler import InfoSampler
 
 COUNTERS_S = 1.0  # kernel counters (lost records, loop busy/idle) join the stream this often
@@ -30,7 +30,7 @@ def add_target_args(parser, duration_default=None) -> None:
                         help="uprobes on redis-server's call() for exact execution time (costs throughput)")
     parser.add_argument("--why", action=argparse.BooleanOptionalAction, default=None,
                         help="explain stalls by what the main thread ran: on-CPU stack samples in long busy "
-                             f"spans (default: {'on' if WHY else 'off'}; on in diagnose)")
+                             f"spans (default: {'on' if WHY else 'off, on in diagnose'}; --no-why: off)")
     parser.add_argument("--capture-bytes", type=int, default=CAPTURE_BYTES, metavar="N",
                         help=f"bytes of each read/write copied for RESP decoding (power of two, default "
                              f"{CAPTURE_BYTES})")
