@@ -149,6 +149,12 @@ class AddressSpace:
         maps.sort()
         self._maps, self._starts = maps, [m[0] for m in maps]
 
+    def preload(self, wanted) -> None:
+        """Parse the tables of the mapped files for which wanted(path) is true now, not at the first stall."""
+        for lo, _hi, _offset, path in list(self._maps):
+            if wanted(path):
+                self.module(lo)
+
     def module(self, pc: int) -> Module | None:
         i = bisect.bisect_right(self._starts, pc) - 1
         if i < 0 or pc >= self._maps[i][1]:
