@@ -85,3 +85,31 @@ def test_live_and_report_show_each_stalls_top_frames():
     summary = final_summary(report)
     assert "      on CPU: activeExpireCycle → deleteExpiredKeyAndPropagate → dictRelease 92 %" in summary
     assert "[expiry]" in summary
+
+
+def test_the_expired_key_is_named_from_the_replication_stream_through_the_pipeline():
+    from collections import Counter
+
+    from eventstream import PID as SPID, Stream
+
+    from tracer.kernel import events
+    from tracer.kernel.stacks import SamplingConfig, stacks_record
+    from tracer.runtime.pipeline import Pipeline
+
+    s = Stream()
+    s.at(0).accept(9, 50000)
+    s.wake()
+    s.read(9, b"*3\r\n$8\r\nREPLCONF\r\n$3\r\nACK\r\n$1\r\n0\r\n")     # a replica's periodic ACK: a replica link
+    s.at(1000).wake()
+    s.at(901_000).write(9, b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n*2\r\n$3\r\nDEL\r\n$3\r\nbig\r\n")
+    s.loop(1000, 902_000)
+    raw = [events.encode(ev) for ev in s.out]
+    raw.append(stacks_record(SPID, s.out[-1].aux_ts, s.out[-1].ts_enter, 440, Counter({EXPIRY: 440}),
+                             SamplingConfig()))
+    pipeline = Pipeline(stall_ms=50)
+    pipeline.feed(raw)
+    pipeline.finish()
+    (stall,) = pipeline.report({"pid": SPID}).stalls
+    assert stall.class_ == "expiry" and stall.samples == 440
+    assert "expired key: 'big' (the DEL Redis sent its replicas)" in stall.evidence
+    assert stall.frames[0].frames[0] == "activeExpireCycle" and stall.folded == [f"{EXPIRY} 440"]

@@ -134,3 +134,27 @@ def test_bigkey_del_frames_show_the_del_path_and_export_folded(redis_server, tmp
         total += int(count)
     assert total == sum(int(x.rpartition(" ")[2]) for x in stall["folded"])
     assert any("delGenericCommand;" in line for line in lines)
+
+
+def test_an_expired_big_key_is_named_from_the_replication_stream(redis_factory, tmp_path):
+    master = redis_factory(lazyfree_lazy_expire="no")
+    replica = redis_factory(replicaof=f"127.0.0.1 {master.port}")
+    c = master.client(socket_timeout=60)
+    build_hash(c, "big:expiring", 300_000)
+    r = replica.client(socket_timeout=10)
+    deadline = time.monotonic() + 15
+    while r.info("replication").get("master_link_status") != "up" or r.dbsize() < 1:
+        assert time.monotonic() < deadline, r.info("replication")
+        time.sleep(0.1)
+
+    def expire():
+        time.sleep(1.2)     # the link is told from a client by the replica's REPLCONF ACK, sent every second
+        c.pexpire("big:expiring", 200)
+        deadline = time.monotonic() + 10
+        while c.dbsize() > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.dbsize() == 0
+    report = record(master, tmp_path / "replica.rtrace", expire)
+    stalls = [s for s in report["stalls"] if s["class"] == "expiry"]
+    assert stalls, report["stalls"]
+    assert "expired key: 'big:expiring' (the DEL Redis sent its replicas)" in stalls[0]["evidence"], stalls[0]

@@ -48,6 +48,8 @@ MAX_SYNCS = 1_000
 MAX_OPEN = 64
 MAX_DONE = 1_000                  # finished stalls kept (the longest)
 MAX_CULPRITS_LISTED = 5
+PROPAGATED_AFTER_NS = NS_PER_S    # a deletion sent to replicas this long after a span still tells its key
+MAX_DELETED = 100
 
 
 def request_ts(req) -> int:
@@ -81,7 +83,8 @@ class Stall:
     """One long busy span being joined with requests and syncs."""
 
     __slots__ = ("tgid", "start", "end", "seq", "inspan", "inspan_total", "heavy", "over_conn_exec",
-                 "over_cmds", "io_reads", "arrivals", "syncs", "syncs_total", "version", "_cached", "cpu")
+                 "over_cmds", "io_reads", "arrivals", "syncs", "syncs_total", "version", "_cached", "cpu",
+                 "deleted")
 
     def __init__(self, span, seq: int = 0):
         self.tgid = span.tgid
@@ -100,6 +103,7 @@ class Stall:
         self.version = 0                # bumped by every change, for the cached verdict
         self._cached = None
         self.cpu = None                 # oncpu.CpuFacts from the span's STACKS record (--why)
+        self.deleted: list = []         # keys the master told replicas it deleted, in or just after the span
 
     @property
     def duration_ns(self) -> int:
@@ -164,6 +168,13 @@ class Stall:
         self.version += 1
         return True
 
+    def offer_propagated(self, deletion) -> None:
+        """A DEL/UNLINK sent to replicas: Redis propagates a key it expired in the span right after it."""
+        if deletion.tgid == self.tgid and self.start <= deletion.ts <= self.end + PROPAGATED_AFTER_NS \
+                and len(self.deleted) < MAX_DELETED:
+            self.deleted.append(deletion)
+            self.version += 1
+
     def offer_sync(self, sync) -> None:
         if sync.tgid != self.tgid:
             return
@@ -202,7 +213,7 @@ class Stall:
         words = evidence(facts, culprits, units, victims, inspan_total=self.inspan_total, io_reads=self.io_reads,
                          over_cmds=self.over_cmds, over_conn_exec=self.over_conn_exec, overlap=ov)
         if cpu is not None:
-            first, after = oncpu.evidence(cpu, facts.cls, inferred)
+            first, after = oncpu.evidence(cpu, facts.cls, inferred, [d.key for d in self.deleted])
             words = first + words + after
         listed = listed_culprits(culprits, ov)
         main = culprits.main
@@ -256,6 +267,7 @@ class StallDetector:
         self.on_stall = on_stall            # called with each finished StallVerdict
         self.lookback: deque = deque()      # (completion ts, request) of recent requests
         self.sync_lookback: deque = deque()
+        self.deleted_lookback: deque = deque()
         self.open: list[Stall] = []         # in span-record order
         self.done: list[StallVerdict] = []  # finished verdicts (longest max_stalls kept)
         self.recent: deque = deque(maxlen=10)
@@ -285,6 +297,14 @@ class StallDetector:
             if st.offer_stacks(stacks):
                 return
 
+    def on_propagated(self, deletion) -> None:
+        """A DEL/UNLINK sent to replicas (stitch.model.Propagated); it is written before the span's LOOP
+        record comes, so recent ones are kept for the stall that opens then."""
+        for st in self.open:
+            st.offer_propagated(deletion)
+        self.deleted_lookback.append(deletion)
+        self._prune(self.deleted_lookback, lambda x: x.ts, SYNC_LOOKBACK_MAX)
+
     def on_sync(self, sync) -> None:
         for st in self.open:
             st.offer_sync(sync)
@@ -313,6 +333,8 @@ class StallDetector:
             syncs.append(x)
         for x in reversed(syncs):
             st.offer_sync(x)
+        for x in self.deleted_lookback:
+            st.offer_propagated(x)
         self.open.append(st)
         while len(self.open) > MAX_OPEN:
             self._close(self.open.pop(0))

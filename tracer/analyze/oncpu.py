@@ -24,6 +24,7 @@ HOT_SHARE = 0.6             # a hot path goes on into a child holding this share
 BRANCH_MIN_SHARE = 0.05     # branches lighter than this are not listed
 MAX_PATHS = 3
 FOLDED_KEPT = 200           # folded lines kept per stall in the report (the heaviest)
+MAX_KEYS = 3                # expired keys named in the evidence
 CALL_FRAME = "call"         # server.c call(): a command executing
 # the event loop and its dispatch: where every stack starts, so they explain nothing
 LOOP_FRAMES = frozenset({
@@ -131,18 +132,31 @@ def without_culprits(culprits: Culprits) -> Culprits:
     return Culprits(conns=set(), units=[], timed_any=culprits.timed_any)
 
 
-def evidence(cpu: CpuFacts, cls: str, inferred: object) -> tuple[list[str], list[str]]:
+def _keys_sentence(how: str, deleted_keys) -> str:
+    keys = list(dict.fromkeys(str(k) for k in deleted_keys))
+    more = f" (+{len(keys) - MAX_KEYS} more)" if len(keys) > MAX_KEYS else ""
+    return (f"{how} key{'s' if len(keys) > 1 else ''}: {', '.join(repr(k) for k in keys[:MAX_KEYS])}{more}"
+            " (the DEL Redis sent its replicas)")
+
+
+def evidence(cpu: CpuFacts, cls: str, inferred: object, deleted_keys=()) -> tuple[list[str], list[str]]:
     """(what the class rests on and the command the samples cleared, to go first; the hot paths and
-    how much the thread ran, to go after the class's own words)."""
+    how much the thread ran, to go after the class's own words). deleted_keys: keys the master sent
+    its replicas DEL/UNLINK for in or right after the span."""
     first, after = [], []
     if cls == "expiry":
         first.append(f"the main thread was expiring keys ({say_pct(cpu.class_shares['expiry'], 1)} of"
                      f" {cpu.samples} on-CPU samples in activeExpireCycle/deleteExpiredKeyAndPropagate)")
-        first.append("the expired key is not visible: Redis propagates it as a DEL to the AOF and replicas,"
-                     " whose bytes this trace does not capture")
+        if deleted_keys:
+            first.append(_keys_sentence("expired", deleted_keys))
+        else:
+            first.append("the expired key is not visible: Redis propagates it as a DEL to the AOF (whose bytes are"
+                         " never captured) and to replicas (none traced)")
     elif cls == "eviction":
         first.append(f"the main thread was evicting keys for maxmemory ({say_pct(cpu.class_shares['eviction'], 1)}"
                      f" of {cpu.samples} on-CPU samples in performEvictions)")
+        if deleted_keys:
+            first.append(_keys_sentence("evicted", deleted_keys))
     if inferred is not None and not cpu.commands_ran_it:
         name = (getattr(inferred, "command", None) or "?").upper()
         first.append(f"{name} is not the culprit: only {say_pct(cpu.call_share, 1)} of the samples ran a command"
