@@ -113,3 +113,17 @@ def test_the_expired_key_is_named_from_the_replication_stream_through_the_pipeli
     assert stall.class_ == "expiry" and stall.samples == 440
     assert "expired key: 'big' (the DEL Redis sent its replicas)" in stall.evidence
     assert stall.frames[0].frames[0] == "activeExpireCycle" and stall.folded == [f"{EXPIRY} 440"]
+
+
+def test_kernel_samples_without_callers_do_not_clear_a_command():
+    """A DEL whose frees end in the kernel (madvise): those samples keep only their user leaf."""
+    kernel = "__madvise;asm_exc_page_fault_[k];do_madvise_[k]"
+    det = StallDetector(stall_ms=50)
+    start, end = T0, T0 + 300 * MS
+    det.on_request(mkreq(1, "DEL", "big", wake=start, read_start=start + 5 * US, exec_end=end - 10 * US))
+    det.on_busy(BusySpan(PID, start, end))
+    det.on_stacks(StacksAt(PID, start, end, 140, {DEL: 40, kernel: 100}))
+    det.finish()
+    (v,) = det.results()
+    assert v.class_ == "bigkey" and v.command == "DEL" and v.cpu.placed == 40
+    assert any(e.startswith("100 samples in the kernel or not unwound") for e in v.evidence)

@@ -39,6 +39,8 @@ CLASS_FRAMES = {
     "eviction": frozenset({"performEvictions", "evictionTimeProc"}),
 }
 CPU_CLASSES = tuple(CLASS_FRAMES)
+# a stack holding one of these was unwound far enough to say where in Redis it was
+PLACING_FRAMES = frozenset({"main", "aeMain", CALL_FRAME}).union(*CLASS_FRAMES.values())
 
 
 @dataclass(slots=True)
@@ -49,10 +51,11 @@ class CpuFacts:
     paths: list = field(default_factory=list)   # [StallFrames]
     folded: list = field(default_factory=list)  # "root;...;leaf count", heaviest first
     on_cpu_share: float | None = None   # the share of the sampled span the thread was on a CPU
+    placed: int = 0                     # samples whose stack says where in Redis they were (the shares' base)
 
     @property
     def decides(self) -> bool:
-        return self.samples >= MIN_SAMPLES
+        return self.placed >= MIN_SAMPLES
 
     @property
     def cls(self) -> str | None:
@@ -68,20 +71,26 @@ class CpuFacts:
 def cpu_facts(folded: dict, samples: int, on_cpu_share: float | None = None) -> CpuFacts:
     """folded: "root;...;leaf" -> samples (kernel.stacks.StacksAt.folded); on_cpu_share: samples over
     those a thread running throughout would have given."""
-    total = sum(folded.values()) or 1
-    in_call = 0
+    in_call = placed = 0
     per_class = {c: 0 for c in CPU_CLASSES}
     for stack, n in folded.items():
         frames = set(stack.split(";"))
+        # A sample taken in the kernel keeps only its user leaf, and an unwind can stop early: such
+        # a stack cannot say whether a command ran, so it is left out of the shares, not counted
+        # as "not a command" (a DEL whose frees end in madvise would lose its culprit otherwise).
+        if not frames & PLACING_FRAMES:
+            continue
+        placed += n
         if CALL_FRAME in frames:
             in_call += n
         for cls, marks in CLASS_FRAMES.items():
             if frames & marks:
                 per_class[cls] += n
+    base = placed or 1
     lines = sorted(folded.items(), key=lambda kv: (-kv[1], kv[0]))[:FOLDED_KEPT]
-    return CpuFacts(samples=samples if samples or not folded else total, call_share=in_call / total,
-                    class_shares={c: n / total for c, n in per_class.items()}, paths=hot_paths(folded),
-                    folded=[f"{stack} {n}" for stack, n in lines], on_cpu_share=on_cpu_share)
+    return CpuFacts(samples=samples if samples or not folded else sum(folded.values()), call_share=in_call / base,
+                    class_shares={c: n / base for c, n in per_class.items()}, paths=hot_paths(folded),
+                    folded=[f"{stack} {n}" for stack, n in lines], on_cpu_share=on_cpu_share, placed=placed)
 
 
 def shown_frames(stack: str) -> list[str]:
@@ -117,15 +126,17 @@ def hot_paths(folded: dict) -> list[StallFrames]:
     return out
 
 
+@dataclass(slots=True)
+class _SpanWork:
+    """The span itself as an execution, for victims: requests waiting in it waited on its work."""
+
+    exec_start_ts: int
+    exec_end_ts: int
+
+
 def span_work(start: int, end: int) -> list[Unit]:
     """The span's own work as a unit, for victims: requests waiting in the span waited on it."""
-
-    @dataclass(slots=True)
-    class Work:
-        exec_start_ts: int
-        exec_end_ts: int
-
-    return [Unit(conn=0, order=0, members=[Work(start, end)], exec_ns=end - start, timed=True)]
+    return [Unit(conn=0, order=0, members=[_SpanWork(start, end)], exec_ns=end - start, timed=True)]
 
 
 def without_culprits(culprits: Culprits) -> Culprits:
@@ -169,4 +180,7 @@ def evidence(cpu: CpuFacts, cls: str, inferred: object, deleted_keys=()) -> tupl
     elif cpu.on_cpu_share is not None:
         after.append(f"{cpu.samples} on-CPU samples: the main thread ran about {say_pct(cpu.on_cpu_share, 1)}"
                      " of the span")
+    if cpu.samples and cpu.placed < cpu.samples:
+        after.append(f"{cpu.samples - cpu.placed} samples in the kernel or not unwound to the event loop:"
+                     " left out of the shares above")
     return first, after
