@@ -84,7 +84,7 @@ def test_live_and_report_show_each_stalls_top_frames():
     report = dict(snap, target={"pid": 4242, "port": 40123, "redis_version": "7.0.15"}, stall_ms=50)
     summary = final_summary(report)
     assert "      on CPU: activeExpireCycle → deleteExpiredKeyAndPropagate → dictRelease 92 %" in summary
-    assert "[expiry]" in summary
+    assert "[expiry]" in summary and "(key expiry)" in summary
 
 
 def test_the_expired_key_is_named_from_the_replication_stream_through_the_pipeline():

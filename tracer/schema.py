@@ -86,6 +86,10 @@ class Culprit(View):
     reply_bytes: int
 
 
+# stalls no command made: what the views name as their culprit
+NO_COMMAND_CULPRIT = {"expiry": "(key expiry)", "eviction": "(maxmemory eviction)"}
+
+
 @dataclass(slots=True)
 class StallFrames(View):
     """A hot path of a stall's on-CPU samples (--why): frames outermost first, the event loop's own left out."""
@@ -130,8 +134,8 @@ class StallResult(View):
 
     @property
     def culprit(self) -> str:
-        """'DEL big:set': the main culprit's command and key."""
-        cmd = self.command or "?"
+        """'DEL big:set': the main culprit's command and key; without a command, the work that made the stall."""
+        cmd = self.command or NO_COMMAND_CULPRIT.get(self.class_, "?")
         return f"{cmd} {self.key}" if self.key else cmd
 
     @property

@@ -89,9 +89,9 @@ def _decode(fde) -> tuple[list, list]:
 class Module:
     """An executable mapping of one ELF file: its tables and symbols, and where it is loaded."""
 
-    def __init__(self, path: str, start: int, end: int, offset: int, opened: str):
+    def __init__(self, path: str, start: int, end: int, offset: int, opened: str, name: str = ""):
         self.path, self.start, self.end = path, start, end
-        self.name = os.path.basename(path)
+        self.name = name or os.path.basename(path)
         self.cfi = CfiTable(opened)
         self.bias = start - offset
         for vaddr, poff, filesz in self.cfi.loads:     # the PT_LOAD holding this mapping's first byte
@@ -132,6 +132,14 @@ class AddressSpace:
         self._maps: list[tuple[int, int, int, str]] = []
         self._starts: list[int] = []
         self._modules: dict[tuple[int, str], Module | None] = {}
+        # the executable's unnamed frames read `redis-server+0x…` (its comm), not `redis-check-rdb+0x…`
+        # (Debian's redis-server is a link to that file)
+        try:
+            self.exe = os.readlink(f"{proc}/{pid}/exe").removesuffix(" (deleted)")
+            with open(f"{proc}/{pid}/comm") as f:
+                self.exe_name = f.read().strip()
+        except OSError:
+            self.exe, self.exe_name = "", ""
         self.refresh()
 
     def refresh(self) -> None:
@@ -163,7 +171,8 @@ class AddressSpace:
         key = (lo, path)
         if key not in self._modules:
             try:
-                self._modules[key] = Module(path, lo, hi, offset, f"{self.proc}/{self.pid}/root{path}")
+                self._modules[key] = Module(path, lo, hi, offset, f"{self.proc}/{self.pid}/root{path}",
+                                            name=self.exe_name if path == self.exe else "")
             except (ElfError, OSError):
                 self._modules[key] = None
         return self._modules[key]
