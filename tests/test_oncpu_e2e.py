@@ -50,6 +50,16 @@ def build_hash(client, key, fields):
     assert client.hlen(key) == fields
 
 
+def expire_and_wait(client, key, ms, keys_left):
+    """PEXPIRE key, then wait (bounded) until active expiry has removed it."""
+    client.pexpire(key, ms)
+    deadline = time.monotonic() + 10
+    # DBSIZE, not EXISTS: touching the key would expire it on access, inside EXISTS
+    while client.dbsize() > keys_left and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.dbsize() == keys_left
+
+
 def record(server, trace, action, settle_s=1.0):
     """Record with --why around action(); the report of the trace."""
     tracer = TracerProcess("record", "--why", "--port", str(server.port), "-o", str(trace))
@@ -73,14 +83,7 @@ def test_big_key_expiry_is_class_expiry_and_the_get_is_no_culprit(redis_factory,
     c.set("k", "v")
     load = SlowestGet(server)
 
-    def expire():
-        c.pexpire("big", 300)
-        deadline = time.monotonic() + 10
-        # DBSIZE, not EXISTS: touching the key would expire it on access, inside EXISTS
-        while c.dbsize() > 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert c.dbsize() == 1
-    report = record(server, tmp_path / "expiry.rtrace", expire)
+    report = record(server, tmp_path / "expiry.rtrace", lambda: expire_and_wait(c, "big", 300, keys_left=1))
     load.finish()
     stalls = [s for s in report["stalls"] if s["duration_ms"] >= 100]
     assert stalls, report["stalls"]
@@ -149,11 +152,7 @@ def test_an_expired_big_key_is_named_from_the_replication_stream(redis_factory, 
 
     def expire():
         time.sleep(1.2)     # the link is told from a client by the replica's REPLCONF ACK, sent every second
-        c.pexpire("big:expiring", 200)
-        deadline = time.monotonic() + 10
-        while c.dbsize() > 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert c.dbsize() == 0
+        expire_and_wait(c, "big:expiring", 200, keys_left=0)
     report = record(master, tmp_path / "replica.rtrace", expire)
     stalls = [s for s in report["stalls"] if s["class"] == "expiry"]
     assert stalls, report["stalls"]
