@@ -157,3 +157,27 @@ def test_an_expired_big_key_is_named_from_the_replication_stream(redis_factory, 
     stalls = [s for s in report["stalls"] if s["class"] == "expiry"]
     assert stalls, report["stalls"]
     assert "expired key: 'big:expiring' (the DEL Redis sent its replicas)" in stalls[0]["evidence"], stalls[0]
+
+
+def test_without_perf_events_tracing_goes_on_without_samples(redis_server, monkeypatch):
+    from tracer.kernel import events, stacks
+    from tracer.kernel.bpf_session import ProbeSession
+    from tracer.kernel.target import find_target
+
+    def refused(self, bpf, pids):
+        raise OSError("perf_event_open: Permission denied")
+    monkeypatch.setattr(stacks.StackProfiler, "attach", refused)
+    notes = []
+    session = ProbeSession([find_target(port=redis_server.port)], sampling=stacks.SamplingConfig())
+    try:
+        session.attach(progress=notes.append)
+        assert session.profiler is None and " why " not in session.describe()
+        assert notes == ["--why: no on-CPU samples (perf_event_open: Permission denied); stalls are explained"
+                         " without them"]
+        c = redis_server.client()
+        c.set("k", "v")
+        assert c.get("k") == b"v"
+        time.sleep(0.3)
+        assert any(raw[events.KIND_BYTE] == events.READ for raw in session.drain())   # traced all the same
+    finally:
+        session.close()
