@@ -1,4 +1,4 @@
-/* On-CPU attribution (--why): a cpu-clock perf event opened per target main thread (pid = its tid),
+/* On-CPU attribution (unless --no-why): a cpu-clock perf event opened per target main thread (pid = its tid),
  * so it ticks only while that thread runs: nothing while Redis sleeps in epoll_wait. A tick makes a
  * record only deep in a busy span (SAMPLE_AFTER_NS since the epoll wake, loop.c's last_wake), so
  * the ordinary short iterations of a loaded server cost one map lookup per tick and no record.

@@ -1,4 +1,4 @@
-"""--why on a real redis-server: stalls explained by what the main thread ran on the CPU (probes/sample.c,
+"""On-CPU samples (on unless --no-why) on a real redis-server: stalls explained by what the main thread ran
 kernel/unwind.py, analyze/oncpu.py), with ground truth from the test's own clients."""
 from __future__ import annotations
 
@@ -61,8 +61,8 @@ def expire_and_wait(client, key, ms, keys_left):
 
 
 def record(server, trace, action, settle_s=1.0):
-    """Record with --why around action(); the report of the trace."""
-    tracer = TracerProcess("record", "--why", "--port", str(server.port), "-o", str(trace))
+    """Record (on-CPU samples are on by default) around action(); the report of the trace."""
+    tracer = TracerProcess("record", "--port", str(server.port), "-o", str(trace))
     time.sleep(0.5)
     action()
     time.sleep(settle_s)
@@ -172,7 +172,7 @@ def test_without_perf_events_tracing_goes_on_without_samples(redis_server, monke
     try:
         session.attach(progress=notes.append)
         assert session.profiler is None and " why " not in session.describe()
-        assert notes == ["--why: no on-CPU samples (perf_event_open: Permission denied); stalls are explained"
+        assert notes == ["no on-CPU samples (perf_event_open: Permission denied); stalls are explained"
                          " without them"]
         c = redis_server.client()
         c.set("k", "v")

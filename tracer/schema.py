@@ -92,7 +92,7 @@ NO_COMMAND_CULPRIT = {"expiry": "(key expiry)", "eviction": "(maxmemory eviction
 
 @dataclass(slots=True)
 class StallFrames(View):
-    """A hot path of a stall's on-CPU samples (--why): frames outermost first, the event loop's own left out."""
+    """A hot path of a stall's on-CPU samples: frames outermost first, the event loop's own left out."""
 
     frames: list
     share: float            # 0..1 of the stall's samples ran under the last frame
@@ -125,7 +125,7 @@ class StallResult(View):
     victim_added_total_ms: float = 0.0
     victim_added_mean_ms: float = 0.0
     open: bool | None = field(default=None, metadata=OPTIONAL)  # live views: still joining requests
-    samples: int | None = field(default=None, metadata=OPTIONAL)    # --why: on-CPU samples of the main thread
+    samples: int | None = field(default=None, metadata=OPTIONAL)    # on-CPU samples of the main thread (None: not sampled)
     frames: list | None = field(default=None, metadata=OPTIONAL)    # [StallFrames], heaviest first
     folded: list | None = field(default=None, metadata=OPTIONAL)    # "root;...;leaf count" lines (flame graphs)
 

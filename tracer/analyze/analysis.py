@@ -323,7 +323,7 @@ class Analyzer:
         self.patterns.on_info(info)
 
     def on_stacks(self, stacks) -> None:
-        """What a stall's main thread ran on the CPU (kernel.stacks.StacksAt, --why)."""
+        """What a stall's main thread ran on the CPU (kernel.stacks.StacksAt)."""
         self.detector.on_stacks(stacks)
 
     def on_propagated(self, deletion) -> None:

@@ -76,7 +76,7 @@ class StallVerdict:
     evidence: list
     advice: list
     culprits: list          # [Culprit], longest execution first
-    cpu: object = None      # oncpu.CpuFacts: what the main thread ran (--why), None: not sampled
+    cpu: object = None      # oncpu.CpuFacts: what the main thread ran on the CPU, None: not sampled
 
 
 class Stall:
@@ -102,7 +102,7 @@ class Stall:
         self.syncs_total = 0
         self.version = 0                # bumped by every change, for the cached verdict
         self._cached = None
-        self.cpu = None                 # oncpu.CpuFacts from the span's STACKS record (--why)
+        self.cpu = None                 # oncpu.CpuFacts from the span's STACKS record
         self.deleted: list = []         # keys the master told replicas it deleted, in or just after the span
 
     @property

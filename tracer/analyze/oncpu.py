@@ -1,4 +1,4 @@
-"""What a stall's main thread ran, from its on-CPU samples (--why; kernel/stacks.py makes them).
+"""What a stall's main thread ran, from its on-CPU samples (unless --no-why; kernel/stacks.py makes them).
 
 Three answers for diagnosis.py:
 * hot paths: the call tree of the samples (event-loop frames left out), descended from each

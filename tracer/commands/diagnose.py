@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from tracer.options import WHY_DIAGNOSE, TraceOptions
+from tracer.options import WHY_IN_DIAGNOSE, TraceOptions
 from tracer.runtime import runner, session
 
 
@@ -18,7 +18,7 @@ def add_parser(sub):
     runner.add_target_args(p)
     runner.add_analysis_args(p, refresh=False)
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    p.set_defaults(why=WHY_DIAGNOSE)
+    p.set_defaults(why=WHY_IN_DIAGNOSE)
     return p
 
 

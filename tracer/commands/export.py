@@ -1,5 +1,5 @@
 """`redis-tracer export FILE --format chrome -o OUT.json`: open a trace in Perfetto or chrome://tracing;
-`--format folded -o OUT.folded`: each stall's on-CPU stacks (recorded with --why) for flame graphs."""
+`--format folded -o OUT.folded`: each stall's on-CPU stacks (unless recorded with --no-why) for flame graphs."""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,7 @@ def add_parser(sub):
                                       " stacks to folded format (flamegraph.pl, speedscope)")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--format", choices=["chrome", "folded"], default="chrome",
-                   help="chrome: Trace Event JSON; folded: on-CPU stacks per stall (a trace recorded with --why)")
+                   help="chrome: Trace Event JSON; folded: on-CPU stacks per stall (recorded without --no-why)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.json")
     p.add_argument("--stall-ms", type=float, default=None)
     return p

@@ -32,7 +32,7 @@ PROBE_FILES = {
     "fsync": "fsync.c",  # fsync/fdatasync
     "exec": "exec.c",    # uprobes on call()
     "engine": "engine.c",  # read/write parsed and aggregated in the kernel (instead of io.c)
-    "sample": "sample.c",  # --why: cpu-clock samples of the main thread deep in a busy span (after loop.c)
+    "sample": "sample.c",  # cpu-clock samples (unless --no-why) of the main thread deep in a busy span (after loop.c)
 }
 DEFAULT_PROBES = ("conn", "fds", "io", "loop", "fsync")
 # engine.c first: it defines the hooks conn.c and loop.c call
@@ -110,7 +110,7 @@ class ProbeSession:
                  extra_cflags=(), on_load=None, sampling: SamplingConfig | None = None):
         """extra_cflags: more -D options for the probe text; on_load(bpf): called once the probes are
         loaded and the common maps filled (a probe set's own maps are seeded there); sampling: on-CPU
-        stacks of stalls (--why, kernel/stacks.py), None: off."""
+        stacks of stalls (kernel/stacks.py), None: off."""
         check_capture_bytes(capture_max)
         self.targets = targets
         self.probes = tuple(probes) + (("exec",) if exec_probes and "exec" not in probes else ())
@@ -185,7 +185,7 @@ class ProbeSession:
                 self.profiler = profiler
             except Exception as err:    # no perf events here (a container, perf_event_paranoid): trace without
                 note = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                self.sampling_note = f"--why: no on-CPU samples ({note}); stalls are explained without them"
+                self.sampling_note = f"no on-CPU samples ({note}); stalls are explained without them"
                 if progress is not None:
                     progress(self.sampling_note)
         self._open_ring()

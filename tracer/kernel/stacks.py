@@ -1,4 +1,4 @@
-"""On-CPU attribution of stalls (--why): the main thread's stacks while a long busy span ran.
+"""On-CPU attribution of stalls (on unless --no-why): the main thread's stacks while a long busy span ran.
 
 probes/sample.c sends a SAMPLE record per cpu-clock tick of a target's main thread deep in a busy
 span. They never reach the pipeline or a recording: `StackProfiler.process` takes them out of each

@@ -12,7 +12,7 @@ from tracer.kernel.bpf_session import ProbeSession
 from tracer.kernel.privileges import require_tracing_privileges
 from tracer.kernel.stacks import SamplingConfig
 from tracer.kernel.target import Target, find_target, query_redis_info, redis_pids
-from tracer.options import CAPTURE_BYTES, ENGINE_SAMPLE, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, WHY, TraceOptions
+from tracer.options import CAPTURE_BYTES, ENGINE_SAMPLE, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, WHY, ONCPU, TraceOptions
 from tracer.runtime.info_sampler import InfoSampler
 
 COUNTERS_S = 1.0  # kernel counters (lost records, loop busy/idle) join the stream this often
@@ -29,8 +29,9 @@ def add_target_args(parser, duration_default=None) -> None:
     parser.add_argument("--exec-probes", action="store_true",
                         help="uprobes on redis-server's call() for exact execution time (costs throughput)")
     parser.add_argument("--why", action=argparse.BooleanOptionalAction, default=None,
-                        help="explain stalls by what the main thread ran: on-CPU stack samples in long busy "
-                             f"spans (default: {'on' if WHY else 'off, on in diagnose'}; --no-why: off)")
+                        help="explain stalls by what the main thread did (default: "
+                             f"{'on' if WHY else 'off'}, on in diagnose); the on-CPU stack samples of long busy "
+                             f"spans are {'on' if ONCPU else 'off'} unless --no-why")
     parser.add_argument("--capture-bytes", type=int, default=CAPTURE_BYTES, metavar="N",
                         help=f"bytes of each read/write copied for RESP decoding (power of two, default "
                              f"{CAPTURE_BYTES})")
@@ -130,7 +131,7 @@ def resolve_targets(options: TraceOptions) -> list[Target]:
 
 def new_session(options: TraceOptions, targets: list[Target]) -> ProbeSession:
     """The probe session of options.mode: the full probe set, or the engine's (tracer/engine)."""
-    sampling = SamplingConfig(stall_ms=options.stall_ms) if options.why else None
+    sampling = SamplingConfig(stall_ms=options.stall_ms) if options.oncpu else None
     if options.mode == "engine":
         from tracer.engine.session import EngineConfig, EngineSession
 

@@ -119,7 +119,7 @@ class Stitcher:
         self.on_loss = on_loss          # a LossSpan: records of a connection neither ring took
         self.on_invalidate = on_invalidate  # an Invalidation: a CLIENT TRACKING push a client got
         self.on_info = on_info          # an info.InfoAt: fields of a target's INFO, sampled by the tracer
-        self.on_stacks = on_stacks      # a stacks.StacksAt: what a stall's main thread ran (--why)
+        self.on_stacks = on_stacks      # a stacks.StacksAt: what a stall's main thread ran on the CPU
         self.on_propagated = on_propagated  # a Propagated: a DEL/UNLINK the master sent its replicas
         self.show_values = show_values
         self.mask_payloads = mask_payloads  # collect redaction spans per record (for the recorder)

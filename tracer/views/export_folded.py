@@ -15,7 +15,7 @@ def stall_root(stall) -> str:
 
 
 def folded_lines(stalls) -> Iterator[str]:
-    """`root;frame;...;leaf count` for every stall that was sampled (--why), longest stall first."""
+    """`root;frame;...;leaf count` for every stall that was sampled (on unless --no-why), longest stall first."""
     for stall in longest_first(stalls):
         root = stall_root(stall)
         for line in stall.folded or ():
