@@ -1,5 +1,5 @@
-"""On-CPU samples (on unless --no-why) on a real redis-server: stalls explained by what the main thread ran
-kernel/unwind.py, analyze/oncpu.py), with ground truth from the test's own clients."""
+"""On-CPU samples (on unless --no-why) on a real redis-server: stalls explained by what the main thread
+ran on the CPU (probes/sample.c, kernel/unwind.py, analyze/oncpu.py), with ground truth from the test's clients."""
 from __future__ import annotations
 
 import subprocess
