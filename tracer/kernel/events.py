@@ -45,7 +45,7 @@ del _at, _code, _name
 
 # enum rt_kind
 ACCEPT, READ, WRITE, CLOSE, FSYNC, LOOP, EXEC, REQ = 1, 2, 3, 4, 5, 6, 7, 8
-SAMPLE = 9      # sample.c: a main-thread stack snapshot in a long busy span (never recorded: see kernel/stacks.py)
+SAMPLE = 12     # sample.c: a main-thread stack snapshot in a long busy span (never recorded: see kernel/stacks.py)
 # Made in user space, recorded like the rest so that replay sees exactly what live mode saw:
 FDINFO = 100    # an fd classified after the fact (ret = fd kind, payload = path or peer)
 COUNTERS = 101  # kernel counters read on a tick (ret = lost records, aux_ts = busy ns, aux_ts2 = idle ns)
