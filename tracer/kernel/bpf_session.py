@@ -167,6 +167,7 @@ class ProbeSession:
         with _load_errors():
             self.bpf = _deferred_attach(BPF)(text=text, cflags=cflags)
         self.times.compile_s = time.monotonic() - started
+        _return_freed_heap()
         ring_ref = self.bpf["ring_ref"]
         ring_ref[ctypes.c_int(0)] = ctypes.c_int(self.bpf["events"].map_fd)
         self._fill_maps(progress)
@@ -426,6 +427,15 @@ def _load_errors():
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise BPFUnavailable(f"could not load the BPF probes: {first}",
                              "run `redis-tracer doctor` to see what is missing") from None
+
+
+def _return_freed_heap() -> None:
+    """Give the compiler's freed heap back to the system: LLVM leaves tens of MB freed but mapped after a
+    compile (measured: RssAnon 60 -> 29 MB, with the on-CPU sampler 85 -> 31 MB). glibc only."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _update_fd_kinds(fd_kinds, entries: list[tuple[int, int, int]]) -> None:
