@@ -60,9 +60,9 @@ def expire_and_wait(client, key, ms, keys_left):
     assert client.dbsize() == keys_left
 
 
-def record(server, trace, action, settle_s=1.0):
+def record(server, trace, action, settle_s=1.0, *args):
     """Record (on-CPU samples are on by default) around action(); the report of the trace."""
-    tracer = TracerProcess("record", "--port", str(server.port), "-o", str(trace))
+    tracer = TracerProcess("record", *args, "--port", str(server.port), "-o", str(trace))
     time.sleep(0.5)
     action()
     time.sleep(settle_s)
@@ -181,3 +181,13 @@ def test_without_perf_events_tracing_goes_on_without_samples(redis_server, monke
         assert any(raw[events.KIND_BYTE] == events.READ for raw in session.drain())   # traced all the same
     finally:
         session.close()
+
+
+def test_engine_mode_stalls_get_their_frames_too(redis_server, tmp_path):
+    c = redis_server.client(socket_timeout=60)
+    build_hash(c, "big:hash", 400_000)
+    report = record(redis_server, tmp_path / "engine.rtrace", lambda: c.delete("big:hash"), 1.0, "--engine")
+    assert report["mode"] == "engine"
+    stall = report["stalls"][0]
+    assert stall["class"] == "bigkey" and stall["command"] == "DEL", stall
+    assert stall["frames"][0]["frames"][0] == "delGenericCommand" and stall["samples"] >= 10, stall["frames"]
