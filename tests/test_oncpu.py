@@ -127,3 +127,25 @@ def test_kernel_samples_without_callers_do_not_clear_a_command():
     (v,) = det.results()
     assert v.class_ == "bigkey" and v.command == "DEL" and v.cpu.placed == 40
     assert any(e.startswith("100 samples in the kernel or not unwound") for e in v.evidence)
+
+
+def test_folded_export_lines_and_a_trace_without_samples(tmp_path):
+    import subprocess
+    import sys
+
+    from tracer_proc import REPO
+
+    from tracer.schema import StallResult
+    from tracer.views.export_folded import folded_lines
+
+    stalls = [StallResult(start_s=1.5, duration_ms=90.2, class_="bigkey", folded=[f"{DEL} 30", "[other] 2"]),
+              StallResult(start_s=4.0, duration_ms=900.0, class_="expiry", folded=[f"{EXPIRY} 400"]),
+              StallResult(start_s=6.0, duration_ms=60.0, class_="unknown")]      # not sampled: no lines
+    assert list(folded_lines(stalls)) == [f"stall_at_+4.000s_900ms_expiry;{EXPIRY} 400",
+                                          f"stall_at_+1.500s_90ms_bigkey;{DEL} 30",
+                                          "stall_at_+1.500s_90ms_bigkey;[other] 2"]
+    out = tmp_path / "none.folded"
+    proc = subprocess.run([sys.executable, "-m", "tracer", "export", f"{REPO}/tests/fixtures/single.rtrace",
+                           "--format", "folded", "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and out.read_text() == ""
+    assert "no stall in this trace has on-CPU samples" in proc.stderr

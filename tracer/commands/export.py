@@ -47,6 +47,9 @@ def run(args) -> int:
     os.replace(tmp, args.output)
     what = "folded stacks" if args.format == "folded" else "trace events"
     print(f"exported: {count} {what} -> {args.output}", file=sys.stderr)
+    if args.format == "folded" and not count:
+        print("export: no stall in this trace has on-CPU samples (no stall, or recorded with --no-why)",
+              file=sys.stderr)
     return 0
 
 
