@@ -76,11 +76,15 @@ class StackProfiler:
 
     def attach(self, bpf, pids) -> None:
         """One cpu-clock event per target main thread (pid = its tid: it ticks only while that thread runs)."""
-        from bcc import PerfSWConfig, PerfType
+        from bcc import BPF, PerfSWConfig, PerfType
 
+        # One event per thread, on whichever CPU it runs (cpu -1): bcc's attach_perf_event would open
+        # one per online CPU and keep only the last call's events for its cleanup.
+        fn = bpf.load_func(b"on_cpu_sample", BPF.PERF_EVENT)
+        events_of = bpf.open_perf_events.setdefault((PerfType.SOFTWARE, PerfSWConfig.CPU_CLOCK), {})
         for pid in pids:
-            bpf.attach_perf_event(ev_type=PerfType.SOFTWARE, ev_config=PerfSWConfig.CPU_CLOCK,
-                                  fn_name="on_cpu_sample", sample_freq=self.config.hz, pid=pid, cpu=-1)
+            events_of[len(events_of)] = bpf._attach_perf_event(fn.fd, PerfType.SOFTWARE, PerfSWConfig.CPU_CLOCK,
+                                                               0, self.config.hz, pid, -1, -1)
         # parsing redis-server's, libc's and the allocator's .eh_frame takes ~1.4 s: done now, beside the
         # drain loop, rather than inside it at the first stall (a lock-free race at worst parses a file twice)
         threading.Thread(target=self._preload, args=(list(pids),), name="why-preload", daemon=True).start()
