@@ -10,7 +10,7 @@ import sys
 
 from tracer.commands import cli_help
 from tracer.errors import EXIT_GATE, UsageError
-from tracer.options import TraceOptions
+from tracer.options import WHY_IN_DIAGNOSE, TraceOptions
 from tracer.runtime import runner, session
 
 EXAMPLES = """\
