@@ -32,6 +32,7 @@ def add_parser(sub):
     cli_help.add_fail_on_lost(p)
     p.add_argument("--fail-on-stall", action="store_true",
                    help=f"exit {EXIT_GATE} when any stall was found (the diagnosis is printed in full first)")
+    p.set_defaults(why=WHY_IN_DIAGNOSE)
     return p
 
 
