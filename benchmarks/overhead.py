@@ -8,8 +8,9 @@ redis-benchmark (GET and SET, 50 clients) once untraced and once traced, in alte
 --json` (live stitching and analysis of every request) as a subprocess; the benchmark starts
 after the tracer prints its `attached:` line, and the tracer is stopped with SIGINT after it.
 
-Configurations: plain (-c 50), pipelined (-c 50 -P 16), and --exec-probes (uprobes on call()); why and
-diagnose-engine-why add the sched probes (`--why`) to plain and to diagnose-engine (`diagnose --engine`);
+Configurations: plain (-c 50), pipelined (-c 50 -P 16), each also with --why (on-CPU samples of
+stalls and the sched probes, diagnose's default; plain and pipelined run --no-why), diagnose-engine and
+diagnose-engine-why (`diagnose --engine`, without and with --why), and --exec-probes (uprobes on call());
 engine and engine-pipelined run `python -m tracer.engine --bpf-stats` instead (requests parsed and
 aggregated in the kernel) and add the kernel's BPF run time per request (BPF_ENABLE_STATS).
 Prints a table: medians, min-max, traced/untraced ratios for throughput and p99, and the lost
@@ -39,11 +40,12 @@ from tracer.sandbox.redis_server import RedisServer  # noqa: E402
 
 CONFIGS = {
     "plain": {"bench": ["-c", "50"], "tracer": ["--no-why"]},
-    # the sched probes (probes/sched.c) on top, full path and engine path: what --why costs
+    "pipelined": {"bench": ["-c", "50", "-P", "16"], "tracer": ["--no-why"]},
+    # --why (diagnose's default): cpu-clock samples of the main thread deep in busy spans (probes/sample.c)
     "why": {"bench": ["-c", "50"], "tracer": ["--why"]},
+    "why-pipelined": {"bench": ["-c", "50", "-P", "16"], "tracer": ["--why"]},
     "diagnose-engine": {"bench": ["-c", "50"], "tracer": ["--engine", "--no-why"]},
     "diagnose-engine-why": {"bench": ["-c", "50"], "tracer": ["--engine", "--why"]},
-    "pipelined": {"bench": ["-c", "50", "-P", "16"], "tracer": ["--no-why"]},
     "exec-probes": {"bench": ["-c", "50"], "tracer": ["--exec-probes", "--no-why"]},
     # the always-on engine (python -m tracer.engine): parsing and histograms in the kernel
     "engine": {"bench": ["-c", "50"], "tracer": ["--bpf-stats"], "command": "engine"},

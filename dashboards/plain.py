@@ -205,6 +205,7 @@ def final_summary(report: Report) -> str:
                                                      for c in s.culprits[1:4]))
             if s.evidence:
                 out.append("      evidence: " + s.evidence[0])
+            out.extend(f"      on CPU: {p.describe()}" for p in (s.frames or [])[:3])
             out.extend(f"      redis {verdict}: {'; '.join(lines)}" for verdict, lines in redis_lines(s.redis))
             if s.first_advice:
                 out.append(f"      advice: {s.first_advice}")

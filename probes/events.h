@@ -28,6 +28,10 @@ enum rt_kind {
     RT_FORK = 11,    /* a fork by the target: ts_enter = clone entry (0 unknown), ts_exit = the child exists,
                       * ret = child pid, aux_ts = forking tid, aux_ts2 = RSS bytes (user space);
                       * payload (user space): the child's command line */
+    RT_SAMPLE = 12,  /* sample.c (unless --no-why): the main thread on a CPU deep in a busy span. ts_enter = the span's
+                      * epoll wake, ts_exit = the sample; aux_ts = user ip, aux_ts2 = user sp, ret = user bp;
+                      * payload: 256 bytes of kernel stack ips (fd = how many are valid), then the user
+                      * stack copied from sp */
 };
 
 enum rt_sched_flags {     /* flags of RT_OFFCPU / RT_FORK; bit 4 (RTF_UNKNOWN_FD) is never used */

@@ -85,7 +85,8 @@ def test_ebpf_prints_the_program_with_its_flags_and_attaches_nothing(redis_serve
     assert "attached:" not in proc.stderr
     head, _, body = proc.stdout.partition(" */\n")
     flags = [line.strip()[2:].strip() for line in head.splitlines()[1:]]
-    assert head.startswith(f"/* redis-tracer: probes engine, conn, fds, loop, fsync; redis-server pid {redis_server.pid}")
+    assert head.startswith("/* redis-tracer: probes engine, conn, fds, loop, fsync")      # + sample (on-CPU stacks)
+    assert f"; redis-server pid {redis_server.pid}; compiled by bcc with:" in head
     assert f"-DTARGET_TGID_MATCH(t)=((t)=={redis_server.pid})" in flags and "-DENG_CMD_FILTER=1" in flags
     assert "TRACEPOINT_PROBE" in body and "ENG_CMD_FILTER" in body
     # it is the program: bcc compiles and loads it as printed

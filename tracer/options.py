@@ -12,6 +12,13 @@ from tracer.credentials import NO_CREDENTIALS, Credentials, credentials_from_arg
 from tracer.errors import UsageError
 
 STALL_MS = 50.0             # a main-thread busy span this long is a stall
+SAMPLE_HZ = 499             # on-CPU samples: cpu-clock ticks per second of a main thread deep in a busy span
+# Explaining stalls: on-CPU stack samples of long busy spans cost 2 ns of BPF per request and no record
+# under load (docs/PERFORMANCE.md), so they are on unless --no-why; --why asks for the rest of the
+# attribution (off by default in live/record/trace/demo, on in diagnose)
+ONCPU = True
+WHY = False
+WHY_IN_DIAGNOSE = True
 CAPTURE_BYTES = 4096        # bytes of each read/write copied for RESP decoding
 # the probes' per-CPU scratch record holds twice the capture plus its header, and a per-CPU map value
 # may not exceed 32 KiB: 16384 failed to load ("could not open bpf map: scratch")
@@ -122,7 +129,8 @@ class TraceOptions:
     credentials: Credentials = NO_CREDENTIALS   # for the one query of each target before attaching
     patterns: PatternOptions = PatternOptions()
     info_every_s: float = INFO_EVERY_S
-    why: bool = WHY                 # the sched probes too (probes/sched.c)
+    why: bool = WHY                 # --why
+    oncpu: bool = ONCPU             # on-CPU stack samples of stalls (kernel/stacks.py): off only with --no-why
 
     def __post_init__(self):
         check_duration(self.duration)
@@ -154,4 +162,5 @@ class TraceOptions:
                    stall_ms=get("stall_ms", STALL_MS), refresh_hz=get("refresh", REFRESH_HZ),
                    record_path=given.get("record"), mode=get("mode", MODE), slow_ms=given.get("min_ms"),
                    commands=tuple(get("commands", ())),
-                   credentials=credentials_from_args(args), why=bool(get("why", WHY)))
+                   credentials=credentials_from_args(args), why=bool(get("why", WHY)),
+                   oncpu=ONCPU if given.get("why") is None else bool(given["why"]))

@@ -86,6 +86,26 @@ class Culprit(View):
     reply_bytes: int
 
 
+# stalls no command made: what the views name as their culprit
+NO_COMMAND_CULPRIT = {"expiry": "(key expiry)", "eviction": "(maxmemory eviction)"}
+
+
+@dataclass(slots=True)
+class StallFrames(View):
+    """A hot path of a stall's on-CPU samples: frames outermost first, the event loop's own left out."""
+
+    frames: list
+    share: float            # 0..1 of the stall's samples ran under the last frame
+    samples: int
+
+    def describe(self, shown: int = 3) -> str:
+        """`activeExpireCycle → … → dictRelease 92 %`: the first frame and the last ones."""
+        frames = list(self.frames)
+        if len(frames) > shown:
+            frames = [frames[0], "…", *frames[-(shown - 1):]]
+        return f"{' → '.join(str(f) for f in frames)} {round(float(self.share) * 100)} %"
+
+
 @dataclass(slots=True)
 class StallResult(View):
     """One stall as reported: times relative to the trace's first event."""
@@ -110,17 +130,20 @@ class StallResult(View):
     offcpu: dict | None = field(default=None, metadata=OPTIONAL)    # the scheduler's facts (--why)
     found_by: str | None = field(default=None, metadata=OPTIONAL)   # "off-cpu": no busy span showed it
     redis: dict | None = field(default=None, metadata=OPTIONAL)     # Redis's own evidence, joined
+    samples: int | None = field(default=None, metadata=OPTIONAL)    # on-CPU samples of the main thread (None: not sampled)
+    frames: list | None = field(default=None, metadata=OPTIONAL)    # [StallFrames], heaviest first
+    folded: list | None = field(default=None, metadata=OPTIONAL)    # "root;...;leaf count" lines (flame graphs)
 
     JSON_NAMES = {"class_": "class"}
-    NESTED = {"culprits": ("list", Culprit)}
+    NESTED = {"culprits": ("list", Culprit), "frames": ("list", StallFrames)}
 
     @property
     def culprit(self) -> str:
-        """'DEL big:set': the main culprit's command and key; the competitor, wait or fork of a stall the
-        scheduler explains."""
+        """'DEL big:set': the main culprit's command and key; without a command, the work that made the stall
+        (the competitor, wait or fork of a stall the scheduler explains)."""
         if self.cause:
             return self.cause
-        cmd = self.command or "?"
+        cmd = self.command or NO_COMMAND_CULPRIT.get(self.class_, "?")
         return f"{cmd} {self.key}" if self.key else cmd
 
     @property

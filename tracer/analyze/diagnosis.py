@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from tracer.analyze import oncpu
 from tracer.analyze.advice import advice_for
 from tracer.analyze.classify import classify
 from tracer.analyze.culprits import execution_units, find_culprits, listed_culprits
@@ -58,6 +59,8 @@ MAX_DONE = 1_000                  # finished stalls kept (the longest)
 MAX_CULPRITS_LISTED = 5
 MAX_SCHED = 1_000                 # sched items (off-CPU, run slices, forks) kept per stall
 SCHED_LOOKBACK_MAX = 10_000
+PROPAGATED_AFTER_NS = NS_PER_S    # a deletion sent to replicas this long after a span still tells its key
+MAX_DELETED = 100
 
 
 def request_ts(req) -> int:
@@ -88,14 +91,15 @@ class StallVerdict:
     cause: str = ""         # a sched class's culprit: the competing process, the kernel wait, the fork
     offcpu: dict | None = None  # offcpu.offcpu_json (with the sched probes)
     found_by: str = "busy-span"     # or "off-cpu": the main thread waited for a CPU in epoll_wait
+    cpu: object = None      # oncpu.CpuFacts: what the main thread ran on the CPU, None: not sampled
 
 
 class Stall:
     """One long busy span being joined with requests and syncs."""
 
     __slots__ = ("tgid", "start", "end", "seq", "inspan", "inspan_total", "heavy", "over_conn_exec",
-                 "over_cmds", "io_reads", "arrivals", "syncs", "syncs_total", "version", "_cached", "sched",
-                 "faults", "found_by")
+                 "over_cmds", "io_reads", "arrivals", "syncs", "syncs_total", "version", "_cached", "cpu",
+                 "deleted", "sched", "faults", "found_by")
 
     def __init__(self, span, seq: int = 0, found_by: str = "busy-span"):
         self.tgid = span.tgid
@@ -116,6 +120,8 @@ class Stall:
         self.syncs_total = 0
         self.version = 0                # bumped by every change, for the cached verdict
         self._cached = None
+        self.cpu = None                 # oncpu.CpuFacts from the span's STACKS record
+        self.deleted: list = []         # keys the master told replicas it deleted, in or just after the span
 
     @property
     def duration_ns(self) -> int:
@@ -172,6 +178,21 @@ class Stall:
         agg[0] += 1
         agg[1] += x
 
+    def offer_stacks(self, stacks) -> bool:
+        """The span's on-CPU samples (kernel.stacks.StacksAt): True when they are this stall's."""
+        if stacks.tgid != self.tgid or stacks.start_ts != self.start:
+            return False
+        self.cpu = oncpu.cpu_facts(stacks.folded, stacks.samples, stacks.on_cpu_share)
+        self.version += 1
+        return True
+
+    def offer_propagated(self, deletion) -> None:
+        """A DEL/UNLINK sent to replicas: Redis propagates a key it expired in the span right after it."""
+        if deletion.tgid == self.tgid and self.start <= deletion.ts <= self.end + PROPAGATED_AFTER_NS \
+                and len(self.deleted) < MAX_DELETED:
+            self.deleted.append(deletion)
+            self.version += 1
+
     def offer_sync(self, sync) -> None:
         if sync.tgid != self.tgid:
             return
@@ -207,18 +228,28 @@ class Stall:
         units = execution_units(self.inspan + self.heavy, ov)
         culprits = find_culprits(units, self.over_conn_exec, len(self.inspan) + len(self.heavy), dur, ov)
         facts = classify(self.syncs, culprits, dur, bool(self.inspan_total or self.io_reads), ov)
-        # what the thread did off its CPU wins over the commands inferred in the span (not over AOF syncs):
-        # then no command is its culprit, and every request that waited in it is a victim
         span_cmds = [u.members[0].command for u in units if u.members]
         sched = offcpu_facts(self.sched, s, e, self.faults)
         sched_cls = sched_class(sched) if facts.cls != "aof" else None
+        cpu, inferred, work = self.cpu, culprits.main, culprits.units
         if sched_cls is not None:
+            # off its CPU for most of the span: what the scheduler saw wins (not over AOF syncs); no command is
+            # its culprit, and every request that waited on the lost time (waits, sleeps, forks) is a victim
             facts.cls = sched_cls
             culprits = find_culprits([], {}, 0, dur, ov)
-        victims = find_victims(s, e, self.arrivals, units, culprits.conns,
-                               lost_units(sched) if sched_cls is not None else culprits.units)
+            work = lost_units(sched)
+        elif cpu is not None:   # the samples decide: the class from the thread's work, culprits only if they ran it
+            if not cpu.commands_ran_it:
+                culprits = oncpu.without_culprits(culprits)
+                work = oncpu.span_work(s, e)
+            facts.cls = cpu.cls or (facts.cls if cpu.commands_ran_it or facts.cls in ("aof", "not-redis")
+                                    else "unknown")
+        victims = find_victims(s, e, self.arrivals, units, culprits.conns, work)
         words = evidence(facts, culprits, units, victims, inspan_total=self.inspan_total, io_reads=self.io_reads,
                          over_cmds=self.over_cmds, over_conn_exec=self.over_conn_exec, overlap=ov)
+        if cpu is not None and sched_cls is None:
+            first, after = oncpu.evidence(cpu, facts.cls, inferred, [d.key for d in self.deleted])
+            words = first + words + after
         words = sched_evidence(sched, span_cmds) + words
         listed = listed_culprits(culprits, ov)
         main = culprits.main
@@ -239,7 +270,7 @@ class Stall:
             culprits=[Culprit(command=(m.command or "?").upper(), key=m.key, client=m.client or "",
                               exec_ms=ns_to_ms(ov(m.exec_start_ts, m.exec_end_ts)) if m.exec_end_ts else None,
                               reply_bytes=m.reply_bytes)
-                      for m in listed[:MAX_CULPRITS_LISTED]],
+                      for m in listed[:MAX_CULPRITS_LISTED]], cpu=cpu,
             tgid=self.tgid, cause=culprit_of(sched_cls, sched, span_cmds) if sched_cls else "",
             offcpu=offcpu_json(sched, span_cmds), found_by=self.found_by)
 
@@ -254,7 +285,10 @@ def format_stall(v: StallVerdict, first_ts: int, open_: bool | None = None, redi
                        culprits=list(v.culprits), victim_added_total_ms=v.victim_added_total_ms,
                        victim_added_mean_ms=v.victim_added_mean_ms, open=open_, id=v.seq,
                        cause=v.cause or None, offcpu=v.offcpu,
-                       found_by=v.found_by if v.found_by != "busy-span" else None, redis=redis)
+                       found_by=v.found_by if v.found_by != "busy-span" else None, redis=redis,
+                       samples=v.cpu.samples if v.cpu is not None else None,
+                       frames=list(v.cpu.paths) if v.cpu is not None else None,
+                       folded=list(v.cpu.folded) if v.cpu is not None else None)
 
 
 def item_end(item) -> int:
@@ -280,6 +314,7 @@ class StallDetector:
         self.lookback: deque = deque()      # (completion ts, request) of recent requests
         self.sync_lookback: deque = deque()
         self.sched_lookback: deque = deque()
+        self.deleted_lookback: deque = deque()
         self.open: list[Stall] = []         # in span-record order
         self.done: list[StallVerdict] = []  # finished verdicts (longest max_stalls kept)
         self.recent: deque = deque(maxlen=10)
@@ -302,6 +337,20 @@ class StallDetector:
         limit = self.now - self.lookback_ns
         while lookback and (len(lookback) > self.lookback_max or lookback[0][0] < limit):
             lookback.popleft()
+
+    def on_stacks(self, stacks) -> None:
+        """A STACKS record follows its span's LOOP record: the stall it belongs to is open."""
+        for st in self.open:
+            if st.offer_stacks(stacks):
+                return
+
+    def on_propagated(self, deletion) -> None:
+        """A DEL/UNLINK sent to replicas (stitch.model.Propagated); it is written before the span's LOOP
+        record comes, so recent ones are kept for the stall that opens then."""
+        for st in self.open:
+            st.offer_propagated(deletion)
+        self.deleted_lookback.append(deletion)
+        self._prune(self.deleted_lookback, lambda x: x.ts, SYNC_LOOKBACK_MAX)
 
     def on_sync(self, sync) -> None:
         for st in self.open:
@@ -352,6 +401,8 @@ class StallDetector:
             items.append(x)
         for x in reversed(items):
             st.offer_sched(x)
+        for x in self.deleted_lookback:
+            st.offer_propagated(x)
         self.open.append(st)
         while len(self.open) > MAX_OPEN:
             self._close(self.open.pop(0))

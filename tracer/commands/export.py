@@ -1,4 +1,5 @@
-"""`redis-tracer export FILE --format chrome -o OUT.json`: open a trace in Perfetto or chrome://tracing."""
+"""`redis-tracer export FILE --format chrome -o OUT.json`: open a trace in Perfetto or chrome://tracing;
+`--format folded -o OUT.folded`: each stall's on-CPU stacks (unless recorded with --no-why) for flame graphs."""
 from __future__ import annotations
 
 import os
@@ -14,9 +15,11 @@ EXAMPLES = """\
 
 
 def add_parser(sub):
-    p = sub.add_parser("export", help="convert a trace file to Chrome Trace Event JSON (Perfetto)")
+    p = sub.add_parser("export", help="convert a trace file to Chrome Trace Event JSON (Perfetto), or its stalls'"
+                                      " stacks to folded format (flamegraph.pl, speedscope)")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--format", choices=["chrome"], default="chrome")
+    p.add_argument("--format", choices=["chrome", "folded"], default="chrome",
+                   help="chrome: Trace Event JSON; folded: on-CPU stacks per stall (recorded without --no-why)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.json")
     p.add_argument("--stall-ms", type=float, default=None)
     return p
@@ -53,13 +56,27 @@ def run(args) -> int:
         os.unlink(tmp)  # no half-written export left behind
         raise
     os.replace(tmp, args.output)
-    print(f"exported: {count} trace events -> {args.output}", file=sys.stderr)
+    what = "folded stacks" if args.format == "folded" else "trace events"
+    print(f"exported: {count} {what} -> {args.output}", file=sys.stderr)
+    if args.format == "folded" and not count:
+        print("export: no stall in this trace has on-CPU samples (no stall, or recorded with --no-why)",
+              file=sys.stderr)
     return 0
 
 
 def _write(args, out) -> int:
     from tracer.analyze.blocked_by import BLOCKED_MIN_NS, blocking_verdict
     from tracer.runtime import offline
+
+    if args.format == "folded":
+        from tracer.views.export_folded import folded_lines
+
+        header, pipeline = offline.analyse(args.file, args.stall_ms)
+        count = 0
+        for line in folded_lines(pipeline.report(header.first_target).stalls):
+            out.write(line + "\n")
+            count += 1
+        return count
     from tracer.views.export_chrome import ChromeTraceWriter
     from tracer.views.progress import file_progress
 

@@ -50,17 +50,19 @@ class Pipeline:
         self.extra_on_request = on_request
         self.extra_on_sync = on_sync
         a = self.analyzer
-        on_busy, on_conn, on_accept, on_loss, on_invalidate, on_info, on_sched, on_redis_log = (
-            a.on_busy, a.on_conn, a.on_accept, a.on_loss, a.on_invalidate, a.on_info, a.on_sched, a.on_redis_log)
+        on_busy, on_conn, on_accept, on_loss, on_invalidate, on_info, on_stacks, on_propagated = (
+            a.on_busy, a.on_conn, a.on_accept, a.on_loss, a.on_invalidate, a.on_info, a.on_stacks, a.on_propagated)
+        on_sched, on_redis_log = a.on_sched, a.on_redis_log
         if self.instances:
-            on_busy, on_conn, on_accept, on_loss, on_invalidate, on_info, on_sched, on_redis_log = (
+            on_busy, on_conn, on_accept, on_loss, on_invalidate, on_info, on_stacks, on_propagated = (
                 self._fan_out("on_busy"), self._fan_out("on_conn"), self._fan_out("on_accept"),
                 self._fan_out("on_loss"), self._fan_out("on_invalidate"), self._fan_out("on_info"),
-                self._fan_out("on_sched"), self._fan_out("on_redis_log"))
+                self._fan_out("on_stacks"), self._fan_out("on_propagated"))
+            on_sched, on_redis_log = self._fan_out("on_sched"), self._fan_out("on_redis_log")
         self.stitcher = Stitcher(on_request=self._on_request, on_busy=on_busy, on_sync=self._on_sync,
                                  on_conn=on_conn, on_accept=on_accept, on_counters=self._on_counters,
-                                 on_loss=on_loss, on_invalidate=on_invalidate, on_info=on_info, on_sched=on_sched,
-                                 on_redis_log=on_redis_log,
+                                 on_loss=on_loss, on_invalidate=on_invalidate, on_info=on_info, on_stacks=on_stacks,
+                                 on_propagated=on_propagated, on_sched=on_sched, on_redis_log=on_redis_log,
                                  show_values=show_values, mask_payloads=writer is not None,
                                  uprobe_exec=uprobe_exec)
         self.lost_events = 0

@@ -10,9 +10,9 @@ from tracer.credentials import HOW_TO_AUTHENTICATE, add_credential_args
 from tracer.errors import Interrupted, TracerError, UsageError
 from tracer.kernel.bpf_session import ProbeSession
 from tracer.kernel.privileges import require_tracing_privileges
+from tracer.kernel.stacks import SamplingConfig
 from tracer.kernel.target import Target, find_target, query_redis_info, redis_pids
-from tracer.options import (CAPTURE_BYTES, ENGINE_SAMPLE, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, WHY,
-                            TraceOptions)
+from tracer.options import CAPTURE_BYTES, ENGINE_SAMPLE, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, WHY, ONCPU, TraceOptions
 from tracer.runtime.info_sampler import InfoSampler
 
 COUNTERS_S = 1.0  # kernel counters (lost records, loop busy/idle) join the stream this often
@@ -28,6 +28,11 @@ def add_target_args(parser, duration_default=None) -> None:
                         help="stop after S seconds (default: until Ctrl-C/SIGTERM)")
     parser.add_argument("--exec-probes", action="store_true",
                         help="uprobes on redis-server's call() for exact execution time (costs throughput)")
+    parser.add_argument("--why", action=argparse.BooleanOptionalAction, default=None,
+                        help="explain stalls by what the main thread did: off its CPU too (sched probes: who ran "
+                             "instead, kernel waits, forks, page faults; default: "
+                             f"{'on' if WHY else 'off'}, on in diagnose); the on-CPU stack samples of long busy "
+                             f"spans are {'on' if ONCPU else 'off'} unless --no-why")
     parser.add_argument("--capture-bytes", type=int, default=CAPTURE_BYTES, metavar="N",
                         help=f"bytes of each read/write copied for RESP decoding (power of two, default "
                              f"{CAPTURE_BYTES})")
@@ -40,10 +45,6 @@ def add_target_args(parser, duration_default=None) -> None:
     parser.add_argument("--show-values", action="store_true",
                         help="show values on screen and in files (off: values are masked; secrets always are; "
                              "needs --full)")
-    parser.add_argument("--why", action=argparse.BooleanOptionalAction, default=None,
-                        help="also follow the main thread off its CPU (sched probes: who ran instead, kernel "
-                             "waits, forks, page faults) to explain stalls no command caused; default: "
-                             f"{'on' if WHY else 'off'}, on in diagnose")
     add_mode_args(parser)
     add_credential_args(parser)
     add_ebpf_arg(parser)
@@ -166,14 +167,17 @@ def resolve_targets(options: TraceOptions) -> list[Target]:
 
 def new_session(options: TraceOptions, targets: list[Target]) -> ProbeSession:
     """The probe session of options.mode: the full probe set, or the engine's (tracer/engine)."""
+    sampling = SamplingConfig(stall_ms=options.stall_ms) if options.oncpu else None
     if options.mode == "engine":
         from tracer.engine.session import EngineConfig, EngineSession
 
         return EngineSession(targets, EngineConfig(stall_ms=options.stall_ms, slow_ms=options.slow_ms,
                                                       sample=ENGINE_SAMPLE, commands=options.commands),
-                             capture_max=options.capture_bytes, ringbuf_pages=options.ringbuf_pages, why=options.why)
+                             capture_max=options.capture_bytes, ringbuf_pages=options.ringbuf_pages,
+                             sampling=sampling, why=options.why)
     return ProbeSession(targets, exec_probes=options.exec_probes, capture_max=options.capture_bytes,
-                        ringbuf_pages=options.ringbuf_pages, why=options.why)
+                        ringbuf_pages=options.ringbuf_pages, sampling=sampling,
+                        why=options.why)
 
 
 def attach(options: TraceOptions, targets: list[Target], on_session=None) -> ProbeSession:
@@ -271,6 +275,9 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
             consume(session.exit_records())   # its connections end here: none is left "open"
         if hasattr(session, "counters"):
             print(ring_health(session.counters()), file=sys.stderr, flush=True)
+        profiler = getattr(session, "profiler", None)
+        if profiler is not None:
+            print(profiler.describe(), file=sys.stderr, flush=True)
     finally:
         stop.restore()
     return reason
