@@ -178,6 +178,7 @@ def test_a_sleep_in_the_kernel_is_blocked_naming_the_wait(redis_factory, tmp_pat
     c = server.client(socket_timeout=10)
     trace = tmp_path / "blocked.rtrace"
     tracer = TracerProcess("record", "--why", "--port", str(server.port), "-o", str(trace))
+    c.ping()                # connected before the measured command
     time.sleep(0.3)
     t0 = time.perf_counter()
     c.execute_command("DEBUG", "SLEEP", "0.3")      # the main thread sleeps in nanosleep, outside epoll_wait
