@@ -16,7 +16,7 @@ from typing import Callable
 
 from tracer.errors import BPFUnavailable, TracerError
 from tracer.kernel import events, ringbuf
-from tracer.kernel.fdinfo import FdClassifier, SocketTables
+from tracer.kernel.fdinfo import FdClassifier, SocketTables, unix_client_info, unix_client_name
 from tracer.kernel.privileges import require_tracing_privileges
 from tracer.kernel.target import Target
 from tracer.options import CAPTURE_BYTES, RINGBUF_PAGES, check_capture_bytes
@@ -277,7 +277,8 @@ class ProbeSession:
         append = out.append
         fd_kinds = self.bpf["fd_kinds"]
         unknown = events.RTF_UNKNOWN_FD
-        close = events.CLOSE
+        close, accept = events.CLOSE, events.ACCEPT
+        family_at = events.OFFSETS["family"]
         flags_at, kind_at, tgid_fd_of = events.FLAGS_BYTE, events.KIND_BYTE, events.tgid_fd_of
         # (tgid, fd) -> keep? for the unknown-fd records of this batch: under load many records of
         # one fd are made before user space classifies it, and classifying reads /proc (the fd
@@ -294,13 +295,25 @@ class ProbeSession:
                 if keep:
                     append(raw)
                 continue
-            if raw[kind_at] == close:
+            kind = raw[kind_at]
+            if kind == close:
                 tgid, fd = tgid_fd_of(raw)
                 self.classifier.forget(tgid, fd)
                 decided.pop((tgid, fd), None)
             append(raw)
+            if kind == accept and raw[family_at] == events.AF_UNIX:
+                append(self._unix_client(raw))
         self.records += len(out)
         return out
+
+    def _unix_client(self, accept: bytes) -> bytes:
+        """The FDINFO record naming the process behind a unix-socket connection just accepted
+        (accept() gives no address for it), placed right after its ACCEPT."""
+        ev = events.decode(accept)
+        info = unix_client_info(unix_client_name(ev.tgid, ev.fd, self.classifier.proc))
+        info.tgid, info.tid, info.fd = ev.tgid, ev.tgid, ev.fd
+        info.ts_enter = info.ts_exit = ev.ts_exit
+        return events.encode(info)
 
     def held_back(self) -> list[bytes]:
         """Rescued records drain() kept for a later batch: the last call when tracing stops, so

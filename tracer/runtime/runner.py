@@ -6,7 +6,7 @@ import signal
 import sys
 import time
 
-from tracer.credentials import HOW_TO_AUTHENTICATE, add_credential_args
+from tracer.credentials import add_credential_args, explain_refusal
 from tracer.errors import Interrupted, TracerError
 from tracer.kernel.bpf_session import ProbeSession
 from tracer.kernel.privileges import require_tracing_privileges
@@ -110,17 +110,19 @@ def resolve_targets(options: TraceOptions) -> list[Target]:
     elif pids or ports:
         targets = [find_target(pid=pid) for pid in pids] + [find_target(port=port) for port in ports]
     else:
-        targets = [find_target()]
+        targets = [find_target(socket=credentials.socket)]
     unique: dict[int, Target] = {}
     for t in targets:
         unique.setdefault(t.pid, t)
     targets = list(unique.values())
     for t in targets:
+        if t.note:      # found in another network namespace, or behind a forwarding proxy
+            print(f"redis-tracer: {t.note}", file=sys.stderr)
         t.info = query_redis_info(t, credentials)
-        if str(t.info.get("error", "")).startswith(("NOAUTH", "WRONGPASS")):
-            print(f"redis-tracer: {t.describe()} did not say its version and config "
-                  f"({t.info['error'].split()[0]}; tracing works without): {HOW_TO_AUTHENTICATE}",
-                  file=sys.stderr)
+        refusal = explain_refusal(str(t.info.get("error", "")), credentials)
+        if refusal is not None:
+            print(f"redis-tracer: {t.describe()} did not say its version and config ({t.info['error'].split()[0]}: "
+                  f"it {refusal[0]}; tracing works without): {refusal[1]}", file=sys.stderr)
     return targets
 
 
