@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from tracer.credentials import NO_CREDENTIALS, Credentials
 from tracer.errors import TracerError
-from tracer.kernel.netns import describe_netns, netns_of
+from tracer.kernel.netns import describe_netns, netns_of, same_netns
 from tracer.kernel.redis_client import Endpoint, RespError, redis_connection, socket_path_in
 
 TCP_LISTEN = "0A"
@@ -178,7 +178,8 @@ def _namespaces(proc: str) -> list[_Namespace]:
     for pid in _pids(proc):
         groups.setdefault(netns_of(pid, proc), []).append(pid)
     ours = netns_of("self", proc)
-    order = sorted(groups, key=lambda ns: (ns != ours and ns is not None, ns or 0))
+    # ours first; processes whose namespace cannot be read last (or as ours, when ours cannot be)
+    order = sorted(groups, key=lambda ns: (ns != ours, ns is None, ns or 0))
     return [_Namespace(ns, groups[ns], listening_inodes(proc, groups[ns][0])) for ns in order]
 
 
@@ -193,17 +194,16 @@ def _holder(port: int, space: _Namespace, proc: str, redis_only: bool = False) -
     return next((pid for pid in redis + others if inodes & socket_inodes(pid, proc).keys()), None)
 
 
-def _proxy_destination_ports(pid: int, listen_port: int, proc: str) -> list[int]:
-    """The ports a forwarding proxy sends to: docker-proxy's -container-port, else the remote
-    ports of the proxy's own outgoing connections."""
+def _proxy_destination_ports(pid: int, listen_port: int, spaces: list[_Namespace], proc: str) -> list[int]:
+    """The ports a forwarding proxy sends to: docker-proxy's -container-port, else the remote ports
+    of the proxy's own connections other than those it accepted, found in any namespace's table (a
+    proxy may make its outgoing sockets inside the container's namespace)."""
     args = process_cmdline(pid, proc)
     for i, arg in enumerate(args[:-1]):
-        if arg in ("-container-port", "--container-port"):
-            with_port = args[i + 1]
-            if with_port.isdigit():
-                return [int(with_port)]
+        if arg in ("-container-port", "--container-port") and args[i + 1].isdigit():
+            return [int(args[i + 1])]
     own = socket_inodes(pid, proc)
-    return sorted({remote for ino, (local, remote) in tcp_peers(proc, pid).items()
+    return sorted({remote for space in spaces for ino, (local, remote) in tcp_peers(proc, space.pids[0]).items()
                    if ino in own and local != listen_port})
 
 
@@ -225,8 +225,8 @@ def _find_by_port(port: int, proc: str) -> tuple[int, str]:
     if holder is not None:
         proxy = holder
         name = process_comm(proxy, proc) or "unknown"
-        candidates = sorted({pid for dest in _proxy_destination_ports(proxy, port, proc)
-                             for pid in _redis_listening(dest, others, proc)})
+        candidates = sorted({pid for dest in _proxy_destination_ports(proxy, port, spaces, proc)
+                             for pid in _redis_listening(dest, spaces, proc)})
         if len(candidates) == 1:
             pid = candidates[0]
             return pid, (f"port {port} is {name} (pid {proxy}), a proxy for redis-server pid {pid} "
@@ -272,6 +272,8 @@ def find_target(pid: int | None = None, port: int | None = None, proc: str = "/p
         if port is not None and port not in ports:
             raise TracerError(f"redis-server pid {pid} does not listen on port {port}",
                               f"it listens on {ports or 'no TCP port'}")
+        if not same_netns(pid, proc):
+            note = f"redis-server pid {pid} is in network namespace {describe_netns(pid, proc)}"
     elif port is not None:
         pid, note = _find_by_port(port, proc)
         ports = listen_ports_of(pid, proc)
