@@ -320,8 +320,16 @@ def check_ping(p: SystemProbes, endpoint, credentials: Credentials) -> Check:
     refusal = explain_refusal(why, credentials)
     if refusal is not None:
         return Check("PING", False, WARN, f"{where} {refusal[0]} (tracing works without)", refusal[1])
-    return Check("PING", False, WARN, f"{where}: {why}",
-                 "tracing still works; check requirepass/ACL or whether Redis is stuck")
+    return Check("PING", False, WARN, f"{where}: {why}", _connection_fix(why, credentials))
+
+
+def _connection_fix(why: str, credentials: Credentials) -> str:
+    """What to do about a connection that failed before any reply: TLS trouble, or Redis itself."""
+    if "CERTIFICATE_VERIFY_FAILED" in why:
+        return "pass --tls-ca with the CA that signed the server's certificate"
+    if credentials.tls is None and ("reset by peer" in why or "Connection closed by server" in why):
+        return "if it listens with tls-port, pass --tls (and --tls-ca)"
+    return "tracing still works; check requirepass/ACL or whether Redis is stuck"
 
 
 def check_unix_clients(target) -> Check:

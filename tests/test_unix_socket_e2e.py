@@ -1,0 +1,56 @@
+"""Unix-socket clients of a real redis-server, traced for real: each is named by its process
+("unix:<pid>(<comm>)"), and its requests say why they have no arrival time instead of a silent null."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from tests.tracer_proc import TracerProcess, json_lines
+from tracer.stitch.model import ARRIVAL_UNKNOWN_UNIX
+
+PASSWORD = "Unix-pw-3x9"
+BENCH_SETS = 20000      # long enough for its connections to outlive a drain (--poll-ms), where they are named
+
+
+def unix_client(path):
+    import redis
+
+    return redis.Redis(unix_socket_path=str(path), password=PASSWORD, driver_info=None, protocol=2, socket_timeout=5)
+
+
+@pytest.mark.bpf
+def test_unix_clients_are_named_by_process_and_their_arrival_is_marked_unknown(redis_factory, tmp_path):
+    path = tmp_path / "redis.sock"
+    redis_factory(unixsocket=str(path), unixsocketperm="700", requirepass=PASSWORD)
+    older = unix_client(path)           # connected before the trace: named from /proc at attach
+    older.ping()
+    tracer = TracerProcess("trace", "--socket", str(path), "--json", env={"REDISCLI_AUTH": PASSWORD})
+    newer = unix_client(path)
+    for i in range(100):
+        newer.set(f"k{i}", "v")
+    for i in range(50):
+        older.get(f"k{i}")
+    bench = subprocess.Popen(["redis-benchmark", "-s", str(path), "-a", PASSWORD, "-n", str(BENCH_SETS), "-c", "2",
+                              "-t", "set", "-q"],
+                             stdout=subprocess.DEVNULL)
+    assert bench.wait(timeout=60) == 0
+    rc, out = tracer.stop()
+    assert rc == 0, tracer.stderr_text()
+    requests = json_lines(out)
+    with open("/proc/self/comm") as f:
+        me = f"unix:{os.getpid()}({f.read().strip()})"
+    by_client = {}
+    for r in requests:
+        by_client.setdefault((r["client"], r["command"]), 0)
+        by_client[(r["client"], r["command"])] += 1
+    assert by_client[(me, "SET")] == 100 and by_client[(me, "GET")] == 50
+    assert by_client[(f"unix:{bench.pid}(redis-benchmark)", "SET")] == BENCH_SETS
+    assert all(not r["arrival_known"] and r["arrival_unknown"] == ARRIVAL_UNKNOWN_UNIX for r in requests)
+    # the tracer's own INFO connection (over the socket, authenticated) is not in the trace
+    assert not [r for r in requests if r["command"] == "INFO"]
+    assert "did not say its version" not in tracer.stderr_text()
+    assert PASSWORD not in out and PASSWORD not in tracer.stderr_text()
+    older.close()
+    newer.close()
