@@ -54,3 +54,34 @@ def test_unix_clients_are_named_by_process_and_their_arrival_is_marked_unknown(r
     assert PASSWORD not in out and PASSWORD not in tracer.stderr_text()
     older.close()
     newer.close()
+
+
+def test_a_server_with_only_a_unix_socket_is_found_and_queried_through_it(tmp_path):
+    """port 0: no TCP at all. --socket finds the server and doctor/the query before attaching use it."""
+    import time
+
+    from tracer.credentials import Credentials
+    from tracer.kernel import doctor
+    from tracer.kernel.target import find_target, query_redis_info
+    from tracer.sandbox.redis_server import find_redis_server
+
+    path = tmp_path / "only.sock"
+    proc = subprocess.Popen([find_redis_server(), "--port", "0", "--unixsocket", str(path), "--unixsocketperm", "700",
+                             "--requirepass", PASSWORD, "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        target = find_target(socket=str(path))
+        assert (target.pid, target.port, target.unix_socket) == (proc.pid, None, str(path))
+        assert query_redis_info(target, Credentials(password=PASSWORD))["redis_version"].startswith("7.")
+        checks = {c.name: c for c in doctor.check_target(doctor.SystemProbes(), None, None,
+                                                          Credentials(password=PASSWORD, socket=str(path)))}
+        assert checks["PING"].line() == f"✓ PING: socket {path} answered"
+        assert "arrival time is unknown" in checks["unix-socket clients"].detail
+        assert "wants a password" in doctor.check_target(doctor.SystemProbes(), proc.pid, None,
+                                                         Credentials())[1].detail
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
