@@ -99,6 +99,7 @@ def test_record_over_tls_as_an_acl_user_keeps_the_password_out(tls_server):
     rc, _ = tracer.stop()
     assert rc == 0, tracer.stderr_text()
     assert "did not say its version" not in tracer.stderr_text()
+    assert "clients' TLS traffic is encrypted in the syscalls" in tracer.stderr_text()
     report = report_of(trace)
     assert report["target"]["redis_version"].startswith("7.")   # INFO answered over TLS, as "tracer"
     for where, data in (("ps", cmdline), ("stderr", tracer.stderr_text().encode()), ("trace", trace.read_bytes())):

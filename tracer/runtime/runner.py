@@ -14,6 +14,9 @@ from tracer.kernel.target import Target, find_target, query_redis_info, redis_pi
 from tracer.options import CAPTURE_BYTES, ENGINE_SAMPLE, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, TraceOptions
 from tracer.runtime.info_sampler import InfoSampler
 
+# TLS is decrypted inside redis-server, after the read() the probes see (docs/SECURITY.md)
+TLS_TRAFFIC_NOTE = ("--tls: the tracer's own queries use TLS; clients' TLS traffic is encrypted in the syscalls the "
+                    "probes see, so its commands cannot be decoded (trace a plaintext port or the unix socket)")
 COUNTERS_S = 1.0  # kernel counters (lost records, loop busy/idle) join the stream this often
 
 
@@ -115,6 +118,8 @@ def resolve_targets(options: TraceOptions) -> list[Target]:
     for t in targets:
         unique.setdefault(t.pid, t)
     targets = list(unique.values())
+    if credentials.tls is not None:
+        print(f"redis-tracer: {TLS_TRAFFIC_NOTE}", file=sys.stderr)
     for t in targets:
         if t.note:      # found in another network namespace, or behind a forwarding proxy
             print(f"redis-tracer: {t.note}", file=sys.stderr)
