@@ -62,7 +62,7 @@ def tls_server(tmp_path):
                 proc.kill()
                 raise
             time.sleep(0.05)
-    admin.execute_command("ACL", "SETUSER", "tracer", "on", f">{TRACER_PW}", "+ping", "+info", "+command|info",
+    admin.execute_command("ACL", "SETUSER", "tracer", "on", f">{TRACER_PW}", "+ping", "+info", "+command|info", "+command|list",
                           "+config|get")
     admin.execute_command("ACL", "SETUSER", "limited", "on", f">{TRACER_PW}", "+info")
     yield port, tmp_path, admin
@@ -132,3 +132,18 @@ def test_doctor_explains_each_refusal_in_one_line(tls_server):
     assert "pass --tls-ca" in ping_line(port, d, password=ADMIN_PW, ca=False)
     # tls-auth-clients yes: without a client certificate the handshake is refused
     assert "answered" not in ping_line(port, d, password=ADMIN_PW, cert=False)
+
+
+def test_engine_asks_for_its_command_table_with_the_credentials(tls_server):
+    """--engine asks the server for its command names before attaching: over TLS, as the ACL user."""
+    from tracer.credentials import Credentials, TlsOptions
+    from tracer.engine.session import EngineSession
+    from tracer.kernel.target import find_target
+
+    port, d, admin = tls_server
+    tls = TlsOptions(ca=str(d / "ca.crt"), cert=str(d / "client.crt"), key=str(d / "client.key"))
+    session = EngineSession([find_target(port=port)], credentials=Credentials("tracer", TRACER_PW, tls))
+    assert session.table.source == "server+static"
+    refused = EngineSession([find_target(port=port)], credentials=Credentials(None, None, tls))
+    assert refused.table.source.startswith("static (RespError: NOAUTH")
+    assert admin.info("errorstats") == {"errorstat_NOAUTH": {"count": 1}}    # the refused one only

@@ -61,7 +61,7 @@ def explain_refusal(why: str, credentials: Credentials) -> tuple[str, str] | Non
                 f"check {ENV_PASSWORD} or --password, and --user")
     if why.startswith("NOPERM"):
         return (f"ACL user {user} lacks a permission the tracer needs ({why})",
-                f"grant it: ACL SETUSER {user} +ping +info +command|info +config|get")
+                f"grant it: ACL SETUSER {user} +ping +info +command|info +command|list +config|get")
     if "without any password configured" in why:
         return "has no password set, but one was given", f"unset {ENV_PASSWORD} and drop --password"
     return None

@@ -138,7 +138,8 @@ def new_session(options: TraceOptions, targets: list[Target]) -> ProbeSession:
 
         return EngineSession(targets, EngineConfig(stall_ms=options.stall_ms, slow_ms=options.slow_ms,
                                                       sample=ENGINE_SAMPLE),
-                             capture_max=options.capture_bytes, ringbuf_pages=options.ringbuf_pages)
+                             capture_max=options.capture_bytes, ringbuf_pages=options.ringbuf_pages,
+                             credentials=options.credentials)
     return ProbeSession(targets, exec_probes=options.exec_probes, capture_max=options.capture_bytes,
                         ringbuf_pages=options.ringbuf_pages)
 
