@@ -85,3 +85,37 @@ def test_a_server_with_only_a_unix_socket_is_found_and_queried_through_it(tmp_pa
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_socket_inside_another_mount_namespace_is_reached_through_the_process_root(tmp_path):
+    """A container's /tmp is not ours: its socket path is opened under /proc/<pid>/root."""
+    import shutil
+    import time
+
+    from tracer.credentials import Credentials
+    from tracer.kernel.target import find_target, query_redis_info
+    from tracer.sandbox.redis_server import find_redis_server
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1)")
+    private = tmp_path / "private"
+    private.mkdir()
+    path = private / "redis.sock"
+    # a tmpfs mounted over `private` in the server's own mount namespace only
+    proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                             f"mount -t tmpfs none {private} && exec {find_redis_server()} --port 0 "
+                             f"--unixsocket {path} --requirepass {PASSWORD} --save '' --appendonly no "
+                             f"--dir {private}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(f"/proc/{proc.pid}/root{path}") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not path.exists()            # not visible from here
+        target = find_target(pid=proc.pid)
+        assert target.unix_socket == str(path)
+        assert target.endpoint().socket == f"/proc/{proc.pid}/root{path}"
+        assert query_redis_info(target, Credentials(password=PASSWORD))["redis_version"].startswith("7.")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -112,7 +112,9 @@ def redis_connection(endpoint: Endpoint | int, credentials: Credentials = NO_CRE
 
 def socket_path_in(pid: int, path: str, proc: str = "/proc") -> str:
     """A unix socket path of process `pid` as the tracer can open it: through the process's root
-    when it lives in another mount namespace (a container) and the path is not ours too."""
-    if os.path.exists(path):
-        return path
-    return f"{proc}/{pid}/root{path}"
+    when it lives in another mount namespace (a container, whose /tmp is not ours)."""
+    try:
+        same = os.stat(f"{proc}/{pid}/ns/mnt").st_ino == os.stat(f"{proc}/self/ns/mnt").st_ino
+    except OSError:
+        same = True     # cannot tell: the path as the process names it
+    return path if same else f"{proc}/{pid}/root{path}"

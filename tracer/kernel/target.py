@@ -249,8 +249,8 @@ def _find_by_port(port: int, proc: str) -> tuple[int, str]:
 def _find_by_socket(path: str, proc: str) -> int:
     """The redis-server holding the listening unix socket `path` (as it sees it, or under /proc/N/root)."""
     for pid in redis_pids(proc):
-        mine = socket_path_in(pid, "", proc)
-        wanted = path[len(mine):] if path.startswith(mine + "/") else path
+        root = f"{proc}/{pid}/root"
+        wanted = path[len(root):] if path.startswith(root + "/") else path
         paths = listening_unix_paths(proc, pid)
         if any(paths.get(ino) in (path, wanted) for ino in socket_inodes(pid, proc)):
             return pid
