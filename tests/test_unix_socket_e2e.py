@@ -11,7 +11,7 @@ from tests.tracer_proc import TracerProcess, json_lines
 from tracer.stitch.model import ARRIVAL_UNKNOWN_UNIX
 
 PASSWORD = "Unix-pw-3x9"
-BENCH_SETS = 20000      # long enough for its connections to outlive a drain (--poll-ms), where they are named
+BENCH_SETS = 300        # a run of a few ms: its connections are gone before the next drain (--poll-ms)
 
 
 def unix_client(path):
@@ -36,6 +36,10 @@ def test_unix_clients_are_named_by_process_and_their_arrival_is_marked_unknown(r
                               "-t", "set", "-q"],
                              stdout=subprocess.DEVNULL)
     assert bench.wait(timeout=60) == 0
+    # one-shot clients, each gone long before the drain: named from their connect() (probes/unixconn.c)
+    pings = [subprocess.Popen(["redis-cli", "-s", str(path), "ping"], stdout=subprocess.PIPE,
+                              env={**os.environ, "REDISCLI_AUTH": PASSWORD}) for _ in range(3)]
+    assert [p.communicate(timeout=30)[0].strip() for p in pings] == [b"PONG"] * 3
     rc, out = tracer.stop()
     assert rc == 0, tracer.stderr_text()
     requests = json_lines(out)
@@ -47,6 +51,8 @@ def test_unix_clients_are_named_by_process_and_their_arrival_is_marked_unknown(r
         by_client[(r["client"], r["command"])] += 1
     assert by_client[(me, "SET")] == 100 and by_client[(me, "GET")] == 50
     assert by_client[(f"unix:{bench.pid}(redis-benchmark)", "SET")] == BENCH_SETS
+    assert all(by_client[(f"unix:{p.pid}(redis-cli)", "PING")] == 1 for p in pings)
+    assert not [r for r in requests if r["client"] == "unix"]      # every connection named
     assert all(not r["arrival_known"] and r["arrival_unknown"] == ARRIVAL_UNKNOWN_UNIX for r in requests)
     # the tracer's own INFO connection (over the socket, authenticated) is not in the trace
     assert not [r for r in requests if r["command"] == "INFO"]

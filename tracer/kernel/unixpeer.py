@@ -69,8 +69,13 @@ def peer_pid(pid: int, fd: int) -> int | None:
         sock.close()
 
 
+def unix_peer_name(pid: int, comm: str) -> str:
+    """The client name a unix connection gets: "unix:1234(redis-benchmark)"."""
+    return f"unix:{pid}({comm})"
+
+
 def describe_peer(pid: int | None, proc: str = "/proc") -> str:
-    """The client name a unix connection gets: "unix:1234(redis-benchmark)", "unix" when unknown."""
+    """unix_peer_name of a live pid (its comm from /proc), "unix" when unknown."""
     if not pid:
         return "unix"
     try:
@@ -78,7 +83,7 @@ def describe_peer(pid: int | None, proc: str = "/proc") -> str:
             comm = f.read().strip()
     except OSError:
         comm = "exited"
-    return f"unix:{pid}({comm})"
+    return unix_peer_name(pid, comm)
 
 
 def peer_inode(inode: int) -> int | None:
