@@ -335,7 +335,8 @@ def _connection_fix(why: str, credentials: Credentials) -> str:
 def check_unix_clients(target) -> Check:
     """What the tracer can tell about the unix-socket clients of a target that has a unix socket."""
     return Check("unix-socket clients", False, INFO,
-                 f"{target.unix_socket}: clients named by pid (pidfd_getfd, CAP_SYS_PTRACE); their arrival time "
+                 f"{target.unix_socket}: clients named by pid (their connect(), checked with pidfd_getfd: "
+                 "CAP_SYS_PTRACE); their arrival time "
                  "is unknown (no tracepoint gives it for AF_UNIX without reading kernel structs), so latency "
                  "starts at Redis's read and socket_queue is not measured")
 
