@@ -125,3 +125,70 @@ def test_a_socket_inside_another_mount_namespace_is_reached_through_the_process_
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.bpf
+def test_a_connect_to_the_same_path_elsewhere_does_not_misname_later_clients(tmp_path):
+    """The kernel pairs connects to the target's socket path with its accepts, in order. Connects to
+    the same path in another mount namespace (another server's socket) shift that pairing: SO_PEERCRED
+    contradicts it for the next client, which is named by SO_PEERCRED, and the queue starts over, so a
+    client gone before the drain is named by its own connect(), not by a stray one."""
+    import shutil
+    import socket
+    import sys
+    import time
+
+    from tracer.kernel import events
+    from tracer.kernel.bpf_session import ProbeSession
+    from tracer.kernel.target import find_target
+    from tracer.sandbox.redis_server import find_redis_server
+
+    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        pytest.skip("needs unshare(1) and nsenter(1)")
+    private = tmp_path / "private"
+    private.mkdir()
+    path = private / "redis.sock"
+    server = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                               f"mount -t tmpfs none {private} && exec {find_redis_server()} --port 0 "
+                               f"--unixsocket {path} --save '' --appendonly no --dir {private}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    other = socket.socket(socket.AF_UNIX)
+    connect = f"import socket; s = socket.socket(socket.AF_UNIX); s.connect({str(path)!r}); s.sendall(b'PING\\r\\n'); s.recv(8)"
+    session = None
+
+    def names():
+        time.sleep(0.2)
+        return [events.decode(raw).payload.decode() for raw in session.drain()
+                if events.decode(raw).kind == events.FDINFO]
+
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(f"/proc/{server.pid}/root{path}") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        other.bind(str(path))           # the same path, here: another listener (it never answers)
+        other.listen(8)
+        session = ProbeSession([find_target(pid=server.pid)])
+        session.attach()
+        assert "unixconn" in session.probes
+        stray = f"import socket; socket.socket(socket.AF_UNIX).connect({str(path)!r})"
+        for _ in range(2):              # queued for the target, but they wait in the other listener's backlog
+            assert subprocess.run([sys.executable, "-c", stray], timeout=30).returncode == 0
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(f"/proc/{server.pid}/root{path}")    # the target, by a path the probe does not know
+        client.sendall(b"PING\r\n")
+        assert client.recv(16) == b"+PONG\r\n"
+        with open("/proc/self/comm") as f:
+            assert names() == [f"unix:{os.getpid()}({f.read().strip()})"]
+        assert session.unix_queue_restarts == 1
+        # a client inside the server's mount namespace, by the known path, gone before the drain
+        inside = subprocess.Popen(["nsenter", f"--mount=/proc/{server.pid}/ns/mnt", sys.executable, "-c", connect])
+        assert inside.wait(timeout=30) == 0
+        found = names()                 # nsenter execs python in place: the same pid
+        assert len(found) == 1 and found[0].startswith(f"unix:{inside.pid}("), found
+        client.close()
+    finally:
+        if session is not None:
+            session.close()
+        other.close()
+        server.terminate()
+        server.wait(timeout=10)
