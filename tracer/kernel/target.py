@@ -55,8 +55,9 @@ def _read(path: str) -> str:
 def _net_lines(proc: str, pid: int | None, name: str) -> list[str]:
     """The rows of a socket table of pid's network namespace (our own without a pid)."""
     path = f"{proc}/{pid}/net/{name}" if pid is not None else f"{proc}/net/{name}"
-    if pid is not None and not os.path.exists(path):
-        path = f"{proc}/net/{name}"
+    if pid is not None and os.path.isdir(f"{proc}/{pid}") and not os.path.exists(f"{proc}/{pid}/net"):
+        path = f"{proc}/net/{name}"     # a /proc without per-process net/ (tests' fake trees)
+    # a process gone since: no table (never ours in its place)
     try:
         return _read(path).splitlines()[1:]
     except OSError:
