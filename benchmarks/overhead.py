@@ -8,7 +8,8 @@ redis-benchmark (GET and SET, 50 clients) once untraced and once traced, in alte
 --json` (live stitching and analysis of every request) as a subprocess; the benchmark starts
 after the tracer prints its `attached:` line, and the tracer is stopped with SIGINT after it.
 
-Configurations: plain (-c 50), pipelined (-c 50 -P 16), and --exec-probes (uprobes on call());
+Configurations: plain (-c 50), pipelined (-c 50 -P 16), each also with --why (on-CPU samples of
+stalls, diagnose's default; plain and pipelined run --no-why), and --exec-probes (uprobes on call());
 engine and engine-pipelined run `python -m tracer.engine --bpf-stats` instead (requests parsed and
 aggregated in the kernel) and add the kernel's BPF run time per request (BPF_ENABLE_STATS).
 Prints a table: medians, min-max, traced/untraced ratios for throughput and p99, and the lost
@@ -37,9 +38,12 @@ sys.path.insert(0, ROOT)
 from tracer.sandbox.redis_server import RedisServer  # noqa: E402
 
 CONFIGS = {
-    "plain": {"bench": ["-c", "50"], "tracer": []},
-    "pipelined": {"bench": ["-c", "50", "-P", "16"], "tracer": []},
-    "exec-probes": {"bench": ["-c", "50"], "tracer": ["--exec-probes"]},
+    "plain": {"bench": ["-c", "50"], "tracer": ["--no-why"]},
+    "pipelined": {"bench": ["-c", "50", "-P", "16"], "tracer": ["--no-why"]},
+    # --why (diagnose's default): cpu-clock samples of the main thread deep in busy spans (probes/sample.c)
+    "why": {"bench": ["-c", "50"], "tracer": ["--why"]},
+    "why-pipelined": {"bench": ["-c", "50", "-P", "16"], "tracer": ["--why"]},
+    "exec-probes": {"bench": ["-c", "50"], "tracer": ["--exec-probes", "--no-why"]},
     # the always-on engine (python -m tracer.engine): parsing and histograms in the kernel
     "engine": {"bench": ["-c", "50"], "tracer": ["--bpf-stats"], "command": "engine"},
     "engine-pipelined": {"bench": ["-c", "50", "-P", "16"], "tracer": ["--bpf-stats"], "command": "engine"},

@@ -549,7 +549,9 @@ class Dashboard:
         out = grid_lines(cols, rows, inner)
         # advice lines go under their stall (after the header line, one stall line each)
         for i in reversed(range(min(advised, n))):
-            advice = Text(" " * 10 + "↳ " + (stalls[i].first_advice or "no advice"), style="grey62 italic",
+            frames = stalls[i].frames
+            on_cpu = f"on CPU: {frames[0].describe()} · " if frames else ""
+            advice = Text(" " * 10 + "↳ " + on_cpu + (stalls[i].first_advice or "no advice"), style="grey62 italic",
                           no_wrap=True, overflow="ellipsis")
             out.insert(i + 2, advice)
         if n < len(stalls):

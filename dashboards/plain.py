@@ -1,6 +1,8 @@
 """Plain-text output: the periodic summary for non-TTY stdout, and the final summary.
 
-No ANSI, no box drawing: lines that read well in a log file, a pipe or a CI transcript.
+No ANSI, no box drawing: lines that read well in a log file, a pipe or a CI transcript, none wider
+than WIDTH (80) columns: long lines wrap between words under a hanging indent, and a table whose rows
+would not fit degrades to one `name: key value, ...` line per row.
 `summary_block(snapshot, header)` is one compact block per refresh; `final_summary(report)`
 is printed when a run ends and by `report` (stalls longest first, with culprit, victims, added
 latency and advice; then commands, request path, slowest requests, keys, AOF, connections).
@@ -8,6 +10,7 @@ It is the one plain renderer: it reads the typed views of tracer.schema and noth
 """
 from __future__ import annotations
 
+import textwrap
 import time
 
 from tracer.schema import UNDECODABLE, CommandStats, ConnStats, FsyncStats, Report, ScreenHeader, Snapshot, StallResult
@@ -22,6 +25,8 @@ FINAL_STALLS = 10
 FINAL_SLOWEST = 5
 FINAL_PATTERNS = 12
 FINAL_LOSSES = 10
+WIDTH = 80                  # every line of plain output fits an 80-column terminal or log viewer
+HANGING = 4                 # a wrapped line's continuation is indented this much more
 
 
 def _path_line(phases_us_total: dict, busy: float | None) -> str:
@@ -69,6 +74,41 @@ def _command_line(name: str, c: CommandStats, width: int = 10) -> str:
     return line
 
 
+def _command_kv(name: str, c: CommandStats) -> str:
+    """A command's row as `name: key value, ...`: what a table row becomes when it would not fit."""
+    parts = [f"count {fmt_count(c.count)}"]
+    if c.rps is not None:
+        parts.append(f"{fmt_rate(c.rps)} req/s")
+    parts += [f"{label} {fmt_us(value)}" for label, value in (("p50", c.p50_us), ("p99", c.p99_us),
+                                                                ("p99.9", c.p999_us), ("max", c.max_us))
+              if value is not None]
+    if c.exec_share is not None:
+        parts.append(f"exec {fmt_pct(c.exec_share)}")
+    return f"{name}: " + ", ".join(parts)
+
+
+def _command_rows(cmds: list, indent: str = "  ") -> list[str]:
+    """Fixed columns when every row fits WIDTH, else `key: value` lines."""
+    width = max([7] + [len(n) for n, _ in cmds])
+    rows = [indent + _command_line(name, c, width) for name, c in cmds]
+    if any(len(row) > WIDTH for row in rows):
+        rows = [indent + _command_kv(name, c) for name, c in cmds]
+    return rows
+
+
+def fit(text: str, width: int = WIDTH) -> str:
+    """Every line at most `width` columns, wrapped between words (never inside one) under a hanging indent."""
+    out = []
+    for line in text.split("\n"):
+        if len(line) <= width:
+            out.append(line)
+            continue
+        indent = " " * (len(line) - len(line.lstrip(" ")))
+        out.extend(textwrap.wrap(line, width, initial_indent="", subsequent_indent=indent + " " * HANGING,
+                                 break_long_words=False, break_on_hyphens=False) or [line])
+    return "\n".join(out)
+
+
 def _stall_head(s: StallResult) -> str:
     return (f"{fmt_ms(s.duration_ms)} {s.culprit} at +{float(s.start_s):.1f}s [{s.class_ or '?'}]: "
             f"{s.victims} victims, up to +{fmt_ms(s.victim_added_ms)}")
@@ -87,9 +127,7 @@ def summary_block(snapshot: Snapshot, header: ScreenHeader, now: float | None = 
              f"{fmt_rate(h.rps or 0)} req/s, lost events {fmt_count(lost)}"
              + ("  (LOST EVENTS: numbers are low)" if lost else "")]
     cmds = by_count(snap.commands)
-    width = max([7] + [len(n) for n, _ in cmds[:BLOCK_COMMANDS]])
-    for name, c in cmds[:BLOCK_COMMANDS]:
-        lines.append("  " + _command_line(name, c, width))
+    lines.extend(_command_rows(cmds[:BLOCK_COMMANDS]))
     if len(cmds) > BLOCK_COMMANDS:
         rest = cmds[BLOCK_COMMANDS:]
         lines.append(f"  +{len(rest)} more commands, {fmt_count(sum(c.count for _, c in rest))} requests")
@@ -106,7 +144,7 @@ def summary_block(snapshot: Snapshot, header: ScreenHeader, now: float | None = 
     lines.append("  conns: " + _conn_line(snap.connections))
     lines.append("  patterns: " + (", ".join(f"{p.kind} {p.keys[0] if p.keys else ''}".strip() for p in snap.patterns)
                                    or "none"))
-    return "\n".join(lines)
+    return fit("\n".join(lines))
 
 
 def _pattern_lines(patterns: list, patterns_input: str) -> list[str]:
@@ -167,6 +205,7 @@ def final_summary(report: Report) -> str:
                                                      for c in s.culprits[1:4]))
             if s.evidence:
                 out.append("      evidence: " + s.evidence[0])
+            out.extend(f"      on CPU: {p.describe()}" for p in (s.frames or [])[:3])
             if s.first_advice:
                 out.append(f"      advice: {s.first_advice}")
         if len(stalls) > FINAL_STALLS:
@@ -180,9 +219,7 @@ def final_summary(report: Report) -> str:
     cmds = by_count(report.commands)
     if cmds:
         out.append("Commands, by count:")
-        width = max([7] + [len(n) for n, _ in cmds[:FINAL_COMMANDS]])
-        for name, c in cmds[:FINAL_COMMANDS]:
-            out.append("  " + _command_line(name, c, width))
+        out.extend(_command_rows(cmds[:FINAL_COMMANDS]))
         if len(cmds) > FINAL_COMMANDS:
             out.append(f"  ... and {len(cmds) - FINAL_COMMANDS} more")
         unknown = report.commands.get(UNDECODABLE)
@@ -216,4 +253,4 @@ def final_summary(report: Report) -> str:
                        f"between +{span.start_s}s and +{span.end_s}s, {span.requests} requests affected")
     out.append("AOF/fsync: " + _fsync_line(report.fsync))
     out.append("Connections: " + _conn_line(report.connections))
-    return "\n".join(out)
+    return fit("\n".join(out))

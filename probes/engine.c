@@ -23,6 +23,9 @@
 #ifndef ENG_SAMPLE
 #define ENG_SAMPLE 0                /* 1-in-N batches get a record (0: none) */
 #endif
+#ifndef ENG_CMD_FILTER
+#define ENG_CMD_FILTER 0            /* 1: records only for batches whose first command is flagged ECMD_TRACE */
+#endif
 #ifndef ENG_SLOT_OF
 #define ENG_SLOT_OF(t) 0            /* instance slot of a tgid (user space compiles in its table) */
 #endif
@@ -79,6 +82,7 @@ enum eng_counter {      /* mirrored by tracer/engine/layout.py */
 
 enum eng_cmd_flags {
     ECMD_SECRET = 1,    /* never capture its arguments (AUTH, HELLO, ACL, CONFIG, MIGRATE) */
+    ECMD_TRACE = 2,     /* in `trace --command`'s allow-list (with ENG_CMD_FILTER) */
 };
 
 struct eng_conn {
@@ -94,7 +98,8 @@ struct eng_conn {
     __u64 sk;                   /* the socket (fd_socks), looked up once: 0 not yet, 1 none */
     __u64 last_name[2];         /* the last command name looked up, and its id: most connections */
     __u16 last_id, last_flags;  /* send the same commands again and again */
-    __u32 pad2;
+    __u16 first_flags;          /* the batch's first command's eng_cmd flags */
+    __u16 pad2;
     __u32 args_left;            /* bulk strings left in the current multibulk */
     __u32 argc;
     __u32 arg_idx;
@@ -345,6 +350,9 @@ static __always_inline void eng_close_batch(struct eng_conn *c, struct fd_key *f
         flags |= RQF_STALL;
     if (ENG_SAMPLE && bpf_get_prandom_u32() % (ENG_SAMPLE ? ENG_SAMPLE : 1) == 0)
         flags |= RQF_SAMPLED;
+    /* trace --command: no record for other commands (the aggregates still count every one) */
+    if (ENG_CMD_FILTER && !(c->first_flags & ECMD_TRACE))
+        flags &= ~(__u64)(RQF_SLOW | RQF_STALL | RQF_VICTIM | RQF_SAMPLED);
     if (flags & (RQF_SLOW | RQF_STALL | RQF_VICTIM | RQF_SAMPLED))
         eng_emit_req(c, fk, slot, flags, busy);
 
@@ -392,8 +400,10 @@ static __always_inline void eng_cmd_done(struct eng_conn *c, struct eng_scratch 
     }
     if (!placed)
         c->pend_over++;
-    if (n == 0)
+    if (n == 0) {
         c->first_argc = c->argc;
+        c->first_flags = c->cur_flags;
+    }
     c->npend = n + 1;
     c->batch_in += bytes;
     c->pst = PS_CMD;

@@ -18,6 +18,11 @@ enum rt_kind {
     RT_LOOP = 6,     /* main thread busy span: aux_ts = epoll wake, ts_enter = next epoll entry, ret = ready fds */
     RT_EXEC = 7,     /* uprobe on call(): ts_enter..ts_exit is one command's execution */
     RT_REQ = 8,      /* engine: one request (batch) stitched in the kernel: a struct rt_req */
+    /* 9..11 are kept for the off-CPU records (probes/sched.c) */
+    RT_SAMPLE = 12,  /* sample.c (unless --no-why): the main thread on a CPU deep in a busy span. ts_enter = the span's
+                      * epoll wake, ts_exit = the sample; aux_ts = user ip, aux_ts2 = user sp, ret = user bp;
+                      * payload: 256 bytes of kernel stack ips (fd = how many are valid), then the user
+                      * stack copied from sp */
 };
 
 enum rt_fd_kind {

@@ -55,7 +55,7 @@ def test_enums_match():
     kinds = c_enum("rt_kind")
     assert kinds == {"RT_ACCEPT": events.ACCEPT, "RT_READ": events.READ, "RT_WRITE": events.WRITE,
                      "RT_CLOSE": events.CLOSE, "RT_FSYNC": events.FSYNC, "RT_LOOP": events.LOOP,
-                     "RT_EXEC": events.EXEC, "RT_REQ": events.REQ}
+                     "RT_EXEC": events.EXEC, "RT_REQ": events.REQ, "RT_SAMPLE": events.SAMPLE}
     assert events.FDINFO not in kinds.values()
     assert c_enum("rt_fd_kind") == {"FD_UNKNOWN": events.FD_UNKNOWN, "FD_CLIENT": events.FD_CLIENT,
                                     "FD_AOF": events.FD_AOF, "FD_IGNORE": events.FD_IGNORE,

@@ -19,8 +19,9 @@ STAGES = [
     ("engine", ("tracer.engine",)),     # the kernel-side aggregation engine's reader (branch `engine`)
     ("views", ("tracer.views", "tracer.dashboards")),
     ("runtime", ("tracer.runtime",)),
+    ("agent", ("tracer.agent",)),       # the headless agent: above the runtime it drives
     ("commands", ("tracer.commands",)),
-    ("cli", ("tracer.cli", "tracer.__main__")),
+    ("cli", ("tracer.cli", "tracer.__main__", "tracer.manpage")),
 ]
 RANK = {prefix: rank for rank, (_, prefixes) in enumerate(STAGES) for prefix in prefixes}
 

@@ -23,7 +23,14 @@ def parse(*argv) -> argparse.Namespace:
 def test_every_tracing_command_gets_the_same_defaults(command):
     extra = ["-o", "x.rtrace"] if command == "record" else []
     got = TraceOptions.from_args(parse(command, *extra))
-    assert got == TraceOptions(record_path=got.record_path)
+    # diagnose explains stalls by default (--why); on-CPU samples are on unless --no-why
+    why = options.WHY_IN_DIAGNOSE if command == "diagnose" else options.WHY
+    assert got == TraceOptions(record_path=got.record_path, why=why)
+    assert got.oncpu == options.ONCPU
+    off = TraceOptions.from_args(parse(command, *extra, "--no-why"))
+    assert not off.why and not off.oncpu
+    on = TraceOptions.from_args(parse(command, *extra, "--why"))
+    assert on.why and on.oncpu
     assert (got.stall_ms, got.capture_bytes, got.poll_ms, got.ringbuf_pages) == \
         (options.STALL_MS, options.CAPTURE_BYTES, options.POLL_MS, options.RINGBUF_PAGES)
 

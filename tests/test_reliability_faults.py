@@ -200,7 +200,7 @@ def test_ring_buffer_overflow_is_counted_never_silent(redis_server, tmp_path):
     small = ["--ringbuf-pages", "2", "--poll-ms", "2000"]     # 8 KiB ring, drained every 2 s
     trace = TracerProcess("trace", "--port", port, "--json", *small)
     path = tmp_path / "lossy.rtrace"
-    record = TracerProcess("record", "--port", port, "-o", str(path), *small)
+    record = TracerProcess("record", "--port", port, "-o", str(path), *small, "--fail-on-lost")
     assert "ring 8KiB" in trace.stderr_text()
     load = Load(redis_server.port, max_requests=300_000, max_seconds=3).start()
     time.sleep(3.5)
@@ -208,7 +208,10 @@ def test_ring_buffer_overflow_is_counted_never_silent(redis_server, tmp_path):
     assert sent > 1000 and load.errors == 0
     rc, out = trace.stop(timeout=60)
     rc2, _ = record.stop(timeout=60)
-    assert rc == 0 and rc2 == 0, trace.stderr_text() + record.stderr_text()
+    # without --fail-on-lost a loss is reported, not an exit status; with it, exit 3 once all is written
+    assert rc == 0 and rc2 == 3, trace.stderr_text() + record.stderr_text()
+    assert "events were lost (--fail-on-lost)" in record.stderr_text()
+    assert cli("report", str(path), "--fail-on-lost").returncode == 3
     traced = sum(1 for r in json_lines(out) if r["command"] == "SET")
     lost = lost_in_summary(trace.stderr_text())
     assert lost > 0 and traced < sent                            # overflowed, and says so
@@ -220,12 +223,12 @@ def test_ring_buffer_overflow_is_counted_never_silent(redis_server, tmp_path):
     text = cli("report", str(path)).stdout.decode()
     assert "lost" in text.lower()
     # a healthy ring on the same load loses nothing
-    ok = TracerProcess("trace", "--port", port, "--json")
+    ok = TracerProcess("trace", "--port", port, "--json", "--fail-on-lost")
     load = Load(redis_server.port, max_requests=20_000, max_seconds=10).start()
     load._thread.join(15)
     sent = load.stop()
     rc, out = ok.stop()
-    assert lost_in_summary(ok.stderr_text()) == 0
+    assert lost_in_summary(ok.stderr_text()) == 0 and rc == 0     # nothing lost: --fail-on-lost passes
     assert sum(1 for r in json_lines(out) if r["command"] == "SET") == sent
 
 

@@ -48,7 +48,7 @@ def check_file(path: str, tmp_dir: str, export: bool = False) -> None:
     if rc == 0:
         assert out.count("\n") == 1 and isinstance(json.loads(out), dict)
     else:
-        assert rc == 2 and out == ""
+        assert rc == 1 and out == ""   # a bad file is a runtime failure, not a usage error
         lines = [line for line in err.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("redis-tracer: "), err
     for line in err.splitlines():

@@ -13,8 +13,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class TracerProcess:
-    def __init__(self, *args: str, attach_timeout: float = 60.0, env: dict | None = None):
-        self.args = [sys.executable, "-m", "tracer", *args]
+    def __init__(self, *args: str, attach_timeout: float = 60.0, env: dict | None = None, prefix: tuple = ()):
+        """prefix: a command the tracer runs under (setpriv ... for the non-root capability path)."""
+        self.args = [*prefix, sys.executable, "-m", "tracer", *args]
         self.proc = subprocess.Popen(self.args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         self.stderr_lines: list[str] = []

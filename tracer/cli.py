@@ -6,17 +6,29 @@ import importlib
 import sys
 
 from tracer import __version__
-from tracer.errors import TracerError
+from tracer.commands import cli_help
+from tracer.errors import EXIT_USAGE, TracerError
 
 # Order is the order `--help` lists them. A module that is not there yet is simply not offered.
-COMMANDS = ["demo", "live", "trace", "diagnose", "record", "replay", "report", "export", "count", "doctor"]
+COMMANDS = ["demo", "live", "trace", "diagnose", "record", "replay", "report", "export", "count", "doctor",
+            "agent", "completion"]
+
+EXAMPLES = """\
+  redis-tracer doctor                  # can this machine trace?
+  redis-tracer live --port 6379        # the live dashboard
+  redis-tracer trace --min-ms 10 --command GET,SET   # slow GETs and SETs
+  redis-tracer diagnose --duration 30  # trace 30 s, then explain the stalls
+  redis-tracer record -o run.rtrace --duration 60    # then:
+  redis-tracer report run.rtrace --hist              # latency histograms
+  redis-tracer COMMAND --help          # each command's options and examples"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser; `parser.command_parsers` maps each command to its own parser."""
     parser = argparse.ArgumentParser(
         prog="redis-tracer",
-        description="Trace every Redis request from the kernel: where its time went and who delayed it.",
+        description="Trace every Redis request from the kernel: where its time went, who delayed it.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=cli_help.epilog(EXAMPLES),
     )
     parser.add_argument("--version", action="version", version=f"redis-tracer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -29,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         sub_parser = module.add_parser(sub)
+        cli_help.decorate(sub_parser, getattr(module, "EXAMPLES", None))
         sub_parser.set_defaults(run=module.run)
         parser.command_parsers[name] = sub_parser
+    parser.set_defaults(root_parser=parser)     # `completion` walks the whole parser
     return parser
 
 
@@ -44,8 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         owner.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "run", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
+        if getattr(args, "ebpf", False):        # bcc's tools' --ebpf: the program, not a run
+            from tracer.options import TraceOptions
+            from tracer.runtime import runner
+
+            options = TraceOptions.from_args(args)
+            return runner.print_program(options, runner.ebpf_targets(options) if "pid" in args else [])
         return int(args.run(args) or 0)
     except TracerError as err:
         print(f"redis-tracer: {err.line()}", file=sys.stderr)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from tracer.errors import TracerError
+from tracer.errors import UsageError
 
 ENV_PASSWORD = "REDISCLI_AUTH"
 # the one line that says how to pass credentials (doctor prints it on NOAUTH)
@@ -91,10 +91,10 @@ def _tls_from_args(args) -> TlsOptions | None:
     if not (getattr(args, "tls", False) or ca or cert or key or skip):
         return None
     if bool(cert) != bool(key):
-        raise TracerError("--tls-cert and --tls-key go together", "pass both, or neither")
+        raise UsageError("--tls-cert and --tls-key go together", "pass both, or neither")
     for flag, path in (("--tls-ca", ca), ("--tls-cert", cert), ("--tls-key", key)):
         if path and not os.path.isfile(path):
-            raise TracerError(f"{flag} {path}: no such file")
+            raise UsageError(f"{flag} {path}: no such file")
     return TlsOptions(ca=ca, cert=cert, key=key, verify=not skip)
 
 
@@ -105,9 +105,9 @@ def credentials_from_args(args, environ=None) -> Credentials:
         password = environ.get(ENV_PASSWORD) or None
     user = getattr(args, "user", None) or None
     if user and password is None:
-        raise TracerError(f"--user {user} needs a password", HOW_TO_AUTHENTICATE)
+        raise UsageError(f"--user {user} needs a password", HOW_TO_AUTHENTICATE)
     socket_path = getattr(args, "socket", None) or None
     tls = _tls_from_args(args)
     if socket_path and tls is not None:
-        raise TracerError("--socket and --tls do not go together", "Redis speaks TLS on its tls-port only")
+        raise UsageError("--socket and --tls do not go together", "Redis speaks TLS on its tls-port only")
     return Credentials(user, password, tls, socket_path)

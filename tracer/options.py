@@ -9,9 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tracer.credentials import NO_CREDENTIALS, Credentials, credentials_from_args
-from tracer.errors import TracerError
+from tracer.errors import UsageError
 
 STALL_MS = 50.0             # a main-thread busy span this long is a stall
+SAMPLE_HZ = 499             # on-CPU samples: cpu-clock ticks per second of a main thread deep in a busy span
+# Explaining stalls: on-CPU stack samples of long busy spans cost 2 ns of BPF per request and no record
+# under load (docs/PERFORMANCE.md), so they are on unless --no-why; --why asks for the rest of the
+# attribution (off by default in live/record/trace/demo, on in diagnose)
+ONCPU = True
+WHY = False
+WHY_IN_DIAGNOSE = True
 CAPTURE_BYTES = 4096        # bytes of each read/write copied for RESP decoding
 # the probes' per-CPU scratch record holds twice the capture plus its header, and a per-CPU map value
 # may not exceed 32 KiB: 16384 failed to load ("could not open bpf map: scratch")
@@ -29,6 +36,7 @@ MODE = "full"               # the default mode of live/diagnose/demo/record/trac
 ENGINE_SAMPLE = 100         # engine mode: 1 batch in this many goes up as a record (slowest, hot keys: estimates)
 INFO_EVERY_S = 2.0          # the INFO sampler asks each target this often (0: never; runtime/info_sampler.py)
 INFO_TIMEOUT_S = 1.0        # ... and gives up sampling a target whose answer takes longer
+AGENT_LISTEN = "127.0.0.1:9386"     # `agent`: where /metrics is served (loopback: expose it on purpose)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,39 +67,39 @@ def is_power_of_two(n: int) -> bool:
 
 def check_stall_ms(stall_ms: float) -> float:
     if not 0 < stall_ms <= STALL_MS_MAX:
-        raise TracerError(f"--stall-ms must be positive (at most {STALL_MS_MAX}), not {stall_ms:g}")
+        raise UsageError(f"--stall-ms must be positive (at most {STALL_MS_MAX}), not {stall_ms:g}")
     return stall_ms
 
 
 def check_capture_bytes(n: int) -> int:
     if not is_power_of_two(n) or not CAPTURE_MIN <= n <= CAPTURE_MAX:
-        raise TracerError(f"--capture-bytes {n} is not a power of two between {CAPTURE_MIN} and {CAPTURE_MAX}")
+        raise UsageError(f"--capture-bytes {n} is not a power of two between {CAPTURE_MIN} and {CAPTURE_MAX}")
     return n
 
 
 def check_ringbuf_pages(pages: int) -> int:
     if not is_power_of_two(pages) or pages > RINGBUF_PAGES_MAX:
-        raise TracerError(f"--ringbuf-pages {pages} is not a power of two between 1 and {RINGBUF_PAGES_MAX}")
+        raise UsageError(f"--ringbuf-pages {pages} is not a power of two between 1 and {RINGBUF_PAGES_MAX}")
     return pages
 
 
 def check_refresh(hz: float) -> float:
     if not 0 < hz <= REFRESH_MAX:
-        raise TracerError(f"--refresh must be between 0 and {REFRESH_MAX:g} per second, not {hz:g}")
+        raise UsageError(f"--refresh must be between 0 and {REFRESH_MAX:g} per second, not {hz:g}")
     return hz
 
 
 def check_duration(duration: float | None) -> float | None:
     if duration is not None and duration <= 0:
-        raise TracerError(f"--duration must be positive, not {duration:g}")
+        raise UsageError(f"--duration must be positive, not {duration:g}")
     return duration
 
 
 def check_mode(mode: str, show_values: bool) -> str:
     if mode not in MODES:
-        raise TracerError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     if show_values and mode != "full":
-        raise TracerError("--show-values requires --full (the engine never captures values)")
+        raise UsageError("--show-values requires --full (the engine never captures values)")
     return mode
 
 
@@ -113,9 +121,12 @@ class TraceOptions:
     record_path: str | None = None
     mode: str = MODE
     slow_ms: float | None = None    # engine mode: requests this slow go up as records (None: stall_ms / 5)
+    commands: tuple = ()            # trace --command: engine mode sends records only for these commands
     credentials: Credentials = NO_CREDENTIALS   # for the one query of each target before attaching
     patterns: PatternOptions = PatternOptions()
     info_every_s: float = INFO_EVERY_S
+    why: bool = WHY                 # --why
+    oncpu: bool = ONCPU             # on-CPU stack samples of stalls (kernel/stacks.py): off only with --no-why
 
     def __post_init__(self):
         check_duration(self.duration)
@@ -125,7 +136,7 @@ class TraceOptions:
         check_refresh(self.refresh_hz)
         check_mode(self.mode, self.show_values)
         if self.slow_ms is not None and not 0 <= self.slow_ms <= STALL_MS_MAX:
-            raise TracerError(f"--min-ms must be between 0 and {STALL_MS_MAX}, not {self.slow_ms:g}")
+            raise UsageError(f"--min-ms must be between 0 and {STALL_MS_MAX}, not {self.slow_ms:g}")
 
     @property
     def tick_s(self) -> float:
@@ -146,4 +157,6 @@ class TraceOptions:
                    ringbuf_pages=get("ringbuf_pages", RINGBUF_PAGES), show_values=bool(get("show_values", False)),
                    stall_ms=get("stall_ms", STALL_MS), refresh_hz=get("refresh", REFRESH_HZ),
                    record_path=given.get("record"), mode=get("mode", MODE), slow_ms=given.get("min_ms"),
-                   credentials=credentials_from_args(args))
+                   commands=tuple(get("commands", ())),
+                   credentials=credentials_from_args(args), why=bool(get("why", WHY)),
+                   oncpu=ONCPU if given.get("why") is None else bool(given["why"]))

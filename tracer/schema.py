@@ -86,6 +86,26 @@ class Culprit(View):
     reply_bytes: int
 
 
+# stalls no command made: what the views name as their culprit
+NO_COMMAND_CULPRIT = {"expiry": "(key expiry)", "eviction": "(maxmemory eviction)"}
+
+
+@dataclass(slots=True)
+class StallFrames(View):
+    """A hot path of a stall's on-CPU samples: frames outermost first, the event loop's own left out."""
+
+    frames: list
+    share: float            # 0..1 of the stall's samples ran under the last frame
+    samples: int
+
+    def describe(self, shown: int = 3) -> str:
+        """`activeExpireCycle → … → dictRelease 92 %`: the first frame and the last ones."""
+        frames = list(self.frames)
+        if len(frames) > shown:
+            frames = [frames[0], "…", *frames[-(shown - 1):]]
+        return f"{' → '.join(str(f) for f in frames)} {round(float(self.share) * 100)} %"
+
+
 @dataclass(slots=True)
 class StallResult(View):
     """One stall as reported: times relative to the trace's first event."""
@@ -105,14 +125,17 @@ class StallResult(View):
     victim_added_total_ms: float = 0.0
     victim_added_mean_ms: float = 0.0
     open: bool | None = field(default=None, metadata=OPTIONAL)  # live views: still joining requests
+    samples: int | None = field(default=None, metadata=OPTIONAL)    # on-CPU samples of the main thread (None: not sampled)
+    frames: list | None = field(default=None, metadata=OPTIONAL)    # [StallFrames], heaviest first
+    folded: list | None = field(default=None, metadata=OPTIONAL)    # "root;...;leaf count" lines (flame graphs)
 
     JSON_NAMES = {"class_": "class"}
-    NESTED = {"culprits": ("list", Culprit)}
+    NESTED = {"culprits": ("list", Culprit), "frames": ("list", StallFrames)}
 
     @property
     def culprit(self) -> str:
-        """'DEL big:set': the main culprit's command and key."""
-        cmd = self.command or "?"
+        """'DEL big:set': the main culprit's command and key; without a command, the work that made the stall."""
+        cmd = self.command or NO_COMMAND_CULPRIT.get(self.class_, "?")
         return f"{cmd} {self.key}" if self.key else cmd
 
     @property
@@ -276,6 +299,8 @@ class Report(View):
     links: list | None = field(default=None, metadata=OPTIONAL)          # per instance and overall
     mode: str | None = field(default=None, metadata=OPTIONAL)           # "engine": counts and percentiles from the
     #                                       kernel's histograms; slowest, hot/big keys and stalls from its records
+    # log2 latency histograms (analyze/log2.py): {"unit", "bucket", "commands": {name: [counts]}, "phases": {...}}
+    histograms: dict | None = field(default=None, metadata=OPTIONAL)
     # what a final summary adds to a run's report (never in `report --json`: a file has no wall clock)
     stall_ms: float | None = field(default=None, metadata=OPTIONAL)
     elapsed_s: float | None = field(default=None, metadata=OPTIONAL)     # wall time traced
@@ -331,6 +356,10 @@ class TraceHeader(View):
     show_values: bool = False
     stall_ms: float | None = field(default=None, metadata=OPTIONAL)
     mode: str | None = field(default=None, metadata=OPTIONAL)           # "engine"; unset: full (older files)
+    # the probes' attach time in the records' clock (monotonic ns); older files: unset
+    attached_ns: int | None = field(default=None, metadata=OPTIONAL)
+    # their detach time: written in the trailer (unknown when the header is written), set here on reading
+    detached_ns: int | None = field(default=None, metadata=OPTIONAL)
     record_header_size: int | None = field(default=None, metadata=OPTIONAL)
     extra: dict = field(default_factory=dict)
 

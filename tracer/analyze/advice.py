@@ -30,6 +30,17 @@ NOT_REDIS = [
     " `lazyfree-lazy-eviction yes`.",
 ]
 
+EXPIRY = [
+    "A big key expired and was freed on the main thread: set `lazyfree-lazy-expire yes` so expired values are"
+    " freed on a background thread.",
+    "Avoid TTLs on huge keys, or split them; many keys expiring at once: add jitter to their TTLs.",
+]
+
+EVICTION = [
+    "maxmemory eviction freed big keys on the main thread: set `lazyfree-lazy-eviction yes`.",
+    "Raise maxmemory or keep big keys out of an evicting instance; check `INFO stats` evicted_keys.",
+]
+
 UNKNOWN = [
     "Not enough evidence for a cause: compare with `SLOWLOG GET` and `LATENCY DOCTOR` for the same time.",
 ]
@@ -82,4 +93,8 @@ def advice_for(cls: str, commands=(), big_reply: bool = False) -> list[str]:
         return list(AOF)
     if cls == "not-redis":
         return list(NOT_REDIS)
+    if cls == "expiry":
+        return list(EXPIRY)
+    if cls == "eviction":
+        return list(EVICTION)
     return list(UNKNOWN)

@@ -322,6 +322,14 @@ class Analyzer:
         """A sample of the target's INFO (kernel.info.InfoAt)."""
         self.patterns.on_info(info)
 
+    def on_stacks(self, stacks) -> None:
+        """What a stall's main thread ran on the CPU (kernel.stacks.StacksAt)."""
+        self.detector.on_stacks(stacks)
+
+    def on_propagated(self, deletion) -> None:
+        """A DEL/UNLINK the master sent its replicas (stitch.model.Propagated): an expired key's name."""
+        self.detector.on_propagated(deletion)
+
     def on_loss(self, span) -> None:
         self.loss_spans += 1
         self.lost_requests += span.requests

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from tracer.analyze import oncpu
 from tracer.analyze.advice import advice_for
 from tracer.analyze.classify import classify
 from tracer.analyze.culprits import execution_units, find_culprits, listed_culprits
@@ -47,6 +48,8 @@ MAX_SYNCS = 1_000
 MAX_OPEN = 64
 MAX_DONE = 1_000                  # finished stalls kept (the longest)
 MAX_CULPRITS_LISTED = 5
+PROPAGATED_AFTER_NS = NS_PER_S    # a deletion sent to replicas this long after a span still tells its key
+MAX_DELETED = 100
 
 
 def request_ts(req) -> int:
@@ -73,13 +76,15 @@ class StallVerdict:
     evidence: list
     advice: list
     culprits: list          # [Culprit], longest execution first
+    cpu: object = None      # oncpu.CpuFacts: what the main thread ran on the CPU, None: not sampled
 
 
 class Stall:
     """One long busy span being joined with requests and syncs."""
 
     __slots__ = ("tgid", "start", "end", "seq", "inspan", "inspan_total", "heavy", "over_conn_exec",
-                 "over_cmds", "io_reads", "arrivals", "syncs", "syncs_total", "version", "_cached")
+                 "over_cmds", "io_reads", "arrivals", "syncs", "syncs_total", "version", "_cached", "cpu",
+                 "deleted")
 
     def __init__(self, span, seq: int = 0):
         self.tgid = span.tgid
@@ -97,6 +102,8 @@ class Stall:
         self.syncs_total = 0
         self.version = 0                # bumped by every change, for the cached verdict
         self._cached = None
+        self.cpu = None                 # oncpu.CpuFacts from the span's STACKS record
+        self.deleted: list = []         # keys the master told replicas it deleted, in or just after the span
 
     @property
     def duration_ns(self) -> int:
@@ -153,6 +160,21 @@ class Stall:
         agg[0] += 1
         agg[1] += x
 
+    def offer_stacks(self, stacks) -> bool:
+        """The span's on-CPU samples (kernel.stacks.StacksAt): True when they are this stall's."""
+        if stacks.tgid != self.tgid or stacks.start_ts != self.start:
+            return False
+        self.cpu = oncpu.cpu_facts(stacks.folded, stacks.samples, stacks.on_cpu_share)
+        self.version += 1
+        return True
+
+    def offer_propagated(self, deletion) -> None:
+        """A DEL/UNLINK sent to replicas: Redis propagates a key it expired in the span right after it."""
+        if deletion.tgid == self.tgid and self.start <= deletion.ts <= self.end + PROPAGATED_AFTER_NS \
+                and len(self.deleted) < MAX_DELETED:
+            self.deleted.append(deletion)
+            self.version += 1
+
     def offer_sync(self, sync) -> None:
         if sync.tgid != self.tgid:
             return
@@ -180,9 +202,19 @@ class Stall:
         units = execution_units(self.inspan + self.heavy, ov)
         culprits = find_culprits(units, self.over_conn_exec, len(self.inspan) + len(self.heavy), dur, ov)
         facts = classify(self.syncs, culprits, dur, bool(self.inspan_total or self.io_reads), ov)
-        victims = find_victims(s, e, self.arrivals, units, culprits.conns, culprits.units)
+        cpu, inferred, work = self.cpu, culprits.main, culprits.units
+        if cpu is not None:     # the samples decide: the class from the thread's work, culprits only if they ran it
+            if not cpu.commands_ran_it:
+                culprits = oncpu.without_culprits(culprits)
+                work = oncpu.span_work(s, e)
+            facts.cls = cpu.cls or (facts.cls if cpu.commands_ran_it or facts.cls in ("aof", "not-redis")
+                                    else "unknown")
+        victims = find_victims(s, e, self.arrivals, units, culprits.conns, work)
         words = evidence(facts, culprits, units, victims, inspan_total=self.inspan_total, io_reads=self.io_reads,
                          over_cmds=self.over_cmds, over_conn_exec=self.over_conn_exec, overlap=ov)
+        if cpu is not None:
+            first, after = oncpu.evidence(cpu, facts.cls, inferred, [d.key for d in self.deleted])
+            words = first + words + after
         listed = listed_culprits(culprits, ov)
         main = culprits.main
         advice_cmds = [main.command] if main is not None else []
@@ -201,7 +233,7 @@ class Stall:
             culprits=[Culprit(command=(m.command or "?").upper(), key=m.key, client=m.client or "",
                               exec_ms=ns_to_ms(ov(m.exec_start_ts, m.exec_end_ts)) if m.exec_end_ts else None,
                               reply_bytes=m.reply_bytes)
-                      for m in listed[:MAX_CULPRITS_LISTED]])
+                      for m in listed[:MAX_CULPRITS_LISTED]], cpu=cpu)
 
 
 def format_stall(v: StallVerdict, first_ts: int, open_: bool | None = None) -> StallResult:
@@ -212,7 +244,10 @@ def format_stall(v: StallVerdict, first_ts: int, open_: bool | None = None) -> S
                        victim_added_ms=v.victim_added_ms, end_s=round(max(0, v.end_ts - base) / NS_PER_S, 3),
                        class_=v.class_, evidence=list(v.evidence), advice=list(v.advice),
                        culprits=list(v.culprits), victim_added_total_ms=v.victim_added_total_ms,
-                       victim_added_mean_ms=v.victim_added_mean_ms, open=open_)
+                       victim_added_mean_ms=v.victim_added_mean_ms, open=open_,
+                       samples=v.cpu.samples if v.cpu is not None else None,
+                       frames=list(v.cpu.paths) if v.cpu is not None else None,
+                       folded=list(v.cpu.folded) if v.cpu is not None else None)
 
 
 def _stall_order(v: StallVerdict):
@@ -232,6 +267,7 @@ class StallDetector:
         self.on_stall = on_stall            # called with each finished StallVerdict
         self.lookback: deque = deque()      # (completion ts, request) of recent requests
         self.sync_lookback: deque = deque()
+        self.deleted_lookback: deque = deque()
         self.open: list[Stall] = []         # in span-record order
         self.done: list[StallVerdict] = []  # finished verdicts (longest max_stalls kept)
         self.recent: deque = deque(maxlen=10)
@@ -254,6 +290,20 @@ class StallDetector:
         limit = self.now - self.lookback_ns
         while lookback and (len(lookback) > self.lookback_max or lookback[0][0] < limit):
             lookback.popleft()
+
+    def on_stacks(self, stacks) -> None:
+        """A STACKS record follows its span's LOOP record: the stall it belongs to is open."""
+        for st in self.open:
+            if st.offer_stacks(stacks):
+                return
+
+    def on_propagated(self, deletion) -> None:
+        """A DEL/UNLINK sent to replicas (stitch.model.Propagated); it is written before the span's LOOP
+        record comes, so recent ones are kept for the stall that opens then."""
+        for st in self.open:
+            st.offer_propagated(deletion)
+        self.deleted_lookback.append(deletion)
+        self._prune(self.deleted_lookback, lambda x: x.ts, SYNC_LOOKBACK_MAX)
 
     def on_sync(self, sync) -> None:
         for st in self.open:
@@ -283,6 +333,8 @@ class StallDetector:
             syncs.append(x)
         for x in reversed(syncs):
             st.offer_sync(x)
+        for x in self.deleted_lookback:
+            st.offer_propagated(x)
         self.open.append(st)
         while len(self.open) > MAX_OPEN:
             self._close(self.open.pop(0))

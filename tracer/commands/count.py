@@ -4,15 +4,22 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from tracer.commands import cli_help
 from tracer.kernel import events
 from tracer.options import TraceOptions
 from tracer.runtime import runner
+
+
+EXAMPLES = """\
+  redis-tracer count --duration 5      # syscalls the probes saw, per kind
+  redis-tracer count --port 6379 --json"""
 
 
 def add_parser(sub):
     p = sub.add_parser("count", help="count traced syscalls per kind (a probe smoke test)")
     runner.add_target_args(p)
     p.add_argument("--json", action="store_true")
+    cli_help.add_fail_on_lost(p)
     return p
 
 
@@ -44,4 +51,4 @@ def run(args) -> int:
         for name, n in sorted(counts.items()):
             print(f"{name:<10} {n}")
         print(f"{'lost':<10} {lost}")
-    return 0
+    return cli_help.lost_gate(args, lost)

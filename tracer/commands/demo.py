@@ -12,11 +12,17 @@ from __future__ import annotations
 import signal
 import sys
 
-from tracer.errors import TracerError
+from tracer.errors import UsageError
 from tracer.options import TraceOptions
 from tracer.runtime import runner, session
 
 DEMO_POLL_MS = 50   # the demo's own small server: drain often, for a lively screen
+
+
+EXAMPLES = """\
+  redis-tracer demo                       # 30 s of a Redis with trouble built in
+  redis-tracer demo --duration 60 --engine     # through the always-on engine
+  redis-tracer demo --no-dashboard | tee demo.log   # plain summary blocks"""
 
 
 def add_parser(sub):
@@ -25,6 +31,7 @@ def add_parser(sub):
     p.add_argument("--duration", type=float, default=30, metavar="S", help="seconds to run (default 30)")
     runner.add_analysis_args(p)
     runner.add_mode_args(p)
+    runner.add_ebpf_arg(p)
     p.add_argument("--no-dashboard", action="store_true",
                    help="no live screen: print a plain summary block per refresh instead")
     p.add_argument("--clients", type=int, default=4, help="workload client threads (default 4)")
@@ -51,7 +58,7 @@ def run(args) -> int:
 
     options = TraceOptions.from_args(args)
     if not 1 <= args.clients <= 32:
-        raise TracerError(f"--clients must be between 1 and 32, not {args.clients}")
+        raise UsageError(f"--clients must be between 1 and 32, not {args.clients}")
     require_tracing_privileges()  # before starting anything
     old = {s: signal.signal(s, _raise_hangup) for s in (signal.SIGTERM, signal.SIGHUP)}
     # AOF everysec gives the AOF panel something to show; automatic rewrites (on by default) keep the

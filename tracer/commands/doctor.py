@@ -8,6 +8,12 @@ from tracer.kernel import doctor
 from tracer.credentials import add_credential_args, credentials_from_args
 
 
+EXAMPLES = """\
+  redis-tracer doctor                  # privileges, kernel, bcc: can it trace?
+  redis-tracer doctor --port 6379      # ... and that redis-server
+  redis-tracer doctor --json | jq .ok"""
+
+
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "doctor", help="check privileges, kernel and bcc support (and a target) before tracing",

@@ -5,9 +5,17 @@ import dataclasses
 import json
 import sys
 
+from tracer.commands import cli_help
 from tracer.errors import TracerError
 from tracer.options import STALL_MS, TraceOptions
 from tracer.runtime import runner, session
+
+
+EXAMPLES = """\
+  redis-tracer record -o run.rtrace --duration 60   # then: report run.rtrace
+  redis-tracer record -o run.rtrace --engine        # the engine's, until Ctrl-C
+  redis-tracer record -o run.rtrace --json-out run.json   # and the live report
+  redis-tracer record -o run.rtrace --fail-on-lost  # exit 3 if events were lost"""
 
 
 def add_parser(sub):
@@ -18,6 +26,7 @@ def add_parser(sub):
     p.add_argument("--stall-ms", type=float, default=STALL_MS,
                    help=f"stall threshold for --json-out (default {STALL_MS:g})")
     p.add_argument("--json-out", metavar="FILE", help="also write the live analysis as report JSON")
+    cli_help.add_fail_on_lost(p)
     return p
 
 
@@ -26,7 +35,8 @@ def run(args) -> int:
 
     options = dataclasses.replace(TraceOptions.from_args(args), record_path=args.output)
     targets = runner.resolve_targets(options)
-    result = session.run_traced(options, targets, title="record", mode="quiet", overwrite=args.overwrite)
+    result = session.run_traced(options, targets, title="record", mode="quiet", overwrite=args.overwrite,
+                                histograms=bool(args.json_out))     # its JSON is `report --json`'s
     if args.json_out:
         try:
             with open_private(args.json_out) as f:
@@ -37,4 +47,4 @@ def run(args) -> int:
     done = result.recorded
     print(f"recorded: {done['records']} records, {done['requests']} requests, {done['lost_events']} lost events after attach "
           f"-> {args.output}", file=sys.stderr)
-    return 0
+    return cli_help.lost_gate(args, done["lost_events"])

@@ -2,10 +2,18 @@
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 
-from tracer.errors import TracerError
+from tracer.commands import cli_help
+from tracer.errors import UsageError
 from tracer.options import REFRESH_HZ, check_refresh, check_stall_ms
 from tracer.runtime import session
+
+
+EXAMPLES = """\
+  redis-tracer replay run.rtrace                # the dashboard, at the recorded pace
+  redis-tracer replay run.rtrace --speed 10     # ten times faster
+  redis-tracer replay run.rtrace --max --plain  # at once, plain summaries"""
 
 
 def add_parser(sub):
@@ -18,16 +26,22 @@ def add_parser(sub):
     p.add_argument("--refresh", type=float, default=REFRESH_HZ, metavar="HZ",
                    help=f"screen refreshes per second (default {REFRESH_HZ:g})")
     p.add_argument("--plain", action="store_true", help="periodic plain-text summaries, no dashboard")
+    cli_help.add_fail_on_lost(p)
     return p
 
 
 def run(args) -> int:
     if not args.max and args.speed <= 0:
-        raise TracerError(f"--speed must be positive, not {args.speed:g}")
+        raise UsageError(f"--speed must be positive, not {args.speed:g}")
     check_refresh(args.refresh)
     if args.stall_ms is not None:
         check_stall_ms(args.stall_ms)
-    result = session.replay(args.file, speed=None if args.max else args.speed, stall_ms=args.stall_ms,
-                            refresh_hz=args.refresh, mode="plain" if args.plain or not sys.stdout.isatty() else "auto")
+    from tracer.views.progress import file_progress
+
+    mode = "plain" if args.plain or not sys.stdout.isatty() else "auto"
+    # --max: a progress bar on stderr (a terminal's), unless the dashboard holds the screen
+    with file_progress(f"replay {args.file}") if args.max and mode == "plain" else nullcontext() as progress:
+        result = session.replay(args.file, speed=None if args.max else args.speed, stall_ms=args.stall_ms,
+                                refresh_hz=args.refresh, mode=mode, progress=progress)
     session.print_summary(result, result.header.stall_ms)
-    return 0
+    return cli_help.lost_gate(args, result.report.lost_events)

@@ -17,7 +17,7 @@ from tracer.analyze.analysis import SPARK_WIDTH
 from tracer.analyze.histogram import LatencyHistogram
 from tracer.engine import aggregates
 from tracer.engine.commands import OTHER
-from tracer.engine.histogram import EngineHistogram, bucket_value
+from tracer.engine.histogram import EngineHistogram, bucket_bounds, bucket_value
 from tracer.engine.raw import RawCounter
 from tracer.engine.records import decode_request
 from tracer.kernel import events
@@ -93,6 +93,7 @@ class EngineFeed:
         self.conn_of = conn_of
         self.names: list = [OTHER]
         self.figures: dict = {}             # pid -> aggregates.InstanceFigures, the newest
+        self.baseline: dict = {}            # pid -> InstanceFigures subtracted from the newest (a window's start)
         self.history: dict = {}             # pid -> deque of (ts, total count, {name: count})
         self.raw = RawCounter()
         self.held: dict = {}                # tgid -> Requests of REQ records not yet given on (flush())
@@ -125,7 +126,9 @@ class EngineFeed:
             for req in requests:
                 self.on_request(req)
 
-    def on_aggregates(self, ev) -> None:
+    def on_aggregates(self, ev, baseline: bool = False) -> None:
+        """baseline: figures from before a window (report --since, an interval's start): every figure
+        shown is then the newest minus these (the kernel's aggregates are cumulative)."""
         try:
             figures, names = aggregates.decode(ev)
         except ValueError:
@@ -133,6 +136,9 @@ class EngineFeed:
             return
         if names:
             self.names = names
+        if baseline:
+            self.baseline[ev.tgid] = figures
+            return
         self.figures[ev.tgid] = figures
         hist = self.history.setdefault(ev.tgid, deque())
         counts = {name: fields["count"] for name, (fields, _) in figures.commands.items()}
@@ -159,7 +165,7 @@ class EngineFeed:
         """name -> (fields, EngineHistogram), summed over the instances; raw-path counts added."""
         out: dict = {}
         for pid in self._pids(pids):
-            for name, (fields, hist) in self.figures[pid].commands.items():
+            for name, (fields, hist) in self._since_baseline(pid).items():
                 if name not in out:
                     out[name] = (dict(fields), EngineHistogram(hist.buckets))
                 else:
@@ -171,6 +177,41 @@ class EngineFeed:
             if pids is None or tgid in pids:
                 fields, _ = out.setdefault(name, (dict.fromkeys(("count", "done", "max_ns"), 0), EngineHistogram()))
                 fields["count"] += n
+        return out
+
+    def _since_baseline(self, pid: int) -> dict:
+        """name -> (fields, EngineHistogram) of one instance, less its baseline (max_ns: the window's
+        own is unknown, so the newest bounded by the bucket of the window's largest value)."""
+        commands = self.figures[pid].commands
+        base = self.baseline.get(pid)
+        if base is None:
+            return commands
+        out = {}
+        for name, (fields, hist) in commands.items():
+            before = base.commands.get(name)
+            if before is None:
+                out[name] = (fields, hist)
+                continue
+            diff = EngineHistogram([max(0, a - b) for a, b in zip(hist.buckets, before[1].buckets)])
+            if not diff.count and fields["count"] == before[0]["count"]:
+                continue
+            delta = {k: (v if k == "max_ns" else max(0, v - before[0].get(k, 0))) for k, v in fields.items()}
+            top = max((i for i, n in enumerate(diff.buckets) if n), default=None)
+            if top is not None:
+                delta["max_ns"] = min(fields["max_ns"], bucket_bounds(top)[1] - 1)
+            out[name] = (delta, diff)
+        return out
+
+    def phase_histograms(self, pids=None) -> dict:
+        """phase -> EngineHistogram summed over the instances, less the baselines."""
+        out: dict = {}
+        for pid in self._pids(pids):
+            base = self.baseline.get(pid)
+            for name, hist in self.figures[pid].phases.items():
+                before = base.phases.get(name) if base is not None else None
+                buckets = hist.buckets if before is None else [max(0, a - b) for a, b in
+                                                                 zip(hist.buckets, before.buckets)]
+                out.setdefault(name, EngineHistogram()).add(EngineHistogram(buckets))
         return out
 
     def rates(self, pids=None) -> tuple[float, dict]:
@@ -192,7 +233,10 @@ class EngineFeed:
     def phases_us(self, pids=None) -> dict:
         sums: dict = {}
         for pid in self._pids(pids):
+            base = self.baseline.get(pid)
             for name, ns in self.figures[pid].phase_sum_ns.items():
+                if base is not None:
+                    ns = max(0, ns - base.phase_sum_ns.get(name, 0))
                 sums[name] = sums.get(name, 0) + ns
         return {name: ns_to_us(v) for name, v in sums.items()}
 

@@ -19,6 +19,7 @@ COUNTER_NAMES = ("raw_reads", "desync", "conn_cap", "pend_overflow", "records", 
 
 # enum eng_cmd_flags
 ECMD_SECRET = 1
+ECMD_TRACE = 2         # in trace --command's allow-list (compiled with ENG_CMD_FILTER)
 
 # struct eng_cmd_stats: 12 u64 then the buckets
 CMD_STATS_FIELDS = ("count", "done", "sum_ns", "max_ns", "bytes_in", "bytes_out",

@@ -9,7 +9,7 @@ from tracer.kernel.bpf_session import ENGINE_PROBES, ProbeSession
 from tracer.engine import aggregates, layout
 from tracer.engine.commands import CommandTable, table_for_target
 from tracer.engine.snapshot import EngineSnapshot, read_snapshot
-from tracer.errors import TracerError
+from tracer.errors import TracerError, UsageError
 from tracer.options import STALL_MS     # as `live --stall-ms`; slow records default to a fifth of it
 
 
@@ -18,6 +18,7 @@ class EngineConfig:
     stall_ms: float = STALL_MS
     slow_ms: float | None = None    # None: stall_ms / 5
     sample: int = 0                 # 1-in-N batches get a record (0: none)
+    commands: tuple = ()            # trace --command: records only for these (the kernel's allow-list)
 
     @property
     def slow_ns(self) -> int:
@@ -27,12 +28,13 @@ class EngineConfig:
     def stall_ns(self) -> int:
         return int(self.stall_ms * 1_000_000)
 
-    def cflags(self, pids) -> list[str]:
+    def cflags(self, pids, cmd_filter: bool = False) -> list[str]:
         if self.sample < 0:
-            raise TracerError(f"--sample must be 0 or positive, not {self.sample}")
+            raise UsageError(f"--sample must be 0 or positive, not {self.sample}")
         slots = "".join(f"(t)=={pid}?{slot}:" for slot, pid in enumerate(pids)) + "0"
         return [f"-DENG_SLOW_NS={self.slow_ns}ULL", f"-DENG_STALL_NS={self.stall_ns}ULL",
-                f"-DENG_SAMPLE={int(self.sample)}", f"-DENG_SLOT_OF(t)=({slots})"]
+                f"-DENG_SAMPLE={int(self.sample)}", f"-DENG_SLOT_OF(t)=({slots})",
+                f"-DENG_CMD_FILTER={int(cmd_filter)}"]
 
 
 class EngineSession(ProbeSession):
@@ -41,12 +43,17 @@ class EngineSession(ProbeSession):
     def __init__(self, targets, config: EngineConfig | None = None, table: CommandTable | None = None,
                  credentials: Credentials = NO_CREDENTIALS, **kwargs):
         if len(targets) > layout.SLOTS:
-            raise TracerError(f"the engine follows at most {layout.SLOTS} instances, not {len(targets)}",
+            raise UsageError(f"the engine follows at most {layout.SLOTS} instances, not {len(targets)}",
                               "name fewer targets with --port/--pid")
         self.config = config or EngineConfig()
         self.slot_pids = {slot: t.pid for slot, t in enumerate(targets)}
         self.table = table or table_for_target(targets[0] if targets else None, credentials)
-        super().__init__(targets, probes=ENGINE_PROBES, extra_cflags=self.config.cflags(list(self.slot_pids.values())),
+        # the kernel filters by command only when it knows every name asked for (else user space does)
+        known = set(self.table.names[1:])
+        self.kernel_commands = frozenset(self.config.commands) \
+            if self.config.commands and known.issuperset(self.config.commands) else frozenset()
+        super().__init__(targets, probes=ENGINE_PROBES,
+                         extra_cflags=self.config.cflags(list(self.slot_pids.values()), bool(self.kernel_commands)),
                          on_load=self._seed, **kwargs)
 
     def _seed(self, bpf) -> None:
@@ -62,7 +69,7 @@ class EngineSession(ProbeSession):
             ctypes.memmove(ctypes.byref(key), raw, layout.NAME_LEN)
             val = cmds.Leaf()
             val.id = cmd_id
-            val.flags = flags
+            val.flags = flags | (layout.ECMD_TRACE if self.table.names[cmd_id] in self.kernel_commands else 0)
             cmds[key] = val
         from bcc.utils import get_possible_cpus
         self.ncpu = len(get_possible_cpus())

@@ -45,6 +45,7 @@ del _at, _code, _name
 
 # enum rt_kind
 ACCEPT, READ, WRITE, CLOSE, FSYNC, LOOP, EXEC, REQ = 1, 2, 3, 4, 5, 6, 7, 8
+SAMPLE = 12     # sample.c: a main-thread stack snapshot in a long busy span (never recorded: see kernel/stacks.py)
 # Made in user space, recorded like the rest so that replay sees exactly what live mode saw:
 FDINFO = 100    # an fd classified after the fact (ret = fd kind, payload = path or peer)
 COUNTERS = 101  # kernel counters read on a tick (ret = lost records, aux_ts = busy ns, aux_ts2 = idle ns)
@@ -52,9 +53,12 @@ EXIT = 102      # a traced process (tgid) is gone: the kernel closed its fds wit
 LOST = 103      # records of one fd neither ring took: ret = how many, ts_enter..ts_exit = their end times
 ENGINE = 104    # the engine's aggregates of one instance (tgid), cumulative: payload = zlib JSON (tracer/engine)
 INFO = 105      # fields of the target's INFO, sampled (payload = "name:value" lines, kernel/info.py)
+STACKS = 109    # what a stall's main thread ran: folded stacks of its samples (payload, kernel/stacks.py);
+                # ts_enter..ts_exit = the busy span, ret = samples taken
 KIND_NAMES = {ACCEPT: "accept", READ: "read", WRITE: "write", CLOSE: "close", FSYNC: "fsync",
               LOOP: "loop", EXEC: "exec", REQ: "req", FDINFO: "fdinfo", COUNTERS: "counters", EXIT: "exit",
-              LOST: "lost", ENGINE: "engine", INFO: "info"}
+              LOST: "lost", ENGINE: "engine", INFO: "info",
+              SAMPLE: "sample", STACKS: "stacks"}
 
 # enum rt_fd_kind
 FD_UNKNOWN, FD_CLIENT, FD_AOF, FD_IGNORE, FD_FILE = 0, 1, 2, 3, 4

@@ -7,6 +7,7 @@ import sys
 from tracer.kernel import events
 from tracer.options import STALL_MS, STALL_MS_MAX
 from tracer.runtime.pipeline import Pipeline
+from tracer.runtime.window import Window, covered_s
 from tracer.schema import TraceHeader
 from tracer.tracefile.recording import TraceReader
 
@@ -63,6 +64,10 @@ def sane_header(header: dict, warnings: list) -> dict:
                               or abs(clock.get("mono_to_wall_ns", 0)) > _MAX_INT):
         h["clock"] = {"mono_to_wall_ns": 0}
         fixed.append("clock")
+    for name in ("attached_ns", "detached_ns"):
+        if name in h and h[name] is not None and (_int_or_none(h[name]) is None or not h[name]):
+            h[name] = None
+            fixed.append(name)
     if fixed:
         warnings.append("header field(s) " + ", ".join(sorted(set(fixed))) + " had invalid values; defaults used")
     return h
@@ -103,20 +108,61 @@ def pipeline_for(header: TraceHeader, stall_ms: float | None = None, **kw) -> Pi
                     targets=header.targets, engine=header.mode == "engine", **kw)
 
 
-def analyse(path: str, stall_ms: float | None = None, on_request=None, on_sync=None, batch: int = ANALYSE_BATCH):
-    """(header, pipeline) after feeding every record of the file; warnings go to stderr."""
+# kept before a --since window: what later records need to be understood (which fd is which client),
+# never what would be counted (requests, stalls, fsyncs)
+CONTEXT_KINDS = frozenset((events.ACCEPT, events.CLOSE, events.FDINFO, events.EXIT, events.COUNTERS))
+
+
+def analyse(path: str, stall_ms: float | None = None, on_request=None, on_sync=None, batch: int = ANALYSE_BATCH,
+            window: Window = Window(), progress=None, histograms: bool = False):
+    """(header, pipeline) after feeding every record of the file (or of `window`); warnings go to stderr.
+    progress(done_bytes, total_bytes) is called now and then; header.detached_ns comes from the trailer;
+    pipeline.report() is timed attach to detach and, with `histograms`, carries the log2 histograms."""
     reader = open_trace(path)
     header = TraceHeader.from_json(reader.header)
-    pipeline = pipeline_for(header, stall_ms, on_request=on_request, on_sync=on_sync)
+    pipeline = pipeline_for(header, stall_ms, on_request=on_request, on_sync=on_sync, histograms=histograms)
+    lo, hi = 0, None
+    resolved = window.whole
+    first = last = 0
+    cut_short = False
+    kind_at, record_ts, engine = events.KIND_BYTE, events.record_ts, pipeline.engine
     chunk = []
     for raw in reader.records():
+        ts = record_ts(raw)
+        if ts:
+            if not first:
+                first = ts
+            if not resolved:
+                lo, hi = window.resolve(header.attached_ns or ts, header.clock_offset_ns)
+                resolved = True
+            if ts < lo:
+                kind = raw[kind_at]
+                if kind in CONTEXT_KINDS:
+                    chunk.append(raw)
+                elif kind == events.ENGINE and engine is not None:
+                    engine.on_aggregates(events.decode(raw), baseline=True)  # counts before the window
+                continue
+            if hi is not None and ts > hi:
+                cut_short = True
+                break
+            last = max(last, ts)
         chunk.append(raw)
         if len(chunk) >= batch:
             pipeline.feed(chunk)
             chunk = []
+            if progress is not None:
+                progress(reader.offset, reader.size)
     pipeline.feed(chunk)
     pipeline.finish()
+    if progress is not None:
+        progress(reader.size, reader.size)
     print_warnings(reader)
+    if not cut_short and reader.trailer:
+        detached = reader.trailer.get("detached_ns")
+        header.detached_ns = detached if type(detached) is int and detached > 0 else None
+    # files older than the attach time keep the analysis' own span (first to last request)
+    pipeline.covered_s = covered_s(header.attached_ns, header.detached_ns, first, hi if cut_short else last,
+                                   lo, hi) if header.attached_ns else None
     return header, pipeline
 
 

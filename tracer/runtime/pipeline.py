@@ -4,9 +4,11 @@ from __future__ import annotations
 import dataclasses
 
 from tracer.analyze.analysis import TOP_N, Analyzer
-from tracer.analyze.histogram import LatencyHistogram
+from tracer.analyze.histogram import LatencyHistogram, bucket_value as full_bucket_value
+from tracer.analyze.log2 import PhaseLog2, from_buckets, histograms_json
 from tracer.decode.redact import error_text_spans, redact_spans
 from tracer.engine.feed import EngineFeed
+from tracer.engine.histogram import bucket_value as engine_bucket_value
 from tracer.kernel import events
 from tracer.options import STALL_MS, PatternOptions
 from tracer.runtime.tuning import tune_gc
@@ -19,30 +21,46 @@ from tracer.units import ns_to_us, r3
 class Pipeline:
     def __init__(self, stall_ms: float = STALL_MS, show_values: bool = False, uprobe_exec: bool = False,
                  on_request=None, on_sync=None, writer=None, top_n: int = TOP_N, targets: list | None = None,
-                 patterns: PatternOptions = PatternOptions(), engine: bool = False):
-        """engine: the records are the engine's (REQ, ENGINE, raw READs, ...; tracer/engine/feed.py)."""
+                 patterns: PatternOptions = PatternOptions(), engine: bool = False, histograms: bool = False,
+                 on_stall=None):
+        """engine: the records are the engine's (REQ, ENGINE, raw READs, ...; tracer/engine/feed.py).
+        histograms: the report carries log2 histograms (analyze/log2.py; per phase that costs ~0.4 us
+        per stitched request, so only runs whose report is printed as JSON ask for them).
+        on_stall(pid, StallVerdict): each stall as it is finished (the headless agent's exporters)."""
         tune_gc()  # the hot loop allocates per request: default GC thresholds cost 15-20 % (tuning.py)
-        self.analyzer = Analyzer(stall_ms=stall_ms, top_n=top_n, patterns=patterns, every_request=not engine)
         # several redis-servers: every figure also per instance (tgid), in an Analyzer of its own
         self.targets = [t for t in (targets or []) if t.get("pid")]
+        several = len(self.targets) > 1
+
+        def stalls_of(pid):     # a StallVerdict does not name its process: its Analyzer does
+            return None if on_stall is None else (lambda verdict: on_stall(pid, verdict))
+        self.analyzer = Analyzer(stall_ms=stall_ms, top_n=top_n, patterns=patterns, every_request=not engine,
+                                 on_stall=None if several else stalls_of(self.targets[0]["pid"] if self.targets else 0))
         self.instances = {t["pid"]: Analyzer(stall_ms=stall_ms, top_n=top_n, patterns=patterns,
-                                              every_request=not engine) for t in self.targets} \
-            if len(self.targets) > 1 else {}
+                                              every_request=not engine, on_stall=stalls_of(t["pid"]))
+                          for t in self.targets} if several else {}
         port_to_tgid = {p: t["pid"] for t in self.targets for p in (t.get("listen_ports") or [t.get("port")]) if p}
         self.redirects = RedirectTracker(port_to_tgid)
         self.writer = writer  # a TraceWriter: records are written after redaction
+        self.phase_log2 = PhaseLog2() if histograms else None
+        if self.phase_log2 is not None:
+            phases, extra = self.phase_log2.on_request, on_request
+            on_request = phases if extra is None else (lambda req: (phases(req), extra(req)))
+        self.covered_s: float | None = None     # seconds traced, attach to detach (runtime/window.covered_s)
         self.extra_on_request = on_request
         self.extra_on_sync = on_sync
         a = self.analyzer
-        on_busy, on_conn, on_accept, on_loss, on_invalidate, on_info = (
-            a.on_busy, a.on_conn, a.on_accept, a.on_loss, a.on_invalidate, a.on_info)
+        on_busy, on_conn, on_accept, on_loss, on_invalidate, on_info, on_stacks, on_propagated = (
+            a.on_busy, a.on_conn, a.on_accept, a.on_loss, a.on_invalidate, a.on_info, a.on_stacks, a.on_propagated)
         if self.instances:
-            on_busy, on_conn, on_accept, on_loss, on_invalidate, on_info = (
+            on_busy, on_conn, on_accept, on_loss, on_invalidate, on_info, on_stacks, on_propagated = (
                 self._fan_out("on_busy"), self._fan_out("on_conn"), self._fan_out("on_accept"),
-                self._fan_out("on_loss"), self._fan_out("on_invalidate"), self._fan_out("on_info"))
+                self._fan_out("on_loss"), self._fan_out("on_invalidate"), self._fan_out("on_info"),
+                self._fan_out("on_stacks"), self._fan_out("on_propagated"))
         self.stitcher = Stitcher(on_request=self._on_request, on_busy=on_busy, on_sync=self._on_sync,
                                  on_conn=on_conn, on_accept=on_accept, on_counters=self._on_counters,
-                                 on_loss=on_loss, on_invalidate=on_invalidate, on_info=on_info,
+                                 on_loss=on_loss, on_invalidate=on_invalidate, on_info=on_info, on_stacks=on_stacks,
+                                 on_propagated=on_propagated,
                                  show_values=show_values, mask_payloads=writer is not None,
                                  uprobe_exec=uprobe_exec)
         self.lost_events = 0
@@ -196,6 +214,23 @@ class Pipeline:
                                 stalls=len(inst.detector.results())))
         return rows
 
+    def advance(self, now_ts: int) -> None:
+        """Trace time is now_ts even without records (an idle server): stalls whose join window passed
+        are finished (and handed to on_stall)."""
+        for analyzer in (self.analyzer, *self.instances.values()):
+            analyzer.detector.advance(now_ts)
+
+    def log2_histograms(self) -> dict:
+        """Per command from the analysis' own histograms (the kernel's in engine mode), per phase from
+        PhaseLog2 (every stitched request) or the kernel's phase histograms."""
+        engine = self.engine
+        if engine is None or not engine.active:
+            commands = {name: from_buckets(c.hist.counts, full_bucket_value) for name, c in self.analyzer.commands.items()}
+            return histograms_json(commands, self.phase_log2.phases)
+        commands = {name: from_buckets(hist.buckets, engine_bucket_value) for name, (_, hist) in engine.merged().items()}
+        phases = {name: from_buckets(hist.buckets, engine_bucket_value) for name, hist in engine.phase_histograms().items()}
+        return histograms_json(commands, phases)
+
     def finish(self) -> None:
         self.stitcher.finish()
         self.analyzer.finish()
@@ -209,6 +244,10 @@ class Pipeline:
         report = self.analyzer.report(target, clock_first_ts=first)
         if self.engine is not None:
             self.engine.apply_report(report)
+        if self.covered_s is not None:
+            report.duration_s = round(self.covered_s, 3)
+        if self.phase_log2 is not None:
+            report.histograms = self.log2_histograms()
         instances = []
         for t in self.targets or [target]:
             inst = self.instances.get(t.get("pid"))

@@ -7,11 +7,12 @@ import sys
 import time
 
 from tracer.credentials import add_credential_args, explain_refusal
-from tracer.errors import Interrupted, TracerError
+from tracer.errors import Interrupted, TracerError, UsageError
 from tracer.kernel.bpf_session import ProbeSession
 from tracer.kernel.privileges import require_tracing_privileges
+from tracer.kernel.stacks import SamplingConfig
 from tracer.kernel.target import Target, find_target, query_redis_info, redis_pids
-from tracer.options import CAPTURE_BYTES, ENGINE_SAMPLE, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, TraceOptions
+from tracer.options import CAPTURE_BYTES, ENGINE_SAMPLE, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, WHY, ONCPU, TraceOptions
 from tracer.runtime.info_sampler import InfoSampler
 
 # TLS is decrypted inside redis-server, after the read() the probes see (docs/SECURITY.md)
@@ -30,6 +31,10 @@ def add_target_args(parser, duration_default=None) -> None:
                         help="stop after S seconds (default: until Ctrl-C/SIGTERM)")
     parser.add_argument("--exec-probes", action="store_true",
                         help="uprobes on redis-server's call() for exact execution time (costs throughput)")
+    parser.add_argument("--why", action=argparse.BooleanOptionalAction, default=None,
+                        help="explain stalls by what the main thread did (default: "
+                             f"{'on' if WHY else 'off'}, on in diagnose); the on-CPU stack samples of long busy "
+                             f"spans are {'on' if ONCPU else 'off'} unless --no-why")
     parser.add_argument("--capture-bytes", type=int, default=CAPTURE_BYTES, metavar="N",
                         help=f"bytes of each read/write copied for RESP decoding (power of two, default "
                              f"{CAPTURE_BYTES})")
@@ -44,6 +49,41 @@ def add_target_args(parser, duration_default=None) -> None:
                              "needs --full)")
     add_mode_args(parser)
     add_credential_args(parser)
+    add_ebpf_arg(parser)
+
+
+def add_ebpf_arg(parser) -> None:
+    parser.add_argument("--ebpf", action="store_true",
+                        help="print the BPF C program and its compile flags for these options, then exit "
+                             "(nothing is attached)")
+
+
+def print_program(options: TraceOptions, targets: list[Target], out=None) -> int:
+    """`--ebpf`: the probes' C text with the flags bcc would compile it with, as bcc's tools print theirs."""
+    try:
+        from bcc import BPF
+    except ImportError:
+        BPF = None      # the optional-syscall flags need bcc; the rest is known without it
+    session = new_session(options, targets)
+    text, cflags = session.program(BPF)
+    out = out or sys.stdout
+    pids = " ".join(str(t.pid) for t in targets)
+    out.write(f"/* redis-tracer: probes {', '.join(session.probes)}; "
+              f"{f'redis-server pid {pids}' if pids else 'no target: no pid filter'}; compiled by bcc with:\n")
+    out.write("".join(f" *   {flag}\n" for flag in cflags) + " */\n")
+    out.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def ebpf_targets(options: TraceOptions) -> list[Target]:
+    """The targets `--ebpf` shows the program for: those named, else the only one running, else none
+    (the program is then shown without a pid filter)."""
+    if options.pids or options.ports or options.all_instances:
+        return resolve_targets(options)
+    try:
+        return resolve_targets(options)
+    except TracerError:
+        return []
 
 
 def add_mode_args(parser) -> None:
@@ -106,7 +146,7 @@ def resolve_targets(options: TraceOptions) -> list[Target]:
     pids, ports = options.pids, options.ports
     if options.all_instances:
         if pids or ports:
-            raise TracerError("--all traces every redis-server: do not combine it with --pid/--port")
+            raise UsageError("--all traces every redis-server: do not combine it with --pid/--port")
         targets = [find_target(pid=pid) for pid in redis_pids()]
         if not targets:
             raise TracerError("no redis-server is running", "start one, or pass --pid/--port")
@@ -133,19 +173,24 @@ def resolve_targets(options: TraceOptions) -> list[Target]:
 
 def new_session(options: TraceOptions, targets: list[Target]) -> ProbeSession:
     """The probe session of options.mode: the full probe set, or the engine's (tracer/engine)."""
+    sampling = SamplingConfig(stall_ms=options.stall_ms) if options.oncpu else None
     if options.mode == "engine":
         from tracer.engine.session import EngineConfig, EngineSession
 
         return EngineSession(targets, EngineConfig(stall_ms=options.stall_ms, slow_ms=options.slow_ms,
-                                                      sample=ENGINE_SAMPLE),
+                                                      sample=ENGINE_SAMPLE, commands=options.commands),
                              capture_max=options.capture_bytes, ringbuf_pages=options.ringbuf_pages,
-                             credentials=options.credentials)
+                             sampling=sampling, credentials=options.credentials)
     return ProbeSession(targets, exec_probes=options.exec_probes, capture_max=options.capture_bytes,
-                        ringbuf_pages=options.ringbuf_pages)
+                        ringbuf_pages=options.ringbuf_pages, sampling=sampling)
 
 
-def attach(options: TraceOptions, targets: list[Target]) -> ProbeSession:
+def attach(options: TraceOptions, targets: list[Target], on_session=None) -> ProbeSession:
+    """on_session(session): called with the new session before it compiles (the agent gates its
+    programs' attach there, to switch from a running session)."""
     session = new_session(options, targets)
+    if on_session is not None:
+        on_session(session)
     # connected before the attach, which marks its fds ignored; sampled by drain_loop's side
     sampler = InfoSampler(targets, options.credentials, options.info_every_s)
     session.ignore_fds |= sampler.server_fds
@@ -167,8 +212,10 @@ def attach(options: TraceOptions, targets: list[Target]) -> ProbeSession:
 
 
 def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: int,
-               tick=None, tick_s: float = 0.5) -> str:
-    """Drain until stopped; `consume(records)` gets every batch, `tick()` runs every tick_s.
+               tick=None, tick_s: float = 0.5, until=None, stop_on_exit: bool = True) -> str:
+    """Drain until stopped; `consume(records)` gets every batch, `tick()` runs every tick_s;
+    `until()`, asked every COUNTERS_S, returns a reason to stop (the agent: a new redis-server) or None;
+    stop_on_exit: stop when a target exits (the agent decides that in until()).
     Returns why it stopped."""
     stop = StopFlag()
     sampler = getattr(session, "info_sampler", None)     # INFO samples join the stream as they come
@@ -186,17 +233,25 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
             if now >= next_counters:
                 consume([session.counters_record()] + aggregates(session))
                 next_counters = now + COUNTERS_S
+                wanted = until() if until is not None else None
+                if wanted:
+                    reason = wanted
+                    break
             if tick is not None and now >= next_tick:
                 consume(aggregates(session))    # the engine's histograms, once per refresh
-                tick()
-                next_tick = now + tick_s
+                if tick():                      # a tick may end the run (live --count)
+                    reason = "count"
+                    break
+                next_tick += tick_s             # steady intervals (live --interval), not drifting ones
+                if next_tick <= now:
+                    next_tick = now + tick_s
             if stop.stopped:
                 reason = stop.reason
                 break
             if deadline and now >= deadline:
                 reason = "duration"
                 break
-            if not session.targets_alive():
+            if stop_on_exit and not session.targets_alive():
                 reason = "target exited"
                 print("redis-tracer: the traced redis-server exited; stopping", file=sys.stderr)
                 break
@@ -225,6 +280,9 @@ def drain_loop(session: ProbeSession, consume, duration: float | None, poll_ms: 
             consume(session.exit_records())   # its connections end here: none is left "open"
         if hasattr(session, "counters"):
             print(ring_health(session.counters()), file=sys.stderr, flush=True)
+        profiler = getattr(session, "profiler", None)
+        if profiler is not None:
+            print(profiler.describe(), file=sys.stderr, flush=True)
     finally:
         stop.restore()
     return reason

@@ -21,6 +21,7 @@ from tracer.kernel.bpf_session import probe_mode
 from tracer.options import REFRESH_HZ, STALL_MS, TraceOptions
 from tracer.runtime import offline, runner
 from tracer.runtime.pipeline import Pipeline
+from tracer.runtime.window import covered_s
 from tracer.schema import Report, ScreenHeader, Snapshot, TraceHeader
 
 REPLAY_BATCH = 2048         # records fed to the pipeline at once during a paced replay
@@ -82,8 +83,36 @@ def pick_mode(mode: str) -> str:
 
 
 @contextlib.contextmanager
-def screen(mode: str, frames: Frames):
-    """A show() callable for the run's mode: "dashboard" | "plain" | "quiet"."""
+def screen(mode: str, frames: Frames, count: int | None = None, interval_s: float | None = None):
+    """A show() callable for the run's mode: "dashboard" | "plain" | "quiet", or "json-intervals" |
+    "plain-intervals" (one JSON line / plain block per interval of its own figures: live --interval).
+    With `count`, show() returns True once it has shown that many (the run then ends)."""
+    if count:
+        with screen(mode, frames, None, interval_s) as inner:
+            shown = 0
+
+            def show():
+                nonlocal shown
+                inner()
+                shown += 1
+                return shown >= count
+            yield show
+        return
+    if mode in ("json-intervals", "plain-intervals"):
+        from tracer.dashboards.plain import summary_block
+        from tracer.runtime.intervals import IntervalMeter, interval_json
+
+        meter = IntervalMeter(frames.pipeline, interval_s or 1.0)
+
+        def show():
+            snap = meter.next(frames()[0])
+            if mode == "json-intervals":
+                print(interval_json(meter.index, meter.interval_s, snap), flush=True)
+            else:
+                header = dataclasses.replace(frames.header, rps=snap.rps, lost_events=snap.lost_events)
+                print(summary_block(snap, header), flush=True)
+        yield show
+        return
     if mode == "dashboard":
         from rich.console import Console
         from rich.live import Live
@@ -93,7 +122,7 @@ def screen(mode: str, frames: Frames):
         dash = Dashboard()
         # The alternate screen: whole-frame redraws that tmux and resizes handle cleanly, and the
         # scrollback keeps only the final summary.
-        with Live(console=Console(), screen=True, auto_refresh=False, redirect_stdout=True,
+        with Live(console=Console(highlight=False), screen=True, auto_refresh=False, redirect_stdout=True,
                   redirect_stderr=True) as live:
             def show():
                 live.update(dash.render(*frames()), refresh=True)
@@ -127,13 +156,17 @@ def open_recording(path: str, header: TraceHeader, overwrite: bool = False):
     return TraceWriter(path, header.to_json(), overwrite=overwrite)
 
 
-def close_recording(writer, pipeline: Pipeline | None, failure: BaseException | None) -> dict:
-    """Trailer and close; after a failure the file is closed as aborted (what is on disk stays readable)."""
+def close_recording(writer, pipeline: Pipeline | None, failure: BaseException | None,
+                    detached_ns: int | None = None) -> dict:
+    """Trailer and close; after a failure the file is closed as aborted (what is on disk stays readable).
+    detached_ns: when the probes stopped, in the records' clock (the trailer keeps it)."""
     summary = {"records": writer.records_written,
                "requests": pipeline.requests if pipeline is not None else 0,
                "lost_events": pipeline.lost_events if pipeline is not None else 0}
     if failure is None:
-        writer.write_trailer({"requests": summary["requests"], "lost_events": summary["lost_events"]})
+        # the detach time (the records' clock): durations and rates of a report run attach to detach
+        writer.write_trailer({"requests": summary["requests"], "lost_events": summary["lost_events"],
+                              "detached_ns": detached_ns or time.monotonic_ns()})
         writer.close()
     else:
         writer.close(aborted=str(failure) or type(failure).__name__)
@@ -147,16 +180,17 @@ class Result:
     snapshot: Snapshot      # the last frame
     header: ScreenHeader
     reason: str             # why it stopped: "duration", "SIGINT", "target exited", "end of file", ...
-    elapsed_s: float = 0.0  # wall time traced (attach to stop); 0 for a replay
+    elapsed_s: float = 0.0  # time traced: attach to stop (a replay: as its file says; 0 when it does not)
     recorded: dict | None = None   # records/requests/lost_events written to the trace file
 
 
 def run_traced(options: TraceOptions, targets: list, *, title: str = "live", mode: str = "auto",
-               on_attached=None, on_stop=None, overwrite: bool = False) -> Result:
+               on_attached=None, on_stop=None, overwrite: bool = False, count: int | None = None,
+               histograms: bool = False) -> Result:
     """Attach, analyse until stopped, detach. mode: "dashboard" | "plain" | "quiet" | "auto".
     on_attached() runs right after the probes are attached (demo starts its workload there);
     on_stop() right after the drain loop ends. With options.record_path every record is also
-    written to a trace file."""
+    written to a trace file. histograms: the report carries log2 histograms (as `report --json`)."""
     from tracer.tracefile import trace_header
 
     mode = pick_mode(mode)
@@ -164,28 +198,31 @@ def run_traced(options: TraceOptions, targets: list, *, title: str = "live", mod
     if record:
         check_record_path(record, overwrite)
     session = writer = pipeline = None
-    failure = None
+    failure = detached = None
     try:
         session = runner.attach(options, targets)
         header = trace_header.build(session, targets, time.time_ns() - time.monotonic_ns(), options)
         writer = open_recording(record, header, overwrite) if record else None
         pipeline = Pipeline(stall_ms=options.stall_ms, show_values=options.show_values,
                             uprobe_exec=session.exec_attached, writer=writer, targets=header.targets,
-                            patterns=options.patterns, engine=options.mode == "engine")
+                            patterns=options.patterns, engine=options.mode == "engine", histograms=histograms)
         # the screen and the report's "target" name the first target; "instances" has all
         frames = Frames(pipeline, title, header.targets[0], session.exec_attached, options.stall_ms,
                         live_clock=True)
         if on_attached is not None:
             on_attached()
         try:
-            with screen(mode, frames) as show:
+            with screen(mode, frames, count, options.tick_s) as show:
                 reason = runner.drain_loop(session, pipeline.feed, options.duration, options.poll_ms,
                                            tick=show, tick_s=options.tick_s)
         finally:
             if on_stop is not None:
                 on_stop()
+        detached = time.monotonic_ns()
         pipeline.finish()
         frames()
+        # attach to detach, as `report` times the recording (the trailer keeps this detach time)
+        pipeline.covered_s = covered_s(header.attached_ns, detached, 0, 0)
         report = pipeline.report(header.targets[0])
     except BaseException as err:
         failure = err
@@ -193,7 +230,7 @@ def run_traced(options: TraceOptions, targets: list, *, title: str = "live", mod
     finally:
         if session is not None:
             session.close()
-        recorded = close_recording(writer, pipeline, failure) if writer is not None else None
+        recorded = close_recording(writer, pipeline, failure, detached) if writer is not None else None
     return Result(report, frames.snapshot, frames.header, reason, frames.header.elapsed_s, recorded)
 
 
@@ -248,11 +285,12 @@ class Player:
 
 
 def replay(path: str, *, speed: float | None, stall_ms: float | None = None, refresh_hz: float | None = None,
-           mode: str = "auto") -> Result:
-    """A recording through the same pipeline and screen as live mode, on the trace clock."""
+           mode: str = "auto", progress=None) -> Result:
+    """A recording through the same pipeline and screen as live mode, on the trace clock.
+    progress(done_bytes, total_bytes) after each batch (replay --max)."""
     reader = offline.open_trace(path)
     header = TraceHeader.from_json(reader.header)
-    pipeline = offline.pipeline_for(header, stall_ms)
+    pipeline = offline.pipeline_for(header, stall_ms, histograms=True)
     threshold = stall_ms if stall_ms is not None else header.stall_ms or STALL_MS
     frames = Frames(pipeline, f"replay {path}", header.first_target, header.exec_probes, threshold,
                     live_clock=False)
@@ -260,8 +298,12 @@ def replay(path: str, *, speed: float | None, stall_ms: float | None = None, ref
     try:
         with screen(pick_mode(mode), frames) as show:
             player = Player(pipeline, speed, show, 1.0 / (refresh_hz or REFRESH_HZ))
+            fed = 0
             for raw in reader.records():
                 player.feed(raw)
+                fed += 1
+                if progress is not None and not fed % REPLAY_BATCH:
+                    progress(reader.offset, reader.size)
             player.flush()
     except KeyboardInterrupt:
         reason = "interrupted"
@@ -269,7 +311,13 @@ def replay(path: str, *, speed: float | None, stall_ms: float | None = None, ref
     pipeline.finish()
     offline.print_warnings(reader)
     frames()
-    return Result(pipeline.report(header.first_target), frames.snapshot, frames.header, reason)
+    detached = (reader.trailer or {}).get("detached_ns")
+    # traced for attach to detach when the file says them (not the first-to-last request span)
+    if header.attached_ns:
+        pipeline.covered_s = covered_s(header.attached_ns, detached if type(detached) is int else None,
+                                       pipeline.stitcher.first_ts, pipeline.stitcher.last_ts)
+    return Result(pipeline.report(header.first_target), frames.snapshot, frames.header, reason,
+                  pipeline.covered_s or 0.0)
 
 
 # -- the end of a run ------------------------------------------------------------------------------------------

@@ -243,3 +243,16 @@ class Invalidation:
         self.client = client        # the tracking client (its redirect connection in RESP2)
         self.keys = keys
         self.ts = ts
+
+
+class Propagated:
+    """A key deletion the master sent its replicas (DEL/UNLINK in the replication stream): how Redis
+    propagates a key it expired or evicted, so the one place where such a key's name can be seen."""
+
+    __slots__ = ("tgid", "ts", "command", "key")
+
+    def __init__(self, tgid: int, ts: int, command: str, key):
+        self.tgid = tgid
+        self.ts = ts                # the write that sent it
+        self.command = command
+        self.key = key

@@ -15,8 +15,10 @@ from tracer import native
 from tracer.decode import resp
 from tracer.kernel import events
 from tracer.kernel.info import info_of
+from tracer.kernel.stacks import stacks_of
 from tracer.decode.keyspec import secret_reply
-from tracer.stitch.model import LOST_REPLY, BusySpan, Connection, FileSync, Invalidation, LossSpan, Request
+from tracer.stitch.model import (LOST_REPLY, BusySpan, Connection, FileSync, Invalidation, LossSpan, Propagated,
+                                 Request)
 from tracer.decode.links import BusParser, LinkStats, looks_like_cluster_bus
 from tracer.decode.resp import ReplyParser, RequestParser
 
@@ -46,10 +48,13 @@ def _replica_handshake(payload: bytes, inbound: bool) -> bool:
     return any(word in head for word in _REPLICA_WRITES)
 
 
+PROPAGATED_DELETES = frozenset({"DEL", "UNLINK"})     # how a master tells replicas a key expired or was evicted
+
+
 class ConnState:
     __slots__ = ("conn", "req", "rep", "pending", "frame_arrival", "frame_read_start", "frame_wake",
                  "reply_partial_start", "last_write_end", "last_write_tid", "absorb_replies", "subscribed",
-                 "monitor", "last_ts", "link", "bus", "outgoing", "seen", "partial_bytes")
+                 "monitor", "last_ts", "link", "bus", "outgoing", "seen", "partial_bytes", "stream")
 
     def __init__(self, conn: Connection, show_values: bool):
         self.conn = conn
@@ -71,6 +76,7 @@ class ConnState:
         self.bus = None               # BusParser of a cluster bus link
         self.outgoing = False         # Redis connected out (master link, cluster bus, MIGRATE)
         self.seen = False             # first payload looked at
+        self.stream = None            # RequestParser of the replication stream a master writes to this replica
 
 
 class Stats:
@@ -100,7 +106,8 @@ def _secret_reply_pending(pending) -> bool:
 
 class Stitcher:
     def __init__(self, on_request=_noop, on_busy=_noop, on_sync=_noop, on_conn=_noop, on_accept=_noop,
-                 on_counters=_noop, on_loss=_noop, on_invalidate=_noop, on_info=_noop,
+                 on_counters=_noop, on_loss=_noop, on_invalidate=_noop, on_info=_noop, on_stacks=_noop,
+                 on_propagated=_noop,
                  show_values: bool = False, mask_payloads: bool = False, uprobe_exec: bool = False,
                  max_conns: int = MAX_CONNS):
         self.on_request = on_request
@@ -112,6 +119,8 @@ class Stitcher:
         self.on_loss = on_loss          # a LossSpan: records of a connection neither ring took
         self.on_invalidate = on_invalidate  # an Invalidation: a CLIENT TRACKING push a client got
         self.on_info = on_info          # an info.InfoAt: fields of a target's INFO, sampled by the tracer
+        self.on_stacks = on_stacks      # a stacks.StacksAt: what a stall's main thread ran on the CPU
+        self.on_propagated = on_propagated  # a Propagated: a DEL/UNLINK the master sent its replicas
         self.show_values = show_values
         self.mask_payloads = mask_payloads  # collect redaction spans per record (for the recorder)
         self.conns: dict[tuple[int, int], ConnState] = {}
@@ -131,7 +140,7 @@ class Stitcher:
             events.CLOSE: self._on_close, events.FSYNC: self._on_fsync, events.LOOP: self._on_loop,
             events.EXEC: self._on_exec, events.FDINFO: self._on_fdinfo, events.COUNTERS: self._on_counters,
             events.EXIT: self._on_exit,
-            events.LOST: self._on_lost, events.INFO: self._on_info,
+            events.LOST: self._on_lost, events.INFO: self._on_info, events.STACKS: self._on_stacks,
         }
 
     # -- entry points -------------------------------------------------------------
@@ -543,12 +552,27 @@ class Stitcher:
             link.write_ns += took
             if took > link.write_max_ns:
                 link.write_max_ns = took
+        if link.kind == "replica" and not inbound:
+            self._replication_stream(state, ev)
         if state.bus is not None and inbound:
             for mtype, sender, _size in state.bus.feed(ev.payload, ev.ret):
                 link.messages[mtype] = link.messages.get(mtype, 0) + 1
                 if sender and len(link.senders) < 1000:
                     link.senders.add(sender)
         return True
+
+    def _replication_stream(self, state: ConnState, ev) -> None:
+        """The deletions in what a master writes to a replica (keys only: values are never kept)."""
+        if state.stream is None:
+            state.stream = RequestParser(show_values=False)
+        try:
+            commands, _spans = state.stream.feed(ev.payload, ev.ret)
+        except Exception:   # a parser bug must not end the trace: this stream is read no further
+            state.stream = RequestParser(show_values=False)
+            return
+        for cmd in commands:
+            if cmd.name in PROPAGATED_DELETES and cmd.key is not None:
+                self.on_propagated(Propagated(ev.tgid, ev.ts_exit, cmd.name, cmd.key))
 
     def _add_link(self, link: LinkStats) -> None:
         if len(self.links) < MAX_LINKS:
@@ -561,6 +585,9 @@ class Stitcher:
 
     def _on_info(self, ev) -> None:
         self.on_info(info_of(ev))
+
+    def _on_stacks(self, ev) -> None:
+        self.on_stacks(stacks_of(ev))
 
     def _on_lost(self, ev) -> None:
         """Records of this fd reached neither ring, here in time. A lost WRITE leaves the waiting

@@ -489,6 +489,7 @@ class TraceReader:
         self.records_read = 0       # records in those blocks
         self.damaged_skipped = 0    # damaged stretches skipped to the next valid block
         self.bytes_skipped = 0      # bytes in them
+        self.offset = 0             # where the block being read ends (progress: offset / size)
         self._scan_budget = 0
         self._header_warnings: list[str] = []
         self._fd = self._open()
@@ -533,6 +534,11 @@ class TraceReader:
         except OSError as err:
             raise TracerError(f"cannot read {_show(self.path)}: {err.strerror or err}",
                               fix="check the disk") from None
+
+    @property
+    def size(self) -> int:
+        """The file's size in bytes now."""
+        return self._size()
 
     def _size(self) -> int:
         try:
@@ -688,6 +694,7 @@ class TraceReader:
                 return
             self.blocks_read += 1
             self.records_read += count
+            self.offset = end
             pos = 0
             while pos < rlen:
                 length = unpack_u32(raw, pos)[0]

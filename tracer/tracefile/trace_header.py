@@ -6,6 +6,7 @@ kernel) are recording.TraceWriter's to fill in: it owns the format.
 from __future__ import annotations
 
 import os
+import time
 
 from tracer.options import TraceOptions
 from tracer.schema import TraceHeader
@@ -20,8 +21,10 @@ def target_json(target) -> dict:
             "listen_ports": list(target.listen_ports), "exe": target.exe}
 
 
-def build(session, targets, clock_offset_ns: int, options: TraceOptions) -> TraceHeader:
-    return TraceHeader(pid_of_tracer=os.getpid(), clock={"mono_to_wall_ns": clock_offset_ns},
+def build(session, targets, clock_offset_ns: int, options: TraceOptions,
+          attached_ns: int | None = None) -> TraceHeader:
+    """attached_ns: when the probes were attached, in the records' clock (monotonic ns; default now)."""
+    return TraceHeader(attached_ns=attached_ns or time.monotonic_ns(), pid_of_tracer=os.getpid(), clock={"mono_to_wall_ns": clock_offset_ns},
                        targets=[target_json(t) for t in targets], probes=list(session.probes),
                        exec_probes=bool(session.exec_attached), capture_max=session.capture_max,
                        show_values=options.show_values, stall_ms=options.stall_ms,
