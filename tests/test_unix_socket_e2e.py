@@ -93,13 +93,12 @@ def test_a_server_with_only_a_unix_socket_is_found_and_queried_through_it(tmp_pa
         proc.wait(timeout=10)
 
 
-def test_a_socket_inside_another_mount_namespace_is_reached_through_the_process_root(tmp_path):
-    """A container's /tmp is not ours: its socket path is opened under /proc/<pid>/root."""
+def server_in_own_mount_namespace(tmp_path, *extra: str):
+    """(redis-server process, its socket path) with a tmpfs over the socket's directory in the server's
+    own mount namespace only, as in a container: the path names nothing (or something else) here."""
     import shutil
     import time
 
-    from tracer.credentials import Credentials
-    from tracer.kernel.target import find_target, query_redis_info
     from tracer.sandbox.redis_server import find_redis_server
 
     if os.geteuid() != 0 or shutil.which("unshare") is None:
@@ -107,16 +106,23 @@ def test_a_socket_inside_another_mount_namespace_is_reached_through_the_process_
     private = tmp_path / "private"
     private.mkdir()
     path = private / "redis.sock"
-    # a tmpfs mounted over `private` in the server's own mount namespace only
     proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
                              f"mount -t tmpfs none {private} && exec {find_redis_server()} --port 0 "
-                             f"--unixsocket {path} --requirepass {PASSWORD} --save '' --appendonly no "
-                             f"--dir {private}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                             f"--unixsocket {path} --save '' --appendonly no --dir {private} {' '.join(extra)}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(f"/proc/{proc.pid}/root{path}") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return proc, path
+
+
+def test_a_socket_inside_another_mount_namespace_is_reached_through_the_process_root(tmp_path):
+    """A container's /tmp is not ours: its socket path is opened under /proc/<pid>/root."""
+    from tracer.credentials import Credentials
+    from tracer.kernel.target import find_target, query_redis_info
+
+    proc, path = server_in_own_mount_namespace(tmp_path, "--requirepass", PASSWORD)
     try:
-        deadline = time.monotonic() + 10
-        while not os.path.exists(f"/proc/{proc.pid}/root{path}") and time.monotonic() < deadline:
-            time.sleep(0.02)
         assert not path.exists()            # not visible from here
         target = find_target(pid=proc.pid)
         assert target.unix_socket == str(path)
@@ -141,17 +147,10 @@ def test_a_connect_to_the_same_path_elsewhere_does_not_misname_later_clients(tmp
     from tracer.kernel import events
     from tracer.kernel.bpf_session import ProbeSession
     from tracer.kernel.target import find_target
-    from tracer.sandbox.redis_server import find_redis_server
 
-    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
-        pytest.skip("needs unshare(1) and nsenter(1)")
-    private = tmp_path / "private"
-    private.mkdir()
-    path = private / "redis.sock"
-    server = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                               f"mount -t tmpfs none {private} && exec {find_redis_server()} --port 0 "
-                               f"--unixsocket {path} --save '' --appendonly no --dir {private}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    if shutil.which("nsenter") is None:
+        pytest.skip("needs nsenter(1)")
+    server, path = server_in_own_mount_namespace(tmp_path)
     other = socket.socket(socket.AF_UNIX)
     connect = f"import socket; s = socket.socket(socket.AF_UNIX); s.connect({str(path)!r}); s.sendall(b'PING\\r\\n'); s.recv(8)"
     session = None
@@ -162,9 +161,6 @@ def test_a_connect_to_the_same_path_elsewhere_does_not_misname_later_clients(tmp
                 if events.decode(raw).kind == events.FDINFO]
 
     try:
-        deadline = time.monotonic() + 10
-        while not os.path.exists(f"/proc/{server.pid}/root{path}") and time.monotonic() < deadline:
-            time.sleep(0.02)
         other.bind(str(path))           # the same path, here: another listener (it never answers)
         other.listen(8)
         session = ProbeSession([find_target(pid=server.pid)])
