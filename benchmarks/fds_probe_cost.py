@@ -13,6 +13,7 @@ open+close loop per round. --quick: one round, 5,000 opens.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -47,22 +48,32 @@ def program_stats(prog_fd: int) -> tuple[int, int]:
     return int(fields.get("run_time_ns", 0)), int(fields.get("run_cnt", 0))
 
 
-def openat_program_ns(session, n: int) -> float | None:
+@contextlib.contextmanager
+def bpf_stats_enabled():
+    """kernel.bpf_stats_enabled on for the block, then as it was; yields False when it cannot be set."""
     try:
         with open(STATS_SYSCTL) as f:
             before_setting = f.read().strip()
         with open(STATS_SYSCTL, "w") as f:
             f.write("1")
     except OSError:
-        return None
+        yield False
+        return
     try:
+        yield True
+    finally:
+        with open(STATS_SYSCTL, "w") as f:
+            f.write(before_setting)
+
+
+def openat_program_ns(session, n: int) -> float | None:
+    with bpf_stats_enabled() as enabled:
+        if not enabled:
+            return None
         fd = session.bpf.funcs[OPENAT_PROGRAM].fd
         t0, c0 = program_stats(fd)
         open_close_ns(n)
         t1, c1 = program_stats(fd)
-    finally:
-        with open(STATS_SYSCTL, "w") as f:
-            f.write(before_setting)
     return (t1 - t0) / max(1, c1 - c0)
 
 

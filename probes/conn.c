@@ -5,6 +5,10 @@
 #define ENGINE_ACCEPT_HOOK(fk)
 #define ENGINE_CLOSE_HOOK(fk)
 #endif
+#ifndef UNIX_ACCEPT_HOOK            /* unixconn.c (pasted before, for targets with a unix socket) */
+#define UNIX_ACCEPT_HOOK(r, family)
+#define UNIX_QUEUED_HOOK(family)
+#endif
 
 static __always_inline int accept_enter(int fd, __u64 sockaddr, __u16 flags)
 {
@@ -41,6 +45,7 @@ static __always_inline int accept_exit(long ret)
     r->ev.family = pk.family;
     r->ev.peer_port = pk.port;
     __builtin_memcpy(r->ev.peer_addr, pk.addr, 16);
+    UNIX_ACCEPT_HOOK(r, pk.family);
 
     struct fd_key fk = {.tgid = id >> 32, .fd = (__s32)ret};
     __u8 kind = FD_CLIENT;
@@ -133,6 +138,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 /* Request bytes reached the socket: start of the time they wait for Redis. */
 TRACEPOINT_PROBE(sock, sk_data_ready)
 {
+    UNIX_QUEUED_HOOK(args->family);
     __u64 sk = (__u64)args->skaddr;
     struct sock_info *si = socks.lookup(&sk);
     if (si && si->arrival_ts == 0)

@@ -10,7 +10,7 @@
 #endif
 
 enum rt_kind {
-    RT_ACCEPT = 1,   /* fd = new fd; peer_*; aux_ts = handshake done (0 unknown) */
+    RT_ACCEPT = 1,   /* fd = new fd; peer_*; aux_ts = handshake done (0 unknown); unix: aux_ts2 = client pid, peer_addr = its comm (unixconn.c) */
     RT_READ = 2,     /* fd, ret = bytes; aux_ts = first unread arrival; aux_ts2 = thread's last epoll wake */
     RT_WRITE = 3,    /* write or writev; fd, ret = bytes */
     RT_CLOSE = 4,    /* fd of a tracked socket or file */

@@ -80,7 +80,7 @@ class FakeProbes(doctor.SystemProbes):
     def headers(self):
         return self.header_status
 
-    def find_target(self, pid, port):
+    def find_target(self, pid, port, socket=None):
         if isinstance(self.target, TracerError):
             raise self.target
         return self.target
@@ -177,7 +177,7 @@ def test_credentials_reach_the_ping_and_refusals_say_so():
     doctor_cmd.run(args, probes=probes, out=out)
     assert probes.pinged_with == Credentials("bob", "pw-1")
     ping = next(c for c in json.loads(out.getvalue())["checks"] if c["name"] == "PING")
-    assert ping["detail"].startswith("port 6379 refused the credentials (WRONGPASS")
+    assert ping["detail"].startswith("port 6379 refused the password for user bob (wrong password")
     assert "pw-1" not in out.getvalue() and "pw-1" not in repr(probes.pinged_with)
 
 
@@ -274,7 +274,7 @@ def test_real_doctor_on_this_machine(redis_server):
 def _server_stats(port, password=None) -> dict:
     """Every error counter of INFO errorstats, and failed/rejected calls of INFO commandstats,
     read on a plain RESP connection that adds no error itself (redis-py's handshake would)."""
-    from tracer.kernel.target import redis_connection
+    from tracer.kernel.redis_client import redis_connection
 
     with redis_connection(port, Credentials(None, password) if password else NO_CREDENTIALS) as call:
         text = call("INFO", "errorstats") + call("INFO", "commandstats")

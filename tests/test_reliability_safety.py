@@ -19,10 +19,12 @@ PROBES = sorted(glob.glob(os.path.join(REPO, "probes", "*.[ch]")))
 # Every BPF helper and map operation the probes may use: all read-only or on their own maps.
 # bpf_ringbuf_query reads a ring's positions (only when the ring refused a record: its fill at that moment);
 # bpf_get_prandom_u32 draws the engine's 1-in-N sample; `call` is a tail call into the engine's own parser
-# bpf_get_stack (sample.c, --why): the current thread's kernel stack and its user ip, walked by the kernel
+# bpf_get_stack (sample.c, --why): the current thread's kernel stack and its user ip, walked by the kernel;
+# unixconn.c reads a connecting client's socket path (bpf_probe_read_user_str, user memory) and its comm
+# (bpf_get_current_comm), and queues them in its own queue maps (push/pop)
 ALLOWED_HELPERS = {"bpf_probe_read_user", "bpf_get_current_pid_tgid", "bpf_ktime_get_ns", "bpf_ringbuf_query",
-                   "bpf_get_prandom_u32", "bpf_get_stack"}
-ALLOWED_MAP_OPS = {"lookup", "update", "delete", "ringbuf_output", "call"}
+                   "bpf_get_prandom_u32", "bpf_get_stack", "bpf_probe_read_user_str", "bpf_get_current_comm"}
+ALLOWED_MAP_OPS = {"lookup", "update", "delete", "ringbuf_output", "call", "push", "pop"}
 FORBIDDEN = ("bpf_probe_write_user", "bpf_override_return", "bpf_send_signal", "bpf_send_signal_thread",
              "bpf_sys_bpf", "bpf_sys_close", "bpf_copy_from_user", "bpf_probe_read_kernel", "bpf_probe_read(",
              "bpf_probe_read_str", "bpf_d_path", "bpf_set_retval", "bpf_override", "bpf_loop", "sleepable",
@@ -56,8 +58,9 @@ def test_probes_only_read_and_never_block():
     # pipe2()'s two new fd numbers into the stack (fds.c)
     # (engine.c's 7 copy into its own maps and the stack: the parse window, a command name, the
     # record's command+key bytes, a reply head, a writev's iovecs, one byte to check a frame start/end;
-    # sample.c's 1: the user stack above sp into its own per-CPU record)
-    assert text.count("bpf_probe_read_user(") == 16
+    # sample.c's 1: the user stack above sp into its own per-CPU record;
+    # unixconn.c's 1: a connecting client's address family into the stack)
+    assert text.count("bpf_probe_read_user(") == 17
 
 
 @pytest.mark.bpf

@@ -19,7 +19,7 @@ from reliability_util import call, cli, connect, read_some
 from tracer_proc import TracerProcess, json_lines
 
 from tracer.tracefile.recording import TraceReader
-from tracer.kernel.target import redis_connection
+from tracer.kernel.redis_client import redis_connection
 
 pytestmark = pytest.mark.bpf
 
@@ -118,7 +118,7 @@ def test_secrets_redacted_everywhere_values_only_with_show_values(redis_factory,
     assert KEY in outputs["trace-text.stdout"] and KEY in outputs["trace-sv.stdout"]
     assert KEY in files["plain.records"]
     # without credentials: one line saying how to pass them, and the trace goes on
-    assert b"did not say its version and config (NOAUTH; tracing works without): set REDISCLI_AUTH=" \
+    assert b"did not say its version and config (NOAUTH: it wants a password; tracing works without): set REDISCLI_AUTH=" \
         in outputs["trace.stderr"]
     report = json.loads(outputs[f"report {plain} --json.stdout"])
     assert report["target"]["redis_version"].startswith("7.")     # the authenticated query answered

@@ -41,11 +41,12 @@ class FakeProc:
             self.tcp.append(line)
         self._write_net()
 
-    def process(self, pid: int, comm: str, exe: str, sockets: dict[int, int] = None):
+    def process(self, pid: int, comm: str, exe: str, sockets: dict[int, int] = None, cmdline: tuple = ()):
         """sockets: fd -> socket inode."""
         d = self.root / str(pid)
         (d / "fd").mkdir(parents=True)
         (d / "comm").write_text(comm + "\n")
+        (d / "cmdline").write_text("\0".join((exe, *cmdline)) + "\0")
         os.symlink(exe, d / "exe")  # dangling is fine: only readlink() is used
         os.symlink("/dev/null", d / "fd" / "0")
         for fd, inode in (sockets or {}).items():
@@ -149,3 +150,23 @@ def test_comm_renamed_but_exe_is_redis(proc):
     proc.socket(6379, 5001)
     proc.process(100, "custom-name", "/opt/redis/bin/redis-server", {6: 5001})
     assert find_target(pid=100, proc=proc.path).port == 6379
+
+
+def test_port_of_docker_proxy_names_the_server_it_forwards_to(proc):
+    proc.redis(100, 6379, 5001)
+    proc.socket(8080, 6001)
+    proc.process(500, "docker-proxy", "/usr/bin/docker-proxy", {3: 6001},
+                 cmdline=("-proto", "tcp", "-host-ip", "0.0.0.0", "-host-port", "8080",
+                          "-container-ip", "172.17.0.2", "-container-port", "6379"))
+    t = find_target(port=8080, proc=proc.path)
+    assert t.pid == 100
+    assert t.note.startswith("port 8080 is docker-proxy (pid 500), a proxy for redis-server pid 100 ")
+    assert t.note.endswith("; tracing that")
+
+
+def test_port_of_a_proxy_forwarding_to_no_redis_names_pid(proc):
+    proc.socket(8080, 6001)
+    proc.process(500, "docker-proxy", "/usr/bin/docker-proxy", {3: 6001}, cmdline=("-container-port", "9999"))
+    with pytest.raises(TracerError, match=r"port 8080 belongs to pid 500 \(docker-proxy\), not redis-server") as err:
+        find_target(port=8080, proc=proc.path)
+    assert "--pid" in err.value.fix

@@ -93,27 +93,27 @@ def quiet_client_options() -> dict:
     return out
 
 
-def server_command_names(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> list[str]:
-    """The server's command names (raises redis.RedisError / OSError when it cannot be asked)."""
-    import redis
+def server_command_names(endpoint, credentials, timeout: float = 2.0) -> list[str]:
+    """The server's command names, asked through kernel/redis_client.py with the target's credentials,
+    TLS and network namespace (raises OSError or RespError when it cannot be asked)."""
+    from tracer.kernel.redis_client import RespError, redis_connection
 
-    kwargs = {"host": host, "port": port, "socket_timeout": timeout, "socket_connect_timeout": timeout,
-              **quiet_client_options()}
-    client = redis.Redis(**kwargs)
-    try:
+    with redis_connection(endpoint, credentials, timeout) as call:
         try:
-            names = client.command_list()
-        except (AttributeError, redis.ResponseError):   # redis-py or server before COMMAND LIST
-            names = list(client.command())
-    finally:
-        client.close()
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+            names = call("COMMAND", "LIST")
+        except RespError as err:
+            if not str(err).startswith("ERR"):      # NOAUTH, NOPERM: COMMAND would be refused too
+                raise
+            names = [row[0] for row in call("COMMAND") if row]     # a server before COMMAND LIST (Redis 7)
+    return [str(n) for n in names]
 
 
-def table_for_port(port: int | None) -> CommandTable:
-    if port is None:
+def table_for_target(target, credentials) -> CommandTable:
+    """The command table for the first target: its own names when it answers, else the static list."""
+    endpoint = target.endpoint(credentials) if target is not None and hasattr(target, "endpoint") else None
+    if endpoint is None:
         return build_table(source="static (no port to ask)")
     try:
-        return build_table(server_command_names(port), source="server+static")
+        return build_table(server_command_names(endpoint, credentials), source="server+static")
     except Exception as err:    # noqa: BLE001 (a protected or busy server: the static list is enough)
         return build_table(source=f"static ({type(err).__name__}: {str(err)[:80]})")

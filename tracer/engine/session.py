@@ -4,9 +4,10 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass
 
+from tracer.credentials import NO_CREDENTIALS, Credentials
 from tracer.kernel.bpf_session import ENGINE_PROBES, ProbeSession
 from tracer.engine import aggregates, layout
-from tracer.engine.commands import CommandTable, table_for_port
+from tracer.engine.commands import CommandTable, table_for_target
 from tracer.engine.snapshot import EngineSnapshot, read_snapshot
 from tracer.errors import TracerError, UsageError
 from tracer.options import STALL_MS     # as `live --stall-ms`; slow records default to a fifth of it
@@ -39,14 +40,14 @@ class EngineConfig:
 class EngineSession(ProbeSession):
     """ProbeSession with the engine probe set; snapshot() reads its aggregates."""
 
-    def __init__(self, targets, config: EngineConfig | None = None, table: CommandTable | None = None, **kwargs):
+    def __init__(self, targets, config: EngineConfig | None = None, table: CommandTable | None = None,
+                 credentials: Credentials = NO_CREDENTIALS, **kwargs):
         if len(targets) > layout.SLOTS:
             raise UsageError(f"the engine follows at most {layout.SLOTS} instances, not {len(targets)}",
                               "name fewer targets with --port/--pid")
         self.config = config or EngineConfig()
         self.slot_pids = {slot: t.pid for slot, t in enumerate(targets)}
-        port = targets[0].port if targets and getattr(targets[0], "port", None) else None
-        self.table = table or table_for_port(port)
+        self.table = table or table_for_target(targets[0] if targets else None, credentials)
         # the kernel filters by command only when it knows every name asked for (else user space does)
         known = set(self.table.names[1:])
         self.kernel_commands = frozenset(self.config.commands) \

@@ -16,7 +16,8 @@ from typing import Callable
 
 from tracer.errors import BPFUnavailable, TracerError
 from tracer.kernel import events, ringbuf
-from tracer.kernel.fdinfo import FdClassifier, SocketTables
+from tracer.kernel.fdinfo import FdClassifier, SocketTables, unix_client_info
+from tracer.kernel.unixpeer import describe_peer, peer_pid, unix_peer_name
 from tracer.kernel.privileges import require_tracing_privileges
 from tracer.kernel.stacks import SamplingConfig, StackProfiler
 from tracer.kernel.target import Target
@@ -33,6 +34,7 @@ PROBE_FILES = {
     "exec": "exec.c",    # uprobes on call()
     "engine": "engine.c",  # read/write parsed and aggregated in the kernel (instead of io.c)
     "sched": "sched.c",  # --why: the main thread off the CPU, who ran instead, forks, page faults
+    "unixconn": "unixconn.c",  # unix-socket clients named at connect(); before conn.c (its hooks)
     "sample": "sample.c",  # cpu-clock samples (unless --no-why) of the main thread deep in a busy span (after loop.c)
 }
 DEFAULT_PROBES = ("conn", "fds", "io", "loop", "fsync")
@@ -50,6 +52,7 @@ RESCUE_PAGES_MIN = 256
 MATCH_TGIDS_MAX = 16        # up to this many targets, their tgids are compiled into the probes
 DRAIN_MAX_RECORDS = 65_536  # per drain() call: bounds the batch in memory; `backlog` says there is more
 EXEC_SYMBOL = "call"
+UNIX_SLOTS, UNIX_QUEUE = 4, 1024   # probes/unixconn.c: targets whose unix clients are named at connect()
 PROGRESS_AFTER_S = 1.0      # attach: fd discovery reports its progress once it has taken this long
 # legacy syscalls (x86): fds.c probes them when the kernel has them (musl's open() and pipe() use them)
 OPTIONAL_SYSCALLS = {"HAVE_SYS_OPEN": ("sys_exit_open", "sys_exit_creat"),
@@ -130,6 +133,9 @@ class ProbeSession:
         self.targets = targets
         probes = with_sched(probes) if why else tuple(probes)
         self.probes = tuple(probes) + (("exec",) if exec_probes and "exec" not in probes else ())
+        if "conn" in self.probes and any(getattr(t, "unix_socket", None) for t in targets):
+            at = self.probes.index("conn")      # its hooks must be defined before conn.c
+            self.probes = self.probes[:at] + ("unixconn",) + self.probes[at:]
         self.annotator = None       # kernel/sched.py: completes sched records at the drain
         self.sched_note = ""        # why --why has no sched probes here (said in describe())
         self.sampling = sampling
@@ -148,6 +154,8 @@ class ProbeSession:
         self._pending: list[bytes] = []
         self.times = AttachTimes()
         self.dropped_unknown = 0    # records of an fd number's earlier holder, dropped (see _classify_unknown)
+        self.unix_queue_restarts = 0    # unix accepts whose connect() pairing SO_PEERCRED contradicted
+        self.unix_slots: dict[int, int] = {}    # tgid -> its queue in probes/unixconn.c
         self.exec_attached = False
         self.records = 0
         self.ring = None            # ringbuf.RingBufReader: the ring read from its mapped memory
@@ -252,6 +260,14 @@ class ProbeSession:
             targets[ctypes.c_uint32(t.pid)] = ctypes.c_uint32(t.pid)
             for port in t.listen_ports:
                 ports[ctypes.c_uint16(port)] = ctypes.c_uint32(t.pid)
+            if "unixconn" in self.probes and t.unix_socket and len(self.unix_slots) < UNIX_SLOTS:
+                slot = self.unix_slots[t.pid] = len(self.unix_slots)
+                paths = self.bpf["unix_paths"]
+                key = paths.Key()
+                name = t.unix_socket.encode()[:ctypes.sizeof(key) - 1]    # NUL-terminated, as read
+                ctypes.memmove(ctypes.byref(key), name, len(name))
+                paths[key] = ctypes.c_uint32(slot)
+                self.bpf["unix_slots"][ctypes.c_uint32(t.pid)] = ctypes.c_uint32(slot)
 
             def tick(done: int, total: int, pid=t.pid) -> None:
                 elapsed = time.monotonic() - started
@@ -337,7 +353,8 @@ class ProbeSession:
         fd_kinds = self.bpf["fd_kinds"]
         unknown = events.RTF_UNKNOWN_FD
         annotate = events.SCF_ANNOTATE if self.annotator is not None else 0
-        close = events.CLOSE
+        close, accept = events.CLOSE, events.ACCEPT
+        family_at = events.OFFSETS["family"]
         flags_at, kind_at, tgid_fd_of = events.FLAGS_BYTE, events.KIND_BYTE, events.tgid_fd_of
         # (tgid, fd) -> keep? for the unknown-fd records of this batch: under load many records of
         # one fd are made before user space classifies it, and classifying reads /proc (the fd
@@ -358,15 +375,46 @@ class ProbeSession:
                 if keep:
                     append(raw)
                 continue
-            if raw[kind_at] == close:
+            kind = raw[kind_at]
+            if kind == close:
                 tgid, fd = tgid_fd_of(raw)
                 self.classifier.forget(tgid, fd)
                 decided.pop((tgid, fd), None)
             append(raw)
+            if kind == accept and raw[family_at] == events.AF_UNIX:
+                append(self._unix_client(raw))
         self.records += len(out)
         if self.profiler is not None:
             out = self.profiler.process(out)
         return out
+
+    def _unix_client(self, accept: bytes) -> bytes:
+        """The FDINFO record naming the process behind a unix-socket connection just accepted
+        (accept() gives no address for it), placed right after its ACCEPT: SO_PEERCRED while the
+        connection is open, else the process probes/unixconn.c saw connect()."""
+        ev = events.decode(accept)
+        pid = peer_pid(ev.tgid, ev.fd)
+        connected = ev.aux_ts2     # the pid unixconn.c paired with this accept (0: none)
+        if pid is None and connected:       # closed already: the connect() seen is all there is
+            name = unix_peer_name(connected, ev.peer_addr.split(b"\0", 1)[0].decode(errors="replace"))
+        else:
+            if pid and connected and pid != connected and ev.tgid in self.unix_slots:
+                self._restart_unix_queue(ev.tgid)   # the pairing is off (a connect not seen): start over
+            name = describe_peer(pid, self.classifier.proc)
+        info = unix_client_info(name)
+        info.tgid, info.tid, info.fd = ev.tgid, ev.tgid, ev.fd
+        info.ts_enter = info.ts_exit = ev.ts_exit
+        return events.encode(info)
+
+    def _restart_unix_queue(self, tgid: int) -> None:
+        """Empty the queue probes/unixconn.c keeps for tgid: later accepts pair with later connects."""
+        self.unix_queue_restarts += 1
+        queue = self.bpf[f"unix_queue{self.unix_slots[tgid]}"]
+        for _ in range(UNIX_QUEUE):
+            try:
+                queue.pop()
+            except KeyError:
+                break
 
     def held_back(self) -> list[bytes]:
         """Rescued records drain() kept for a later batch: the last call when tracing stops, so

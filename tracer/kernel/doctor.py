@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 from tracer import native
 from tracer.kernel import headers as headers_mod
-from tracer.credentials import ENV_PASSWORD, HOW_TO_AUTHENTICATE, NO_CREDENTIALS, Credentials
+from tracer.credentials import NO_CREDENTIALS, Credentials, explain_refusal
 from tracer.kernel.elfsyms import ElfError, find_function
 from tracer.errors import TracerError
 from tracer.kernel.privileges import missing_privileges, privilege_fix, read_cap_eff
@@ -172,16 +172,16 @@ class SystemProbes:
     def headers(self) -> headers_mod.HeadersStatus:
         return headers_mod.resolve_headers(os.uname().release, self.modules_root)
 
-    def find_target(self, pid: int | None, port: int | None):
+    def find_target(self, pid: int | None, port: int | None, socket: str | None = None):
         from tracer.kernel.target import find_target
 
-        return find_target(pid=pid, port=port, proc=self.proc)
+        return find_target(pid=pid, port=port, proc=self.proc, socket=socket)
 
-    def ping(self, port: int, credentials: Credentials) -> str | None:
-        """None when PING answers within 2 s, else why not (one plain-RESP command after AUTH)."""
+    def ping(self, endpoint, credentials: Credentials) -> str | None:
+        """None when PING and INFO answer within 2 s, else why not (the error reply's text)."""
         from tracer.kernel.target import ping_redis
 
-        return ping_redis(port, credentials)
+        return ping_redis(endpoint, credentials)
 
     def function_symbol(self, pid: int, name: str):
         return find_function(f"{self.proc}/{pid}/exe", name)
@@ -312,31 +312,52 @@ def check_probe_types(p: SystemProbes, root: str | None) -> list[Check]:
     ]
 
 
-def check_ping(p: SystemProbes, port: int, credentials: Credentials) -> Check:
-    why = p.ping(port, credentials)
+def check_ping(p: SystemProbes, endpoint, credentials: Credentials) -> Check:
+    where = endpoint.describe() if hasattr(endpoint, "describe") else f"port {endpoint}"
+    why = p.ping(endpoint, credentials)
     if why is None:
-        return Check("PING", True, WARN, f"port {port} answered")
-    if why.startswith("NOAUTH"):
-        return Check("PING", False, WARN, f"port {port} wants a password (tracing works without)",
-                     HOW_TO_AUTHENTICATE)
-    if why.startswith("WRONGPASS"):
-        return Check("PING", False, WARN, f"port {port} refused the credentials ({why})",
-                     f"check {ENV_PASSWORD} or --password (and --user)")
-    return Check("PING", False, WARN, f"port {port}: {why}",
-                 "tracing still works; check requirepass/ACL or whether Redis is stuck")
+        return Check("PING", True, WARN, f"{where} answered")
+    refusal = explain_refusal(why, credentials)
+    if refusal is not None:
+        return Check("PING", False, WARN, f"{where} {refusal[0]} (tracing works without)", refusal[1])
+    return Check("PING", False, WARN, f"{where}: {why}", _connection_fix(why, credentials))
+
+
+def _connection_fix(why: str, credentials: Credentials) -> str:
+    """What to do about a connection that failed before any reply: TLS trouble, or Redis itself."""
+    if "CERTIFICATE_VERIFY_FAILED" in why:
+        return "pass --tls-ca with the CA that signed the server's certificate"
+    if credentials.tls is None and ("reset by peer" in why or "Connection closed by server" in why):
+        return "if it listens with tls-port, pass --tls (and --tls-ca)"
+    return "tracing still works; check requirepass/ACL or whether Redis is stuck"
+
+
+def check_unix_clients(target) -> Check:
+    """What the tracer can tell about the unix-socket clients of a target that has a unix socket."""
+    return Check("unix-socket clients", False, INFO,
+                 f"{target.unix_socket}: clients named by pid (their connect(), checked with pidfd_getfd: "
+                 "CAP_SYS_PTRACE); their arrival time "
+                 "is unknown (no tracepoint gives it for AF_UNIX without reading kernel structs), so latency "
+                 "starts at Redis's read and socket_queue is not measured")
 
 
 def check_target(p: SystemProbes, pid: int | None, port: int | None,
                  credentials: Credentials = NO_CREDENTIALS) -> list[Check]:
     try:
-        target = p.find_target(pid, port)
+        target = p.find_target(pid, port, credentials.socket)
     except TracerError as err:
         return [Check("target", False, ERROR, str(err), err.fix)]
-    checks = [Check("target", True, ERROR, f"redis-server {target.describe()} ({target.exe or 'exe unknown'})")]
-    if target.port:
-        checks.append(check_ping(p, target.port, credentials))
+    found = f"; {target.note}" if getattr(target, "note", "") else ""
+    checks = [Check("target", True, ERROR,
+                    f"redis-server {target.describe()} ({target.exe or 'exe unknown'}){found}")]
+    endpoint = target.endpoint(credentials) if hasattr(target, "endpoint") else target.port
+    if endpoint:
+        checks.append(check_ping(p, endpoint, credentials))
     else:
-        checks.append(Check("PING", False, WARN, "target listens on no TCP port", "pass --port"))
+        checks.append(Check("PING", False, WARN, "target listens on no TCP port or unix socket",
+                            "pass --port or --socket"))
+    if getattr(target, "unix_socket", None):
+        checks.append(check_unix_clients(target))
     try:
         sym = p.function_symbol(target.pid, UPROBE_SYMBOL)
     except (OSError, ElfError) as err:
@@ -370,7 +391,7 @@ def run_checks(pid: int | None = None, port: int | None = None, probes: SystemPr
     checks += check_tracepoints(p, root)
     checks += check_probe_types(p, root)
     checks.append(check_hot_path())
-    if pid is not None or port is not None:
+    if pid is not None or port is not None or credentials.socket:
         checks += check_target(p, pid, port, credentials)
     return checks
 

@@ -6,16 +6,20 @@ everything else (connections older than the tracer, sockets Redis connected itse
 here: all at once before the probes attach (`scan`), or the first time the probes report the fd.
 
 Reading /proc/<pid>/net/{tcp,tcp6,unix} costs time in proportion to every socket in the network
-namespace, so it is read once per scan or drain batch (`SocketTables`), never once per fd: once
-per fd made attaching to a Redis with N connections cost O(N²) (minutes at a few thousand).
+namespace, so it is read once per namespace per scan or drain batch (`SocketTables`), never once per
+fd: once per fd made attaching to a Redis with N connections cost O(N²) (minutes at a few thousand).
+Each target's tables are its own namespace's (a container's redis-server has its own ports).
 """
 from __future__ import annotations
 
 import os
+import socket
 from typing import Callable, NamedTuple
 
 from tracer.kernel import events
+from tracer.kernel.netns import netns_of
 from tracer.kernel.target import socket_inodes
+from tracer.kernel.unixpeer import describe_peer, peer_inode, peer_pid
 
 _TCP_LISTEN = "0A"
 _UNIX_STREAM = "0001"     # /proc/net/unix Type column
@@ -74,34 +78,58 @@ def unix_stream_connections(pid: int, proc: str = "/proc") -> set[int]:
     return result
 
 
-def fd_of_client(pid: int, client_port: int, proc: str = "/proc") -> int | None:
-    """The fd of the target's end of a TCP connection that a client of this host made from
-    client_port (the tracer's own connection), None when not found."""
+def server_fd_of(pid: int, sock: socket.socket, proc: str = "/proc") -> int | None:
+    """The fd of the target's end of a connection the tracer made (`sock`, connected), None when
+    not found: by our end's peer inode for a unix socket, by our port in the target's TCP table."""
     fds = socket_inodes(pid, proc)
+    if sock.family == socket.AF_UNIX:
+        peer = peer_inode(os.fstat(sock.fileno()).st_ino)
+        return fds.get(peer) if peer else None
+    client_port = sock.getsockname()[1]
     for inode, s in tcp_sockets(pid, proc).items():
         if s.peer_port == client_port and s.state != _TCP_LISTEN and inode in fds:
             return fds[inode]
     return None
 
 
+def unix_client_name(tgid: int, fd: int, proc: str = "/proc") -> str:
+    """"unix:<pid>(<comm>)" of the process at the other end of the target's unix connection `fd`."""
+    return describe_peer(peer_pid(tgid, fd), proc)
+
+
 class SocketTables:
-    """The socket tables a target's fds are looked up in, each read at most once per instance.
-    Make one per scan or drain batch: a later batch must see sockets made since."""
+    """The socket tables a target's fds are looked up in, each namespace's read at most once per
+    instance (targets in one namespace share them). Make one per scan or drain batch: a later batch
+    must see sockets made since."""
 
     def __init__(self, proc: str = "/proc"):
         self.proc = proc
-        self._tcp: dict[int, dict[int, TcpSocket]] = {}
-        self._unix: dict[int, set[int]] = {}
+        self._tcp: dict = {}
+        self._unix: dict = {}
+        self._netns: dict[int, object] = {}
+
+    def _space(self, tgid: int):
+        """The key of tgid's network namespace (its inode; the tgid itself when unreadable)."""
+        if tgid not in self._netns:
+            self._netns[tgid] = netns_of(tgid, self.proc) or ("pid", tgid)
+        return self._netns[tgid]
 
     def tcp(self, tgid: int) -> dict[int, TcpSocket]:
-        if tgid not in self._tcp:
-            self._tcp[tgid] = tcp_sockets(tgid, self.proc)
-        return self._tcp[tgid]
+        space = self._space(tgid)
+        if space not in self._tcp:
+            self._tcp[space] = tcp_sockets(tgid, self.proc)
+        return self._tcp[space]
 
     def unix(self, tgid: int) -> set[int]:
-        if tgid not in self._unix:
-            self._unix[tgid] = unix_stream_connections(tgid, self.proc)
-        return self._unix[tgid]
+        space = self._space(tgid)
+        if space not in self._unix:
+            self._unix[space] = unix_stream_connections(tgid, self.proc)
+        return self._unix[space]
+
+
+def unix_client_info(name: str) -> events.Event:
+    """The FDINFO record naming a unix-socket client connection ("unix:<pid>(<comm>)")."""
+    return events.Event(kind=events.FDINFO, ret=events.FD_CLIENT, family=events.AF_UNIX, payload=name.encode())
 
 
 class FdClassifier:
@@ -134,7 +162,7 @@ class FdClassifier:
         seen = self._seen.get((tgid, fd))
         if seen is not None and seen[0] == link:
             return seen[1], None
-        kind, info = self._kind_of(tgid, link, sockets)
+        kind, info = self._kind_of(tgid, fd, link, sockets)
         self._seen[(tgid, fd)] = (link, kind)
         if info is not None:
             info.tgid = tgid
@@ -142,13 +170,13 @@ class FdClassifier:
             info.fd = fd
         return kind, info
 
-    def _kind_of(self, tgid: int, link: str, sockets: SocketTables) -> tuple[int, events.Event | None]:
+    def _kind_of(self, tgid: int, fd: int, link: str, sockets: SocketTables) -> tuple[int, events.Event | None]:
         if link.startswith("socket:["):
             inode = int(link[8:-1])
             sock = sockets.tcp(tgid).get(inode)
             if sock is None:
                 if inode in sockets.unix(tgid):
-                    return events.FD_CLIENT, events.Event(kind=events.FDINFO, ret=events.FD_CLIENT, payload=b"unix")
+                    return events.FD_CLIENT, unix_client_info(unix_client_name(tgid, fd, self.proc))
                 # a listening unix socket, UDP, netlink, or a socket closed since: never a client
                 return events.FD_IGNORE, None
             if sock.state == _TCP_LISTEN:

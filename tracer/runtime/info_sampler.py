@@ -13,9 +13,9 @@ import threading
 import time
 from collections import deque
 
-from tracer.kernel.fdinfo import fd_of_client
+from tracer.kernel.fdinfo import server_fd_of
 from tracer.kernel.info import SECTIONS, info_record, parse_info
-from tracer.kernel.target import RespError, redis_connection
+from tracer.kernel.redis_client import RespError, redis_connection
 from tracer.options import INFO_TIMEOUT_S
 
 RECORDS_KEPT = 1024     # records not yet taken (a drain loop that stalls loses the oldest samples)
@@ -34,14 +34,15 @@ class InfoSampler:
         for t in targets if every_s > 0 else ():
             # a target that did not answer the query before attaching (auth, protected mode) is not
             # asked again: that would add to its error replies
-            if not t.port or t.info.get("error"):
+            endpoint = t.endpoint(credentials)
+            if endpoint is None or t.info.get("error"):
                 continue
             try:
-                call = self._stack.enter_context(redis_connection(t.port, credentials, timeout=timeout_s))
+                call = self._stack.enter_context(redis_connection(endpoint, credentials, timeout=timeout_s))
             except (OSError, ValueError, RespError):
                 continue        # no INFO for this target: tracing goes on without it
             # the sample at attach; its answer also means Redis has accepted us (its fd exists)
-            fd = fd_of_client(t.pid, call.local_port) if self._sample(t.pid, call) else None
+            fd = server_fd_of(t.pid, call.sock) if self._sample(t.pid, call) else None
             if fd is not None:  # else it cannot be kept out of the trace: not sampled
                 self.server_fds.add((t.pid, fd))
                 self._calls.append((t.pid, call))

@@ -6,7 +6,7 @@ import signal
 import sys
 import time
 
-from tracer.credentials import HOW_TO_AUTHENTICATE, add_credential_args
+from tracer.credentials import add_credential_args, explain_refusal
 from tracer.errors import Interrupted, TracerError, UsageError
 from tracer.kernel.bpf_session import ProbeSession
 from tracer.kernel.privileges import require_tracing_privileges
@@ -15,6 +15,9 @@ from tracer.kernel.target import Target, find_target, query_redis_info, redis_pi
 from tracer.options import CAPTURE_BYTES, ENGINE_SAMPLE, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, WHY, ONCPU, TraceOptions
 from tracer.runtime.info_sampler import InfoSampler
 
+# TLS is decrypted inside redis-server, after the read() the probes see (docs/SECURITY.md)
+TLS_TRAFFIC_NOTE = ("--tls: the tracer's own queries use TLS; clients' TLS traffic is encrypted in the syscalls the "
+                    "probes see, so its commands cannot be decoded (trace a plaintext port or the unix socket)")
 COUNTERS_S = 1.0  # kernel counters (lost records, loop busy/idle) join the stream this often
 
 
@@ -151,17 +154,21 @@ def resolve_targets(options: TraceOptions) -> list[Target]:
     elif pids or ports:
         targets = [find_target(pid=pid) for pid in pids] + [find_target(port=port) for port in ports]
     else:
-        targets = [find_target()]
+        targets = [find_target(socket=credentials.socket)]
     unique: dict[int, Target] = {}
     for t in targets:
         unique.setdefault(t.pid, t)
     targets = list(unique.values())
+    if credentials.tls is not None:
+        print(f"redis-tracer: {TLS_TRAFFIC_NOTE}", file=sys.stderr)
     for t in targets:
+        if t.note:      # found in another network namespace, or behind a forwarding proxy
+            print(f"redis-tracer: {t.note}", file=sys.stderr)
         t.info = query_redis_info(t, credentials)
-        if str(t.info.get("error", "")).startswith(("NOAUTH", "WRONGPASS")):
-            print(f"redis-tracer: {t.describe()} did not say its version and config "
-                  f"({t.info['error'].split()[0]}; tracing works without): {HOW_TO_AUTHENTICATE}",
-                  file=sys.stderr)
+        refusal = explain_refusal(str(t.info.get("error", "")), credentials)
+        if refusal is not None:
+            print(f"redis-tracer: {t.describe()} did not say its version and config ({t.info['error'].split()[0]}: "
+                  f"it {refusal[0]}; tracing works without): {refusal[1]}", file=sys.stderr)
     return targets
 
 
@@ -174,7 +181,7 @@ def new_session(options: TraceOptions, targets: list[Target]) -> ProbeSession:
         return EngineSession(targets, EngineConfig(stall_ms=options.stall_ms, slow_ms=options.slow_ms,
                                                       sample=ENGINE_SAMPLE, commands=options.commands),
                              capture_max=options.capture_bytes, ringbuf_pages=options.ringbuf_pages,
-                             sampling=sampling, why=options.why)
+                             sampling=sampling, credentials=options.credentials, why=options.why)
     return ProbeSession(targets, exec_probes=options.exec_probes, capture_max=options.capture_bytes,
                         ringbuf_pages=options.ringbuf_pages, sampling=sampling,
                         why=options.why)

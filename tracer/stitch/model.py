@@ -28,6 +28,16 @@ class Clock:
         return (mono_ns + self.offset_ns) / 1e9
 
 
+# why a unix-socket request has no arrival time (docs/SECURITY.md "Unix sockets")
+ARRIVAL_UNKNOWN_UNIX = ("unix socket: no tracepoint gives the time bytes reach an AF_UNIX socket "
+                        "without reading kernel structs; latency starts at Redis's read")
+
+
+def is_unix(client: str | None) -> bool:
+    """A unix-socket client's name: "unix", or "unix:<pid>(<comm>)"."""
+    return client is not None and client.startswith("unix")
+
+
 class Request:
     """One command on one connection, from bytes arriving in the kernel to its reply fully written."""
 
@@ -137,6 +147,7 @@ class Request:
             "latency_us": None if latency is None else round(latency / 1000.0, 3),
             "phases_us": self.phases_us(), "exec_source": self.exec_source,
             "arrival_known": bool(self.arrival_ts), "batch": self.batch,
+            **({"arrival_unknown": ARRIVAL_UNKNOWN_UNIX} if not self.arrival_ts and is_unix(self.client) else {}),
         }
 
 

@@ -254,8 +254,12 @@ class Stitcher:
             self.aof_fds.add(key)
         elif ev.ret == events.FD_CLIENT:
             self.aof_fds.discard(key)
-            state = self._new_conn(ev, ev.peer or (ev.payload.decode(errors="replace") if ev.payload == b"unix"
-                                                   else None))
+            unix = ev.payload.decode(errors="replace") if ev.payload.startswith(b"unix") else None
+            state = self.conns.get(key)
+            if unix and state is not None and state.conn.accept_ts == ev.ts_exit:
+                state.conn.client = unix    # names the unix connection its ACCEPT just opened
+                return
+            state = self._new_conn(ev, ev.peer or unix)
             state.outgoing = ev.payload.startswith(b"out:")
 
     def _on_close(self, ev):
