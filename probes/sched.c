@@ -62,7 +62,7 @@ static __always_inline void sched_span_end(__u32 tgid, struct rt_record *r)
 #define SCHED_WAKE_HOOK(tgid) sched_woken(tgid)
 #define SCHED_LOOP_HOOK(tgid, r) sched_span_end(tgid, r)
 
-static __always_inline void runq_slice(struct cpu_waiter *w, __u32 prev, const char *prev_comm, __u64 now)
+static __always_inline void runq_slice(struct cpu_waiter *w, __u32 prev, __u64 now)
 {
     /* the task leaving this CPU ran here while a main thread waited for it (w). The CPU's last switch
      * is kept only while one waits: a slice that began before the wait counts from the wait's start,
@@ -88,7 +88,9 @@ static __always_inline void runq_slice(struct cpu_waiter *w, __u32 prev, const c
     r->ev.ts_exit = now;
     r->ev.ret = id >> 32;
     r->ev.aux_ts = (__u32)id;
-    bpf_probe_read_kernel(r->data, 16, prev_comm);
+    /* the task leaving is still current here: its comm from the helper, not from the tracepoint
+     * record (a ctx pointer plus offset may not be dereferenced, and probe_read_kernel is not used) */
+    bpf_get_current_comm(r->data, 16);
     r->ev.cap_len = 16;
     emit(r);
 }
@@ -152,7 +154,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
     struct cpu_waiter *w = cpu < SCHED_MAX_CPUS ? cpu_waiters.lookup(&cpu) : NULL;
     if (w && w->tgid) {
         now = bpf_ktime_get_ns();
-        runq_slice(w, args->prev_pid, args->prev_comm, now);
+        runq_slice(w, args->prev_pid, now);
     }
     __u64 id = bpf_get_current_pid_tgid();
     __u32 tgid = id >> 32;

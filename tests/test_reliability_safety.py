@@ -21,10 +21,14 @@ PROBES = sorted(glob.glob(os.path.join(REPO, "probes", "*.[ch]")))
 # bpf_get_prandom_u32 draws the engine's 1-in-N sample; `call` is a tail call into the engine's own parser
 # bpf_get_stack (sample.c, --why): the current thread's kernel stack and its user ip, walked by the kernel;
 # unixconn.c reads a connecting client's socket path (bpf_probe_read_user_str, user memory) and its comm
-# (bpf_get_current_comm), and queues them in its own queue maps (push/pop)
+# (bpf_get_current_comm), and queues them in its own queue maps (push/pop); sched.c keys who ran instead
+# of the main thread by CPU (bpf_get_smp_processor_id: a number, no memory read)
 ALLOWED_HELPERS = {"bpf_probe_read_user", "bpf_get_current_pid_tgid", "bpf_ktime_get_ns", "bpf_ringbuf_query",
-                   "bpf_get_prandom_u32", "bpf_get_stack", "bpf_probe_read_user_str", "bpf_get_current_comm"}
-ALLOWED_MAP_OPS = {"lookup", "update", "delete", "ringbuf_output", "call", "push", "pop"}
+                   "bpf_get_prandom_u32", "bpf_get_stack", "bpf_probe_read_user_str", "bpf_get_current_comm",
+                   "bpf_get_smp_processor_id"}
+# get_stackid (sched.c, --why): the kernel stack of the main thread as it is switched out, walked by the
+# kernel into the probes' own stack map
+ALLOWED_MAP_OPS = {"lookup", "update", "delete", "ringbuf_output", "call", "push", "pop", "get_stackid"}
 FORBIDDEN = ("bpf_probe_write_user", "bpf_override_return", "bpf_send_signal", "bpf_send_signal_thread",
              "bpf_sys_bpf", "bpf_sys_close", "bpf_copy_from_user", "bpf_probe_read_kernel", "bpf_probe_read(",
              "bpf_probe_read_str", "bpf_d_path", "bpf_set_retval", "bpf_override", "bpf_loop", "sleepable",
@@ -51,16 +55,18 @@ def test_probes_only_read_and_never_block():
     assert helpers <= ALLOWED_HELPERS, helpers - ALLOWED_HELPERS
     ops = set(re.findall(r"\b[a-z_]+\.([a-z_]+)\s*\(", text))
     assert ops <= ALLOWED_MAP_OPS, ops - ALLOWED_MAP_OPS
-    # attach points: syscall and sock tracepoints (plus the uprobes exec.c asks bcc for)
+    # attach points: syscall and sock tracepoints (plus the uprobes exec.c asks bcc for), and for --why
+    # the scheduler's and the user page-fault tracepoints (sched.c)
     points = set(re.findall(r"TRACEPOINT_PROBE\((\w+),", text))
-    assert points <= {"syscalls", "sock"}, points
+    assert points <= {"syscalls", "sock", "sched", "exceptions"}, points
     # the only writes are into the probes' own record buffer (scratch map / ring buffer), and
     # pipe2()'s two new fd numbers into the stack (fds.c)
     # (engine.c's 7 copy into its own maps and the stack: the parse window, a command name, the
     # record's command+key bytes, a reply head, a writev's iovecs, one byte to check a frame start/end;
     # sample.c's 1: the user stack above sp into its own per-CPU record;
-    # unixconn.c's 1: a connecting client's address family into the stack)
-    assert text.count("bpf_probe_read_user(") == 17
+    # unixconn.c's 1: a connecting client's address family into the stack;
+    # sched.c's 1: clone3()'s flags, the first word of the caller's struct clone_args, into the stack)
+    assert text.count("bpf_probe_read_user(") == 18
 
 
 @pytest.mark.bpf
