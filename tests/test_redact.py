@@ -247,3 +247,11 @@ def test_a_full_resync_rdb_is_masked_whole_and_the_stream_after_it_is_left_to_th
     shown = redact_spans(data, spans)
     assert b"secretvalue" not in shown and shown.count(mark) == 2
     assert data[used:] == b"*1\r\n$4\r\nPING\r\n"
+    # a diskless RDB whose end mark lies past a capture: the replica's REPLCONF ACK ends the transfer
+    t = SyncTransfer()
+    head = b"$EOF:" + mark + b"\r\n"
+    used, spans = t.feed(head + b"REDIS0010...", len(head) + 16384)    # 16 KiB written, 4 KiB captured
+    assert used == len(head) + 16384 and spans == [(len(head), 16384)]
+    t.replica_spoke()
+    stream = b"*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n"
+    assert t.feed(stream, len(stream)) == (0, [])

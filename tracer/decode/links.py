@@ -126,6 +126,12 @@ class SyncTransfer:
         self.mark = None        # end mark of a diskless transfer still to come
         self.done = False       # the command stream began: nothing of this kind comes again
 
+    def replica_spoke(self) -> None:
+        """The replica wrote to the master (its REPLCONF ACK): it has loaded the RDB, so the transfer is
+        over even when its end mark lay past a capture (a diskless RDB is written in 16 KiB chunks)."""
+        if self.left or self.mark is not None:
+            self.left, self.mark = 0, None
+
     def feed(self, data: bytes, total: int) -> tuple[int, list[tuple[int, int]]]:
         """(bytes of this write that belong to the transfer, spans of RDB bytes to mask)."""
         pos, spans = 0, []

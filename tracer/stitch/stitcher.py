@@ -559,11 +559,17 @@ class Stitcher:
                     link.messages[mtype] = link.messages.get(mtype, 0) + 1
                     if sender and len(link.senders) < 1000:
                         link.senders.add(sender)
-                spans = unkept_spans(state.bus.heads, len(ev.payload))
-            else:
+                if self.mask_payloads:
+                    spans = unkept_spans(state.bus.heads, len(ev.payload))
+            elif self.mask_payloads:
                 spans = bus_write_spans(ev.payload)
         elif link.kind == "replica":
-            spans = self._replication_stream(state, ev) if not inbound else [(0, len(ev.payload))]
+            if not inbound:
+                spans = self._replication_stream(state, ev)
+            else:
+                if state.transfer is not None:
+                    state.transfer.replica_spoke()
+                spans = [(0, len(ev.payload))]
         elif self.mask_payloads:    # a link Redis opened: master link (on a replica), MIGRATE...
             spans = self._commands_written(state, ev)[1] if not inbound else reply_head_spans(ev.payload)
         if self.mask_payloads:
