@@ -2,7 +2,7 @@
 
 A real master with two replicas (one traced, one started after the tracers attached, so its full
 resync's RDB goes through the traced master), a MONITOR client, an AOF, and a MIGRATE with AUTH to a
-third server: `record` in the full path, in the default mode, in the engine mode and with
+third server: `record` in the full path, in the engine mode (the default is one of them) and with
 --show-values, both instances in one recording. Every byte of the recordings (stored and
 decompressed), of `report`, `report --json` and `export` is searched for the values and passwords.
 The keys of the replication stream stay readable: the expiry-stall code names a key from its DEL.
@@ -25,7 +25,8 @@ TARGET_PW = b"LinkPw-migrate-auth-R8sK2"   # requirepass of the MIGRATE target
 VALUES = (b"LinkValue-before-attach-Z1xk", b"LinkValue-streamed-Y2wj", b"LinkValue-hash-field-X3vh",
           b"LinkValue-migrated-W4ug")
 DEL_KEY = b"link:deleted-key-7731"
-MODES = {"full": ("--full",), "default": (), "engine": ("--engine",), "shown": ("--full", "--show-values")}
+# the default mode (options.MODE) is one of the first two
+MODES = {"full": ("--full",), "engine": ("--engine",), "shown": ("--full", "--show-values")}
 
 
 def wait_link_up(client, deadline_s: float = 15.0) -> None:
@@ -107,7 +108,7 @@ def test_link_monitor_aof_and_migrate_bytes_are_masked(redis_factory, tmp_path):
     # the test looked at the link traffic: the replica link and its stream are in the recordings,
     # with the DEL's key readable (the expiry-stall code names the key from it)
     del_frame = b"*2\r\n$3\r\nDEL\r\n$%d\r\n%s\r\n" % (len(DEL_KEY), DEL_KEY)
-    for name in ("full", "default", "shown"):
+    for name in ("full", "shown"):
         records = outputs[f"{name}.records"]
         assert b"PSYNC" in records and b"REPLCONF" in records and b"FULLRESYNC" in records, name
         assert records.count(del_frame) >= 2, name     # the client's DEL, and the streams' to the replicas
