@@ -9,6 +9,7 @@ The keys of the replication stream stay readable: the expiry-stall code names a 
 """
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -58,7 +59,9 @@ def test_link_monitor_aof_and_migrate_bytes_are_masked(redis_factory, tmp_path):
     wait_link_up(r)
     ports = f"{master.port},{replica.port}"
     files = {name: tmp_path / f"{name}.rtrace" for name in MODES}
+    live_json = tmp_path / "live.json"
     tracers = {name: TracerProcess("record", "--port", ports, "-o", str(files[name]), *args,
+                                   *(("--json-out", str(live_json)) if name == "full" else ()),
                                    env={"REDISCLI_AUTH": pw})
                for name, args in MODES.items()}
     monitor = auth(master.port, LINK_PW)
@@ -112,6 +115,11 @@ def test_link_monitor_aof_and_migrate_bytes_are_masked(redis_factory, tmp_path):
         records = outputs[f"{name}.records"]
         assert b"PSYNC" in records and b"REPLCONF" in records and b"FULLRESYNC" in records, name
         assert records.count(del_frame) >= 2, name     # the client's DEL, and the streams' to the replicas
+    # the replay of the masked bytes finds what the live analysis found: the same links, requests, keys
+    replayed = json.loads(outputs[f"report {files['full']} --json"])
+    assert json.loads(live_json.read_text()) == replayed
+    kinds = {link["kind"] for inst in replayed["instances"] for link in inst["links"]}
+    assert {"replica", "master-link"} <= kinds, kinds
     # --show-values keeps a client's values (the SET the master read, the MONITOR line), never the
     # link's: the RDB (the only place of the value set before attaching) and the streams stay masked
     assert VALUES[0] not in outputs["shown.records"]
