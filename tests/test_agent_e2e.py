@@ -325,6 +325,7 @@ def test_without_sys_ptrace_the_agent_says_which_capability_it_lacks(redis_serve
 @pytest.mark.parametrize("args, message", [
     ((), "agent needs its targets: --port, --pid or --all"),
     (("--all", "--listen", "nowhere"), "--listen 'nowhere' is not ADDR:PORT"),
+    (("--all", "--interval", "0"), "--interval must be between 0.05 and 3600 seconds, not 0"),
 ])
 def test_agent_bad_input_is_one_line(args, message):
     proc = subprocess.run([sys.executable, "-m", "tracer", "agent", *args], cwd=REPO, capture_output=True,

@@ -10,8 +10,10 @@ import redis
 from tracer_proc import TracerProcess, report_of
 
 from tracer.sandbox.redis_server import RedisServer, port_is_free
+from tracer.tracefile.recording import TraceReader
 
 pytestmark = pytest.mark.bpf
+BUS_VALUE = b"BusValue-published-message-P5tL"
 
 
 def wait_for(predicate, timeout=30.0, what="condition"):
@@ -98,6 +100,8 @@ def test_cluster_requests_redirects_and_gossip(cluster, tmp_path):
             redis.Redis(host="127.0.0.1", port=target).get(k)
     wrong.close()
     assert moved > 0
+    # a PUBLISH travels the cluster bus to every node, its message inside a bus message
+    assert redis.Redis(host="127.0.0.1", port=ports[0]).publish("bus:channel", BUS_VALUE) == 0
     time.sleep(1.5)  # cluster bus PING/PONG
     rc, _ = tracer.stop()
     assert rc == 0, tracer.stderr_text()
@@ -115,6 +119,11 @@ def test_cluster_requests_redirects_and_gossip(cluster, tmp_path):
     assert bus and sum(link["messages"].get("PING", 0) + link["messages"].get("PONG", 0) for link in bus) > 0
     # gossip is not counted as requests: every request decoded to a real command
     assert "?" not in report["commands"]
+    # the bus message headers are recorded (the replay above counted PUBLISH), never their payloads
+    assert sum(link["messages"].get("PUBLISH", 0) for link in bus) >= 1
+    with TraceReader(trace) as reader:
+        records = b"".join(reader.records())
+    assert BUS_VALUE not in records and BUS_VALUE not in trace.read_bytes()
 
 
 def test_master_replica_stream_is_not_requests(master_replica, tmp_path):

@@ -225,3 +225,33 @@ def test_invalidation_key_cut_by_the_capture_is_marked_cut():
     stream = head + b"k" * 600 + b"\r\n"
     (reply,), _ = run(ReplyParser(), [(stream[:100], len(stream))])
     assert reply.keys == ["k" * (100 - len(head)) + "…"] and not reply.complete
+
+
+def test_a_full_resync_rdb_is_masked_whole_and_the_stream_after_it_is_left_to_the_parser():
+    from tracer.decode.links import SyncTransfer
+    # disk-based transfer: "$<len>" then the RDB, split over two writes, then the command stream
+    t = SyncTransfer()
+    first = b"+FULLRESYNC 8de1 0\r\n\n$13\r\nREDIS0010val"
+    used, spans = t.feed(first, len(first))
+    assert used == len(first) and redact_spans(first, spans) == b"+FULLRESYNC 8de1 0\r\n\n$13\r\n" + b"*" * 12
+    second = b"X*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n"
+    used, spans = t.feed(second, len(second))
+    assert used == 1 and spans == [(0, 1)] and t.left == 0
+    used, spans = t.feed(second[1:], len(second) - 1)
+    assert (used, spans, t.done) == (0, [], True)
+    # diskless: "$EOF:<40-byte mark>", bytes up to the mark masked, the mark kept (a replay finds it)
+    mark = b"m" * 40
+    t = SyncTransfer()
+    data = b"$EOF:" + mark + b"\r\nREDIS0010secretvalue" + mark + b"*1\r\n$4\r\nPING\r\n"
+    used, spans = t.feed(data, len(data))
+    shown = redact_spans(data, spans)
+    assert b"secretvalue" not in shown and shown.count(mark) == 2
+    assert data[used:] == b"*1\r\n$4\r\nPING\r\n"
+    # a diskless RDB whose end mark lies past a capture: the replica's REPLCONF ACK ends the transfer
+    t = SyncTransfer()
+    head = b"$EOF:" + mark + b"\r\n"
+    used, spans = t.feed(head + b"REDIS0010...", len(head) + 16384)    # 16 KiB written, 4 KiB captured
+    assert used == len(head) + 16384 and spans == [(len(head), 16384)]
+    t.replica_spoke()
+    stream = b"*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n"
+    assert t.feed(stream, len(stream)) == (0, [])

@@ -20,6 +20,7 @@ from collections import deque
 
 from tracer.agent.figures import AgentFigures
 from tracer.agent.handover import NextSession
+from tracer.agent.intervals import IntervalLog
 from tracer.agent.logs import stall_line
 from tracer.analyze.diagnosis import JOIN_NS
 from tracer.engine.layout import SLOTS
@@ -70,12 +71,15 @@ def unreadable_hint() -> str:
 
 
 class Agent:
-    def __init__(self, trace: TraceOptions, spans=None, out=None, host: str | None = None):
+    def __init__(self, trace: TraceOptions, spans=None, out=None, host: str | None = None,
+                 interval_s: float | None = None):
         """trace: targets, stall/slow thresholds, poll interval (mode engine); spans: an otlp.SpanExport
-        (or None); out: where the stall lines go (stdout); host: the host part of instance labels."""
+        (or None); out: where the stall lines go (stdout); host: the host part of instance labels;
+        interval_s: also print one line per interval of this length (intervals.py)."""
         self.trace = trace
         self.spans = spans
         self.out = out or sys.stdout
+        self.intervals = IntervalLog(interval_s, self.out) if interval_s else None
         self.lock = threading.Lock()        # the main loop's feed against a scrape's read
         self.base = AgentFigures()          # finished sessions' figures, stalls, fsyncs
         self.session = None
@@ -220,16 +224,22 @@ class Agent:
                 self.session, self.pipeline = session, pipeline
                 self.labels = {t.pid: (self.instance_label(t), t.port) for t in targets}
                 self.current = {t.pid: t for t in targets}
+                if self.intervals is not None:
+                    self.intervals.begin(pipeline)
             for t in targets:
                 say(f"tracing {t.describe()} as instance {self.labels[t.pid][0]}")
 
             def consume(records):
                 with self.lock:
                     pipeline.feed(records)
+            tick, tick_s = (self._interval_tick, self.intervals.interval_s) if self.intervals else (None, 0.5)
             reason = self.stop.reason or runner.drain_loop(session, consume, None, self.trace.poll_ms,
+                                                           tick=tick, tick_s=tick_s,
                                                            until=self._until, stop_on_exit=False)
             with self.lock:
                 pipeline.finish()           # the stalls still open are finished (and logged) now
+                if self.intervals is not None:
+                    self.intervals.end()    # what the session counted since its last interval line
                 self.base = self.base.merged(self._session_figures())
                 self.session = self.pipeline = None
             return self.stop.reason or reason
@@ -237,6 +247,10 @@ class Agent:
             with self.lock:
                 self.session = self.pipeline = None
             session.close()
+
+    def _interval_tick(self) -> bool:
+        with self.lock:
+            return self.intervals.tick()
 
     def instance_label(self, target) -> str:
         return f"{self.host}:{target.port}" if target.port else f"{self.host}:pid{target.pid}"

@@ -21,7 +21,9 @@ EXAMPLES = """\
   redis-tracer agent --port 6379 --listen 127.0.0.1:9386   # /metrics there
   # stalls and slow requests as OpenTelemetry spans too:
   redis-tracer agent --port 6379 --otlp-endpoint http://127.0.0.1:4318
-  redis-tracer agent --all --stall-ms 20 | jq .class   # stall JSON lines"""
+  redis-tracer agent --all --stall-ms 20 | jq .class   # stall JSON lines
+  # a JSON line of each 10 s's own figures too, "event": "interval":
+  redis-tracer agent --port 6379 --interval 10 | jq .rps"""
 
 
 def add_parser(sub):
@@ -45,6 +47,9 @@ def add_parser(sub):
     p.add_argument("--otlp-endpoint", metavar="URL",
                    help="export stalls and slow requests as spans to this OTLP/HTTP collector "
                         "(e.g. http://127.0.0.1:4318)")
+    p.add_argument("--interval", type=float, metavar="S",
+                   help="also print each S seconds' own figures (counts, percentiles, rps) as a JSON line on "
+                        "stdout, \"event\": \"interval\" (stall lines: \"event\": \"stall\")")
     add_credential_args(p)
     p.set_defaults(mode="engine")
     return p
@@ -56,6 +61,9 @@ def run(args) -> int:
     # no INFO sampler: its connections, opened while a running session follows the server (a handover),
     # would be counted as requests; the agent's outputs do not use INFO
     options = dataclasses.replace(TraceOptions.from_args(args), info_every_s=0)
+    if args.interval is not None:
+        from tracer.runtime.intervals import check_interval
+        check_interval(args.interval)
     try:
         from tracer.agent import metrics
         from tracer.agent.preflight import require_agent_privileges
@@ -68,7 +76,7 @@ def run(args) -> int:
             spans = SpanExport(args.otlp_endpoint, host=args.host_label or "")
     except ImportError as err:
         raise TracerError(f"the agent needs {err.name}", NEEDS) from None
-    agent = Agent(options, spans=spans, host=args.host_label)
+    agent = Agent(options, spans=spans, host=args.host_label, interval_s=args.interval)
     server = metrics.serve(metrics.AgentCollector(agent.figures), addr, port)
     print(f"redis-tracer agent: serving /metrics on {addr}:{port}", file=sys.stderr, flush=True)
     try:

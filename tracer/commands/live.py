@@ -16,7 +16,7 @@ import sys
 
 from tracer.commands import cli_help
 from tracer.errors import UsageError
-from tracer.options import REFRESH_MAX, TraceOptions
+from tracer.options import TraceOptions
 from tracer.runtime import runner, session
 
 EXAMPLES = """\
@@ -55,9 +55,8 @@ def run(args) -> int:
         raise UsageError(f"--count must be at least 1, not {args.count}")
     options = TraceOptions.from_args(args)
     if args.interval is not None:
-        if not 1 / REFRESH_MAX <= args.interval <= 3600:
-            raise UsageError(f"--interval must be between {1 / REFRESH_MAX:g} and 3600 seconds, not {args.interval:g}")
-        options = dataclasses.replace(options, refresh_hz=1.0 / args.interval)
+        from tracer.runtime.intervals import check_interval
+        options = dataclasses.replace(options, refresh_hz=1.0 / check_interval(args.interval))
         if args.plain:
             mode = "plain-intervals"
         elif not sys.stdout.isatty():

@@ -14,6 +14,8 @@ import time
 
 from tracer.analyze.histogram import bucket_value as full_bucket_value, nearest_rank
 from tracer.engine.histogram import bucket_value as engine_bucket_value
+from tracer.errors import UsageError
+from tracer.options import REFRESH_MAX
 from tracer.schema import CommandStats, Snapshot
 from tracer.units import ns_to_us, r3
 
@@ -85,11 +87,21 @@ class IntervalMeter:
         return out
 
 
-def interval_json(index: int, interval_s: float, snap: Snapshot, now: float | None = None) -> str:
-    """One line of JSON for an interval: when it ended, its number and length, then its figures."""
+def check_interval(seconds: float) -> float:
+    """An --interval S the refresh loop can keep (live, agent)."""
+    if not 1 / REFRESH_MAX <= seconds <= 3600:
+        raise UsageError(f"--interval must be between {1 / REFRESH_MAX:g} and 3600 seconds, not {seconds:g}")
+    return seconds
+
+
+def interval_json(index: int, interval_s: float, snap: Snapshot, now: float | None = None,
+                  head: dict | None = None) -> str:
+    """One line of JSON for an interval: `head` (the agent's "event"), when it ended, its number and
+    length, then its figures."""
     doc = snap.to_json()
     for row in doc.get("commands", {}).values():
         row.pop("spark", None)
     now = time.time() if now is None else now
-    head = {"interval": index, "interval_s": interval_s, "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))}
+    head = {**(head or {}), "interval": index, "interval_s": interval_s,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))}
     return json.dumps({**head, **doc}, default=str)

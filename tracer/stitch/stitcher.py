@@ -21,7 +21,8 @@ from tracer.decode.redis_log import redis_log_of
 from tracer.stitch.sched_items import sched_item
 from tracer.stitch.model import (LOST_REPLY, BusySpan, Connection, FileSync, Invalidation, LossSpan, Propagated,
                                  Request)
-from tracer.decode.links import BusParser, LinkStats, looks_like_cluster_bus
+from tracer.decode.links import (BusParser, LinkStats, SyncTransfer, bus_write_spans, looks_like_cluster_bus,
+                                 reply_head_spans, unkept_spans)
 from tracer.decode.resp import ReplyParser, RequestParser
 
 MAX_LINKS = 10_000  # non-client connections kept for the report
@@ -56,7 +57,7 @@ PROPAGATED_DELETES = frozenset({"DEL", "UNLINK"})     # how a master tells repli
 class ConnState:
     __slots__ = ("conn", "req", "rep", "pending", "frame_arrival", "frame_read_start", "frame_wake",
                  "reply_partial_start", "last_write_end", "last_write_tid", "absorb_replies", "subscribed",
-                 "monitor", "last_ts", "link", "bus", "outgoing", "seen", "partial_bytes", "stream")
+                 "monitor", "last_ts", "link", "bus", "outgoing", "seen", "partial_bytes", "stream", "transfer")
 
     def __init__(self, conn: Connection, show_values: bool):
         self.conn = conn
@@ -78,7 +79,8 @@ class ConnState:
         self.bus = None               # BusParser of a cluster bus link
         self.outgoing = False         # Redis connected out (master link, cluster bus, MIGRATE)
         self.seen = False             # first payload looked at
-        self.stream = None            # RequestParser of the replication stream a master writes to this replica
+        self.stream = None            # RequestParser of the commands Redis writes on a link (replication stream...)
+        self.transfer = None          # SyncTransfer: the +FULLRESYNC and RDB a master writes a replica first
 
 
 class Stats:
@@ -558,27 +560,60 @@ class Stitcher:
             link.write_ns += took
             if took > link.write_max_ns:
                 link.write_max_ns = took
-        if link.kind == "replica" and not inbound:
-            self._replication_stream(state, ev)
-        if state.bus is not None and inbound:
-            for mtype, sender, _size in state.bus.feed(ev.payload, ev.ret):
-                link.messages[mtype] = link.messages.get(mtype, 0) + 1
-                if sender and len(link.senders) < 1000:
-                    link.senders.add(sender)
+        # a recording keeps of link bytes what a replay needs (names, keys, headers): values and secrets
+        # travel on links too (the stream, the RDB, masterauth, MIGRATE's AUTH and RESTORE, PUBLISH)
+        spans = None
+        if state.bus is not None:
+            if inbound:
+                for mtype, sender, _size in state.bus.feed(ev.payload, ev.ret):
+                    link.messages[mtype] = link.messages.get(mtype, 0) + 1
+                    if sender and len(link.senders) < 1000:
+                        link.senders.add(sender)
+                if self.mask_payloads:
+                    spans = unkept_spans(state.bus.heads, len(ev.payload))
+            elif self.mask_payloads:
+                spans = bus_write_spans(ev.payload)
+        elif link.kind == "replica":
+            if not inbound:
+                spans = self._replication_stream(state, ev)
+            else:
+                if state.transfer is not None:
+                    state.transfer.replica_spoke()
+                spans = [(0, len(ev.payload))]
+        elif self.mask_payloads:    # a link Redis opened: master link (on a replica), MIGRATE...
+            spans = self._commands_written(state, ev)[1] if not inbound else reply_head_spans(ev.payload)
+        if self.mask_payloads:
+            self.last_spans = spans
         return True
 
-    def _replication_stream(self, state: ConnState, ev) -> None:
-        """The deletions in what a master writes to a replica (keys only: values are never kept)."""
+    def _commands_written(self, state: ConnState, ev, offset: int = 0):
+        """The commands Redis wrote on a link from byte `offset` of this write, and the spans of
+        their values and secrets (keys and names kept); everything after `offset` masked when the
+        parser fails."""
         if state.stream is None:
             state.stream = RequestParser(show_values=False)
         try:
-            commands, _spans = state.stream.feed(ev.payload, ev.ret)
-        except Exception:   # a parser bug must not end the trace: this stream is read no further
+            commands, spans = state.stream.feed(ev.payload[offset:] if offset else ev.payload, ev.ret - offset)
+        except Exception:   # a parser bug must not end the trace: the stream is read afresh
             state.stream = RequestParser(show_values=False)
-            return
+            return [], [(offset, len(ev.payload) - offset)]
+        if offset:
+            spans = [(off + offset, length) for off, length in spans]
+        return commands, spans
+
+    def _replication_stream(self, state: ConnState, ev) -> list:
+        """The deletions in what a master writes to a replica (keys only: values are never kept), and
+        the spans to mask: the RDB of a full resync, the values of the stream's commands."""
+        if state.transfer is None:
+            state.transfer = SyncTransfer()
+        offset, spans = (0, []) if state.transfer.done else state.transfer.feed(ev.payload, ev.ret)
+        if offset >= ev.ret:
+            return spans
+        commands, stream_spans = self._commands_written(state, ev, offset)
         for cmd in commands:
             if cmd.name in PROPAGATED_DELETES and cmd.key is not None:
                 self.on_propagated(Propagated(ev.tgid, ev.ts_exit, cmd.name, cmd.key))
+        return spans + stream_spans
 
     def _add_link(self, link: LinkStats) -> None:
         if len(self.links) < MAX_LINKS:
