@@ -23,6 +23,9 @@
 #ifndef ENG_SAMPLE
 #define ENG_SAMPLE 0                /* 1-in-N batches get a record (0: none) */
 #endif
+#ifndef ENG_BUDGET
+#define ENG_BUDGET 0                /* per instance and second, the first this many batches get a record */
+#endif
 #ifndef ENG_SLOT_OF
 #define ENG_SLOT_OF(t) 0            /* instance slot of a tgid (user space compiles in its table) */
 #endif
@@ -74,11 +77,18 @@ enum eng_counter {      /* mirrored by tracer/engine/layout.py */
     ECNT_UNCLASSIFIED = 6,  /* reads of fds not classified yet, sent up for classification */
     ECNT_OPEN_AT_CLOSE = 7, /* batches without a recognised reply end when their connection closed */
     ECNT_RAW_UNCAPTURED = 8,/* bytes of raw reads not sent up: beyond ENG_RAW_MAX, or no eng_raw to call */
-    ECNT_MAX = 9,
+    ECNT_READS = 9,         /* read/write/writev calls of followed fds (`count`: the probes saw them) */
+    ECNT_WRITES = 10,
+    ECNT_WRITEVS = 11,
+    ECNT_LINKS = 12,        /* connections handed to user space at REPLCONF/PSYNC/SYNC/MONITOR */
+    ECNT_MAX = 13,
 };
 
 enum eng_cmd_flags {
     ECMD_SECRET = 1,    /* never capture its arguments (AUTH, HELLO, ACL, CONFIG, MIGRATE) */
+    ECMD_LINK = 2,      /* makes the connection a replica link or a MONITOR (REPLCONF, PSYNC, SYNC, MONITOR):
+                         * from this command on its bytes go to user space, which follows links as --full
+                         * does, so that neither they nor what Redis writes to them count as requests */
 };
 
 struct eng_conn {
@@ -112,6 +122,7 @@ struct eng_conn {
     __u32 pend_n[ENG_PEND];     /* and how many of each */
     __u8 name[32];              /* 16 used; room lets the verifier bound a copy at an offset */
     __u8 cap[ENG_CAP * 2];
+    __u8 redirect[RQ_REDIRECT_LEN];   /* a MOVED/ASK reply's head */
 };
 
 struct eng_scratch {
@@ -130,7 +141,7 @@ struct eng_scratch {
     __u32 raw_calls;            /* eng_raw programs run for this read */
     __u64 raw_from, raw_len;    /* the bytes eng_raw has still to send up */
     struct rt_req rec;
-    __u8 rec_cap[ENG_CAP * 2];
+    __u8 rec_cap[ENG_CAP * 2];  /* the capture; a redirect's head at RQ_CAP_ROOM */
 };
 
 struct eng_name {
@@ -165,6 +176,8 @@ BPF_ARRAY(eng_zero, struct eng_conn, 1);                   /* a blank entry (too
 struct eng_loop {                /* per instance slot: an array lookup, inlined by the verifier */
     __u64 wake;                 /* the main thread's last epoll return (as last_wake) */
     __u64 stall_end;            /* end of its last busy span >= ENG_STALL_NS */
+    __u64 budget_start;         /* the second the record budget counts in */
+    __u64 budget_used;          /* records given in it */
 };
 BPF_ARRAY(eng_loop, struct eng_loop, ENG_SLOTS);
 BPF_PERCPU_ARRAY(eng_scratch, struct eng_scratch, 1);
@@ -259,6 +272,11 @@ static __always_inline void eng_emit_req(struct eng_conn *c, struct fd_key *fk, 
     r->cap_len = n;
     __builtin_memcpy(s->rec_cap, c->cap, ENG_CAP);
     __u32 len = sizeof(struct rt_req) + n;
+    if (c->reply_type == RPL_MOVED || c->reply_type == RPL_ASK) {
+        __builtin_memcpy(&s->rec_cap[RQ_CAP_ROOM], c->redirect, RQ_REDIRECT_LEN);
+        r->flags |= RQF_REDIRECT;
+        len = sizeof(struct rt_req) + RQ_CAP_ROOM + RQ_REDIRECT_LEN;
+    }
     eng_count(ECNT_RECORDS, 1);
     /* refused: the rescue ring (emit_refused reads ts_exit, tgid, fd and kind, which struct rt_req
      * keeps at struct rt_event's offsets) */
@@ -341,10 +359,26 @@ static __always_inline void eng_close_batch(struct eng_conn *c, struct fd_key *f
     }
     if (lat >= ENG_SLOW_NS)
         flags |= RQF_SLOW;
+    if (c->reply_type == RPL_MOVED || c->reply_type == RPL_ASK)
+        flags |= RQF_SAMPLED;       /* redirects are rare and each is counted and followed */
     if (busy >= ENG_STALL_NS)
         flags |= RQF_STALL;
     if (ENG_SAMPLE && bpf_get_prandom_u32() % (ENG_SAMPLE ? ENG_SAMPLE : 1) == 0)
         flags |= RQF_SAMPLED;
+    /* While an instance serves few requests, every one of them goes up (the first ENG_BUDGET
+     * batches of each second): what costs little at that rate makes the patterns and hot keys of
+     * a quiet server exact; under load only the 1-in-ENG_SAMPLE sample goes on. The CPUs share the
+     * count without a lock: a few records more or less per second. */
+    if (ENG_BUDGET && lp && !(flags & RQF_SAMPLED)) {
+        if (c->w_end - lp->budget_start >= 1000000000ULL) {
+            lp->budget_start = c->w_end;
+            lp->budget_used = 0;
+        }
+        if (lp->budget_used < ENG_BUDGET) {
+            lp->budget_used++;
+            flags |= RQF_SAMPLED;
+        }
+    }
     if (flags & (RQF_SLOW | RQF_STALL | RQF_VICTIM | RQF_SAMPLED))
         eng_emit_req(c, fk, slot, flags, busy);
 
@@ -652,6 +686,12 @@ static __always_inline int eng_step(struct eng_conn *c, struct eng_scratch *s)
         if (c->name_have < c->name_need)
             return 0;               /* the name continues in the next read */
         eng_lookup_name(c);
+        if (c->cur_flags & ECMD_LINK) {
+            /* the raw rest starts at this command (done_off): user space sees the handshake */
+            c->flags |= ECF_RAW;
+            eng_count(ECNT_LINKS, 1);
+            return 1;
+        }
         c->pst = PS_SKIP;
     }
 
@@ -675,7 +715,9 @@ static __always_inline void eng_emit_raw(__u16 kind, __u64 id, struct inflight *
     r->ev.flags = call->flags | flags;
     r->ev.aux_ts = arrival;
     r->ev.aux_ts2 = wake;
-    if (kind == RT_WRITE && (call->flags & RTF_WRITEV))
+    if (call->fd_kind == FD_AOF || call->fd_kind == FD_FILE)
+        ;                           /* file contents are never needed */
+    else if (kind == RT_WRITE && (call->flags & RTF_WRITEV))
         capture_iov(r, call->buf, call->count, ret);
     else
         capture_plain(r, call->buf + from, ret);
@@ -983,6 +1025,9 @@ static __always_inline void eng_reply_head(struct eng_conn *c, __u64 buf)
     }
     c->reply_type = t;
     c->reply_left = 0;
+    if (t == RPL_MOVED || t == RPL_ASK)     /* rare: the slot and node it names go up with the record */
+        if (bpf_probe_read_user(c->redirect, RQ_REDIRECT_LEN, (void *)buf) != 0)
+            __builtin_memset(c->redirect, 0, RQ_REDIRECT_LEN);
     if (h[0] != '$' || c->npend != 1)
         return;
     /* one bulk string: complete once `$L\r\n` + L + 2 bytes are out (a 5 MB GET takes many writes) */
@@ -1056,12 +1101,21 @@ static __always_inline int eng_exit(void *ctx, long ret, __u16 kind)
     __u64 id = take_call(&call);
     if (!id)
         return 0;
-    if (ret <= 0 || call.kind != kind)
+    if (ret < 0 || call.kind != kind)
         return 0;
-    if (kind == RT_READ)
-        eng_read(ctx, id, &call, ret);
-    else if (call.fd_kind != FD_AOF)
+    if (kind == RT_READ) {
+        eng_count(ECNT_READS, 1);   /* 0: the peer closed (as `count --full` counts it) */
+        if (ret > 0)
+            eng_read(ctx, id, &call, ret);
+        return 0;
+    }
+    if (ret == 0)
+        return 0;
+    eng_count(call.flags & RTF_WRITEV ? ECNT_WRITEVS : ECNT_WRITES, 1);
+    if (call.fd_kind == FD_CLIENT)
         eng_write(id, &call, ret);
+    else    /* the AOF, a file (maybe the AOF), an fd not classified yet: as io.c records it */
+        eng_emit_raw(RT_WRITE, id, &call, 0, ret, 0, 0, 0);
     return 0;
 }
 

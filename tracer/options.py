@@ -28,6 +28,7 @@ STALL_MS_MAX = 3_600_000    # beyond an hour a "stall" threshold is a typo (also
 MODES = ("full", "engine")
 MODE = "engine"             # the default mode of live/diagnose/demo/record/trace: switch it here, only here
 ENGINE_SAMPLE = 100         # engine mode: 1 batch in this many goes up as a record (slowest, hot keys: estimates)
+ENGINE_BUDGET = 2000        # ... and every batch while an instance serves fewer than this many per second
 INFO_EVERY_S = 2.0          # the INFO sampler asks each target this often (0: never; runtime/info_sampler.py)
 INFO_TIMEOUT_S = 1.0        # ... and gives up sampling a target whose answer takes longer
 

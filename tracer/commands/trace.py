@@ -1,6 +1,7 @@
 """`redis-tracer trace`: one line (or JSON object) per completed request."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -41,6 +42,8 @@ def run(args) -> int:
             if latency is not None and latency >= min_ns:
                 emit_all(req)
     if options.mode == "engine":
+        if options.slow_ms is None:     # every request (batch) goes up as a record: `trace` prints each
+            options = dataclasses.replace(options, slow_ms=0.0)
         # one line per REQ record, the kernel's pre-stitched request (the stitcher only names clients)
         from tracer.runtime.pipeline import Pipeline
 

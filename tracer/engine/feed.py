@@ -20,6 +20,7 @@ from tracer.engine.commands import OTHER
 from tracer.engine.histogram import EngineHistogram, bucket_value
 from tracer.engine.raw import RawCounter
 from tracer.engine.records import decode_request
+from tracer.decode.keyspec import KEEP, ArgAnalyzer
 from tracer.kernel import events
 from tracer.schema import CommandStats
 from tracer.stitch.model import Request
@@ -33,6 +34,22 @@ _REPLY_TYPES = {events.RPL_OK: "ok", events.RPL_ERROR: "error", events.RPL_NIL: 
 
 def captured_args(captured: bytes) -> list[str]:
     """The whole bulk strings of a REQ record's bytes (RESP, cut after the first key): [name, key?]."""
+    return [arg.decode("utf-8", "backslashreplace") for arg in captured_arg_bytes(captured)]
+
+
+def named(args: list[bytes]) -> tuple[str | None, str | None]:
+    """(command as --full names it, with its subcommand: "DEBUG SLEEP", "CLIENT SETNAME"; its key)
+    from a REQ record's whole arguments, by the full path's command table (values are no keys)."""
+    if not args:
+        return None, None
+    an = ArgAnalyzer()
+    an.add(0, args[0])
+    if len(args) > 1 and an.cls(1) & KEEP:
+        an.add(1, args[1])
+    return (an.name if an.sub is None else f"{an.name} {an.sub}"), an.key
+
+
+def captured_arg_bytes(captured: bytes) -> list[bytes]:
     out = []
     pos = captured.find(b"\r\n") + 2 if captured[:1] == b"*" else 0
     while pos and pos < len(captured) and captured[pos:pos + 1] == b"$":
@@ -46,7 +63,7 @@ def captured_args(captured: bytes) -> list[str]:
         start = eol + 2
         if n < 0 or start + n > len(captured):
             break               # cut short: a key prefix would merge different keys
-        out.append(captured[start:start + n].decode("utf-8", "backslashreplace"))
+        out.append(captured[start:start + n])
         pos = start + n + 2
     return out
 
@@ -67,6 +84,8 @@ def to_request(rec, name: str, key, conn_id: int, client) -> Request:
         req.exec_start_ts, req.exec_end_ts = rec.read_end, rec.write_start
     req.reply_start_ts, req.reply_end_ts = rec.write_start, rec.write_end
     req.batch = max(1, rec.ncmds)
+    if rec.redirect:    # "-MOVED 3999 127.0.0.1:7001" -> "3999 127.0.0.1:7001", as the reply parser gives it
+        req.reply_detail = rec.redirect.split(b" ", 1)[-1].decode("ascii", "replace")
     return req
 
 
@@ -107,12 +126,13 @@ class EngineFeed:
             self.damaged += 1
             return None
         self.records += 1
-        args = captured_args(rec.captured)
-        name = args[0].upper() if args else (self.names[rec.cmd_id] if 0 < rec.cmd_id < len(self.names) else "?")
+        name, key = named(captured_arg_bytes(rec.captured))
+        if name is None:
+            name = self.names[rec.cmd_id] if 0 < rec.cmd_id < len(self.names) else "?"
         conn_id, client = self.conn_of(rec.tgid, rec.fd)
         if not conn_id:         # a connection the stitcher has not seen: one id per (tgid, fd)
             conn_id = -((rec.tgid << 32) | (rec.fd & 0xFFFFFFFF))
-        req = to_request(rec, name, args[1] if len(args) > 1 else None, conn_id, client)
+        req = to_request(rec, name, key, conn_id, client)
         self.held.setdefault(rec.tgid, []).append(req)
         return req
 

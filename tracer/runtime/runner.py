@@ -11,7 +11,7 @@ from tracer.errors import Interrupted, TracerError
 from tracer.kernel.bpf_session import ProbeSession
 from tracer.kernel.privileges import require_tracing_privileges
 from tracer.kernel.target import Target, find_target, query_redis_info, redis_pids
-from tracer.options import CAPTURE_BYTES, ENGINE_SAMPLE, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, TraceOptions
+from tracer.options import CAPTURE_BYTES, ENGINE_BUDGET, ENGINE_SAMPLE, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, TraceOptions
 from tracer.runtime.info_sampler import InfoSampler
 
 COUNTERS_S = 1.0  # kernel counters (lost records, loop busy/idle) join the stream this often
@@ -50,9 +50,10 @@ def add_mode_args(parser) -> None:
                        help="every request's bytes go up and are stitched in user space" +
                             (" (the default)" if MODE == "full" else ""))
     modes.add_argument("--engine", dest="mode", action="store_const", const="engine",
-                       help="always-on mode: the kernel parses and aggregates; only slow, stalled, victim and "
-                            f"1-in-{ENGINE_SAMPLE} sampled requests go up (slowest requests and hot keys are "
-                            "estimates)" + (" (the default)" if MODE == "engine" else ""))
+                       help="always-on mode: the kernel parses and aggregates; every request goes up while an "
+                            f"instance serves fewer than {ENGINE_BUDGET}/s, beyond that only slow, stalled, victim "
+                            f"and 1-in-{ENGINE_SAMPLE} sampled ones (slowest requests, hot keys and cache patterns "
+                            "are then estimates)" + (" (the default)" if MODE == "engine" else ""))
 
 
 class StopFlag:
@@ -130,7 +131,7 @@ def new_session(options: TraceOptions, targets: list[Target]) -> ProbeSession:
         from tracer.engine.session import EngineConfig, EngineSession
 
         return EngineSession(targets, EngineConfig(stall_ms=options.stall_ms, slow_ms=options.slow_ms,
-                                                      sample=ENGINE_SAMPLE),
+                                                      sample=ENGINE_SAMPLE, budget=ENGINE_BUDGET),
                              capture_max=options.capture_bytes, ringbuf_pages=options.ringbuf_pages)
     return ProbeSession(targets, exec_probes=options.exec_probes, capture_max=options.capture_bytes,
                         ringbuf_pages=options.ringbuf_pages)
