@@ -176,6 +176,7 @@ BPF_ARRAY(eng_zero, struct eng_conn, 1);                   /* a blank entry (too
 struct eng_loop {                /* per instance slot: an array lookup, inlined by the verifier */
     __u64 wake;                 /* the main thread's last epoll return (as last_wake) */
     __u64 stall_end;            /* end of its last busy span >= ENG_STALL_NS */
+    __u64 entered;              /* its epoll entry (0: returned), for the idle time */
     __u64 budget_start;         /* the second the record budget counts in */
     __u64 budget_used;          /* records given in it */
 };
@@ -866,7 +867,7 @@ int eng_parse(void *ctx)
     return 0;
 }
 
-static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call, long ret)
+static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call, long ret, struct eng_conn *c)
 {
     __u32 tgid = id >> 32;
     struct fd_key fk = {.tgid = tgid, .fd = call->fd};
@@ -878,11 +879,10 @@ static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call,
     if (lp)
         wake = lp->wake;
 
-    if (call->fd_kind != FD_CLIENT) {   /* not classified yet: user space classifies and counts */
+    if (!c && call->fd_kind != FD_CLIENT) {   /* not classified yet: user space classifies and counts */
         eng_count(ECNT_UNCLASSIFIED, 1);
         goto raw;
     }
-    struct eng_conn *c = eng_conns.lookup(&fk);
     if (!c) {
         /* a connection older than the engine: parsed once a read starts a frame */
         c = eng_new_conn(&fk);
@@ -1048,10 +1048,9 @@ static __always_inline void eng_reply_head(struct eng_conn *c, __u64 buf)
         c->reply_left = done + v + 2;
 }
 
-static __always_inline void eng_write(__u64 id, struct inflight *call, long ret)
+static __always_inline void eng_write(__u64 id, struct inflight *call, long ret, struct eng_conn *c)
 {
     struct fd_key fk = {.tgid = id >> 32, .fd = call->fd};
-    struct eng_conn *c = eng_conns.lookup(&fk);
     if (!c)
         return;
     if (c->flags & ECF_RAW) {
@@ -1095,6 +1094,21 @@ static __always_inline void eng_write(__u64 id, struct inflight *call, long ret)
         eng_close_batch(c, &fk);
 }
 
+/* The fd's kind and the flags io_enter would have given, for an fd without engine state (the
+ * entry does not look it up: a connection the engine holds is a client). 0: no record for it. */
+static __always_inline int eng_classify(struct inflight *call, __u32 tgid)
+{
+    __u8 fk = fd_kind(tgid, call->fd);
+    if (fk == FD_IGNORE || (call->kind == RT_READ && (fk == FD_AOF || fk == FD_FILE)))
+        return 0;
+    if (fk == FD_UNKNOWN)
+        call->flags |= RTF_UNKNOWN_FD;
+    else if (fk == FD_FILE)
+        call->flags |= RTF_UNKNOWN_FD | RTF_FILE_FD;
+    call->fd_kind = fk;
+    return 1;
+}
+
 static __always_inline int eng_exit(void *ctx, long ret, __u16 kind)
 {
     struct inflight call;
@@ -1103,17 +1117,24 @@ static __always_inline int eng_exit(void *ctx, long ret, __u16 kind)
         return 0;
     if (ret < 0 || call.kind != kind)
         return 0;
+    /* the fd's kind was not looked up at entry (eng_enter): a connection with engine state is a client */
+    struct fd_key fk = {.tgid = id >> 32, .fd = call.fd};
+    struct eng_conn *c = eng_conns.lookup(&fk);
+    if (c)
+        call.fd_kind = FD_CLIENT;
+    else if (!eng_classify(&call, id >> 32))
+        return 0;
     if (kind == RT_READ) {
         eng_count(ECNT_READS, 1);   /* 0: the peer closed (as `count --full` counts it) */
         if (ret > 0)
-            eng_read(ctx, id, &call, ret);
+            eng_read(ctx, id, &call, ret, c);
         return 0;
     }
     if (ret == 0)
         return 0;
     eng_count(call.flags & RTF_WRITEV ? ECNT_WRITEVS : ECNT_WRITES, 1);
     if (call.fd_kind == FD_CLIENT)
-        eng_write(id, &call, ret);
+        eng_write(id, &call, ret, c);
     else    /* the AOF, a file (maybe the AOF), an fd not classified yet: as io.c records it */
         eng_emit_raw(RT_WRITE, id, &call, 0, ret, 0, 0, 0);
     return 0;
@@ -1148,22 +1169,41 @@ static __always_inline void eng_busy_span(__u32 tgid, __u64 busy, __u64 now)
         lp->stall_end = now;
 }
 
-static __always_inline void eng_woken(__u32 tgid, __u64 now)
+/* The main thread's last epoll return, in its instance's slot (loop.c reads and writes it there). */
+static __always_inline __u64 *eng_wake_of(__u32 tgid)
 {
     __u32 slot = ENG_SLOT_OF(tgid);
     struct eng_loop *lp = eng_loop.lookup(&slot);
-    if (lp)
-        lp->wake = now;
+    return lp ? &lp->wake : NULL;
+}
+
+static __always_inline __u64 *eng_entered_of(__u32 tgid)
+{
+    __u32 slot = ENG_SLOT_OF(tgid);
+    struct eng_loop *lp = eng_loop.lookup(&slot);
+    return lp ? &lp->entered : NULL;
 }
 
 #define ENGINE_ACCEPT_HOOK(fk) eng_conn_opened(fk)
 #define ENGINE_CLOSE_HOOK(fk) eng_conn_closed(fk)
 #define ENGINE_LOOP_HOOK(tgid, busy, now) eng_busy_span(tgid, busy, now)
-#define ENGINE_WAKE_HOOK(tgid, now) eng_woken(tgid, now)
+#define LOOP_WAKE_OF(tgid) eng_wake_of(tgid)
+#define LOOP_ENTERED_OF(tgid) eng_entered_of(tgid)
+
+/* Entry: the call only. Its fd's kind is decided at the exit, where the connection's engine state
+ * is looked up anyway (one hash lookup per read and write less than io_enter). */
+static __always_inline int eng_enter(__u16 kind, int fd, __u64 buf, __u64 count, __u16 flags)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    if (!is_target(id >> 32))
+        return 0;
+    enter_syscall_kind(kind, fd, buf, count, flags, FD_UNKNOWN);
+    return 0;
+}
 
 TRACEPOINT_PROBE(syscalls, sys_enter_read)
 {
-    return io_enter(RT_READ, args->fd, (__u64)args->buf, args->count, 0);
+    return eng_enter(RT_READ, args->fd, (__u64)args->buf, args->count, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_read)
@@ -1173,7 +1213,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_read)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_write)
 {
-    return io_enter(RT_WRITE, args->fd, (__u64)args->buf, args->count, 0);
+    return eng_enter(RT_WRITE, args->fd, (__u64)args->buf, args->count, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_write)
@@ -1183,7 +1223,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_write)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_writev)
 {
-    return io_enter(RT_WRITE, args->fd, (__u64)args->vec, args->vlen, RTF_WRITEV);
+    return eng_enter(RT_WRITE, args->fd, (__u64)args->vec, args->vlen, RTF_WRITEV);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_writev)
