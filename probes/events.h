@@ -89,7 +89,7 @@ enum rt_req_flags {      /* bit 4 is RTF_UNKNOWN_FD in struct rt_event: never us
     RQF_STALL = 8,       /* replied during a main-thread busy span >= the stall threshold */
     RQF_VICTIM = 16,     /* arrived before such a span ended */
     RQF_OVERFLOW = 32,   /* more commands in the batch than the kernel keeps ids for */
-    RQF_REDIRECT = 64,   /* a MOVED/ASK reply: its first RQ_REDIRECT_LEN bytes follow the capture, at
+    RQF_REDIRECT = 128,  /* a MOVED/ASK reply: its first RQ_REDIRECT_LEN bytes follow the capture, at
                           * RQ_CAP_ROOM after the header (slot and node, to follow the client there) */
 };
 

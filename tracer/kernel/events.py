@@ -85,7 +85,7 @@ REQ_HEADER = struct.Struct("<" + "".join(code for code, _ in REQ_FIELDS))
 REQ_HEADER_SIZE = REQ_HEADER.size  # 88
 
 # enum rt_req_flags
-RQF_SLOW, RQF_SAMPLED, RQF_STALL, RQF_VICTIM, RQF_OVERFLOW, RQF_REDIRECT = 1, 2, 8, 16, 32, 64
+RQF_SLOW, RQF_SAMPLED, RQF_STALL, RQF_VICTIM, RQF_OVERFLOW, RQF_REDIRECT = 1, 2, 8, 16, 32, 128
 RQ_CAP_ROOM, RQ_REDIRECT_LEN = 64, 48   # a redirect's reply head: at RQ_CAP_ROOM after the REQ header
 # enum rt_reply
 RPL_NONE, RPL_OK, RPL_ERROR, RPL_NIL, RPL_MOVED, RPL_ASK = 0, 1, 2, 3, 4, 5
