@@ -291,3 +291,19 @@ def test_engine_pipeline_keeps_stream_order_for_held_requests():
     snap = pipeline.snapshot()
     assert snap.connections.accepted == 1 and snap.connections.closed == 1 and snap.connections.open == 0
     assert [r.command for r in snap.slowest] == ["GET"] and snap.hot_keys == [("k", 1)]
+
+
+def test_a_raw_read_cuts_the_execution_of_requests_read_before_it():
+    # demo: a GET read just before a slow DEL on a connection the kernel left to user space (no REQ
+    # record for the DEL) was taken for the stall's culprit: both replies are written after the DEL
+    from tracer.engine.feed import infer_execution
+    from tracer.stitch.model import Request
+
+    get = Request()
+    get.read_start_ts, get.read_end_ts, get.exec_start_ts, get.exec_end_ts = 100, 110, 110, 412_000_000
+    infer_execution([get], other_reads=[50, 200])
+    assert get.exec_end_ts == 200
+    alone = Request()
+    alone.read_start_ts, alone.read_end_ts, alone.exec_start_ts, alone.exec_end_ts = 100, 110, 110, 5000
+    infer_execution([alone])
+    assert alone.exec_end_ts == 5000

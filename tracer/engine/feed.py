@@ -26,7 +26,8 @@ from tracer.schema import CommandStats
 from tracer.stitch.model import Request
 from tracer.units import ns_to_us, r3
 
-RATE_WINDOW_NS = 5_000_000_000      # rates over the last ~5 s of trace time, as analyze/analysis.py's
+RATE_WINDOW_NS = 5_000_000_000
+RAW_READS_KEPT = 64                 # raw read starts kept per instance: more than one loop iteration holds      # rates over the last ~5 s of trace time, as analyze/analysis.py's
 
 _REPLY_TYPES = {events.RPL_OK: "ok", events.RPL_ERROR: "error", events.RPL_NIL: "nil",
                 events.RPL_MOVED: "moved", events.RPL_ASK: "ask"}
@@ -89,13 +90,15 @@ def to_request(rec, name: str, key, conn_id: int, client) -> Request:
     return req
 
 
-def infer_execution(requests: list) -> None:
+def infer_execution(requests: list, other_reads=()) -> None:
     """Redis executes a command right after reading it and writes replies before it sleeps: a
     command's execution ends, at the latest, where the main thread's next read begins. Among the
     requests of one instance (REQ records of one loop iteration: a stall's culprit and its
     same-iteration victims), each execution is cut at the next read start after its read end,
-    so a GET read just before a slow DEL is not taken for the one that ran for the whole stall."""
-    starts = sorted(r.read_start_ts for r in requests if r.read_start_ts)
+    so a GET read just before a slow DEL is not taken for the one that ran for the whole stall.
+    other_reads: start times of the instance's raw reads (a DEL on a connection the kernel left to
+    user space has no REQ record, but its read cuts the executions before it all the same)."""
+    starts = sorted([r.read_start_ts for r in requests if r.read_start_ts] + list(other_reads))
     for r in requests:
         if not r.exec_end_ts:
             continue
@@ -115,6 +118,7 @@ class EngineFeed:
         self.history: dict = {}             # pid -> deque of (ts, total count, {name: count})
         self.raw = RawCounter()
         self.held: dict = {}                # tgid -> Requests of REQ records not yet given on (flush())
+        self.raw_reads: dict = {}           # tgid -> start times of its latest raw reads (infer_execution)
         self.records = 0                    # REQ records
         self.damaged = 0
 
@@ -140,8 +144,8 @@ class EngineFeed:
         """Gives the held requests on, their execution inferred together: before the next record of
         another kind (a loop iteration's REQ records come one after another) and at a batch's end."""
         held, self.held = self.held, {}
-        for requests in held.values():
-            infer_execution(requests)
+        for tgid, requests in held.items():
+            infer_execution(requests, self.raw_reads.get(tgid, ()))
             for req in requests:
                 self.on_request(req)
 
@@ -162,6 +166,10 @@ class EngineFeed:
 
     def on_raw_read(self, ev) -> list:
         """Counts a raw READ's commands; returns the spans of its values and secrets (for redaction)."""
+        reads = self.raw_reads.get(ev.tgid)
+        if reads is None:
+            reads = self.raw_reads[ev.tgid] = deque(maxlen=RAW_READS_KEPT)
+        reads.append(ev.ts_enter)
         return self.raw.feed_event(ev)
 
     def on_close(self, ev) -> None:
