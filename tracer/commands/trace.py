@@ -16,8 +16,8 @@ def add_parser(sub):
     runner.add_target_args(p)
     p.add_argument("--json", action="store_true", help="one JSON object per request (JSON Lines)")
     p.add_argument("--min-ms", type=float, metavar="MS",
-                   help="only requests at least this slow (with --engine it is the kernel's threshold, so "
-                        "only those come up)")
+                   help="only requests at least this slow (in the default engine mode it is the kernel's "
+                        "threshold, so only those come up)")
     return p
 
 
