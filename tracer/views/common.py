@@ -11,8 +11,8 @@ PHASE_LABELS = {"socket_queue": "socket queue", "wait": "wait", "exec": "exec", 
 PHASE_SHORT = {"socket_queue": "queue", "wait": "wait", "exec": "exec", "reply_write": "reply"}
 BIG_KEY_MIN_BYTES = 1000  # smaller replies are not worth calling a key big
 # the one wording of what cache-pattern detection misses when it sees only sampled/slow requests
-SAMPLED_PATTERNS_NOTE = (f"cache patterns: this mode sees every request only below {ENGINE_BUDGET:,}/s per instance, beyond "
-                         "that sampled and slow ones, so stampedes, penetration, avalanches and races can go "
+SAMPLED_PATTERNS_NOTE = (f"cache patterns: this mode sees every request only below {ENGINE_BUDGET:,}/s per instance, "
+                         "beyond that sampled and slow ones, so stampedes, penetration, avalanches and races can go "
                          "unseen; trace with --full to see every request")
 
 
