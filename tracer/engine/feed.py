@@ -26,8 +26,8 @@ from tracer.schema import CommandStats
 from tracer.stitch.model import Request
 from tracer.units import ns_to_us, r3
 
-RATE_WINDOW_NS = 5_000_000_000
-RAW_READS_KEPT = 64                 # raw read starts kept per instance: more than one loop iteration holds      # rates over the last ~5 s of trace time, as analyze/analysis.py's
+RATE_WINDOW_NS = 5_000_000_000      # rates over the last ~5 s of trace time, as analyze/analysis.py's
+RAW_READS_KEPT = 64                 # raw read starts kept per instance: more than one loop iteration holds
 
 _REPLY_TYPES = {events.RPL_OK: "ok", events.RPL_ERROR: "error", events.RPL_NIL: "nil",
                 events.RPL_MOVED: "moved", events.RPL_ASK: "ask"}

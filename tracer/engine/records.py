@@ -33,7 +33,7 @@ class EngineRequest:
     slot: int
     busy_ms: int
     captured: bytes     # the first command and its key (never a value), up to 64 bytes
-    redirect: bytes         # RQF_REDIRECT: the MOVED/ASK reply's first line ("-MOVED 3999 127.0.0.1:7001")
+    redirect: bytes     # RQF_REDIRECT: the MOVED/ASK reply's first line ("-MOVED 3999 127.0.0.1:7001")
 
     @property
     def start_ts(self) -> int:
