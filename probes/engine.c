@@ -1125,14 +1125,18 @@ static __always_inline int eng_exit(void *ctx, long ret, __u16 kind)
     else if (!eng_classify(&call, id >> 32))
         return 0;
     if (kind == RT_READ) {
+#ifdef ENG_COUNT_SYSCALLS               /* `count` only: a per-CPU slot per call costs every request */
         eng_count(ECNT_READS, 1);   /* 0: the peer closed (as `count --full` counts it) */
+#endif
         if (ret > 0)
             eng_read(ctx, id, &call, ret, c);
         return 0;
     }
     if (ret == 0)
         return 0;
+#ifdef ENG_COUNT_SYSCALLS
     eng_count(call.flags & RTF_WRITEV ? ECNT_WRITEVS : ECNT_WRITES, 1);
+#endif
     if (call.fd_kind == FD_CLIENT)
         eng_write(id, &call, ret, c);
     else    /* the AOF, a file (maybe the AOF), an fd not classified yet: as io.c records it */

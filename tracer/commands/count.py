@@ -20,7 +20,7 @@ def run(args) -> int:
     options = TraceOptions.from_args(args)
     targets = runner.resolve_targets(options)
     counts: Counter = Counter()
-    session = runner.attach(options, targets)
+    session = runner.attach(options, targets, count_syscalls=True)
     # the engine counts reads and writes in the kernel (it sends only some of them up as records)
     kernel_counted = session.syscall_counts() is not None
 

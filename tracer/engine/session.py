@@ -19,6 +19,7 @@ class EngineConfig:
     slow_ms: float | None = None    # None: stall_ms / 5
     sample: int = 0                 # 1-in-N batches get a record (0: none)
     budget: int = 0                 # ... and every batch up to this many per instance and second
+    count_syscalls: bool = False    # count every read/write/writev (`count`: a per-CPU slot per call)
 
     @property
     def slow_ns(self) -> int:
@@ -34,7 +35,7 @@ class EngineConfig:
         slots = "".join(f"(t)=={pid}?{slot}:" for slot, pid in enumerate(pids)) + "0"
         return [f"-DENG_SLOW_NS={self.slow_ns}ULL", f"-DENG_STALL_NS={self.stall_ns}ULL",
                 f"-DENG_SAMPLE={int(self.sample)}", f"-DENG_BUDGET={int(self.budget)}ULL",
-                f"-DENG_SLOT_OF(t)=({slots})"]
+                f"-DENG_SLOT_OF(t)=({slots})"] + (["-DENG_COUNT_SYSCALLS"] if self.count_syscalls else [])
 
 
 class EngineSession(ProbeSession):
@@ -81,7 +82,9 @@ class EngineSession(ProbeSession):
         state.flags = layout.ECF_RAW
         conns[key] = state
 
-    def syscall_counts(self) -> dict:
+    def syscall_counts(self) -> dict | None:
+        if not self.config.count_syscalls:
+            return None
         c = self.snapshot().counters
         return {"read": c["reads"], "write": c["writes"], "writev": c["writevs"]}
 

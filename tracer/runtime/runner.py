@@ -11,7 +11,8 @@ from tracer.errors import Interrupted, TracerError
 from tracer.kernel.bpf_session import ProbeSession
 from tracer.kernel.privileges import require_tracing_privileges
 from tracer.kernel.target import Target, find_target, query_redis_info, redis_pids
-from tracer.options import CAPTURE_BYTES, ENGINE_BUDGET, ENGINE_SAMPLE, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, TraceOptions
+from tracer.options import (CAPTURE_BYTES, ENGINE_BUDGET, ENGINE_SAMPLE, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ,
+                            STALL_MS, TraceOptions)
 from tracer.runtime.info_sampler import InfoSampler
 
 COUNTERS_S = 1.0  # kernel counters (lost records, loop busy/idle) join the stream this often
@@ -125,20 +126,22 @@ def resolve_targets(options: TraceOptions) -> list[Target]:
     return targets
 
 
-def new_session(options: TraceOptions, targets: list[Target]) -> ProbeSession:
-    """The probe session of options.mode: the full probe set, or the engine's (tracer/engine)."""
+def new_session(options: TraceOptions, targets: list[Target], count_syscalls: bool = False) -> ProbeSession:
+    """The probe session of options.mode: the full probe set, or the engine's (tracer/engine).
+    count_syscalls: the engine counts every read and write (`count`; the full path records each)."""
     if options.mode == "engine":
         from tracer.engine.session import EngineConfig, EngineSession
 
         return EngineSession(targets, EngineConfig(stall_ms=options.stall_ms, slow_ms=options.slow_ms,
-                                                      sample=ENGINE_SAMPLE, budget=ENGINE_BUDGET),
+                                                      sample=ENGINE_SAMPLE, budget=ENGINE_BUDGET,
+                                                      count_syscalls=count_syscalls),
                              capture_max=options.capture_bytes, ringbuf_pages=options.ringbuf_pages)
     return ProbeSession(targets, exec_probes=options.exec_probes, capture_max=options.capture_bytes,
                         ringbuf_pages=options.ringbuf_pages)
 
 
-def attach(options: TraceOptions, targets: list[Target]) -> ProbeSession:
-    session = new_session(options, targets)
+def attach(options: TraceOptions, targets: list[Target], count_syscalls: bool = False) -> ProbeSession:
+    session = new_session(options, targets, count_syscalls)
     # connected before the attach, which marks its fds ignored; sampled by drain_loop's side
     sampler = InfoSampler(targets, options.credentials, options.info_every_s)
     session.ignore_fds |= sampler.server_fds
