@@ -197,7 +197,9 @@ def lost_in_summary(stderr: str) -> int:
 
 def test_ring_buffer_overflow_is_counted_never_silent(redis_server, tmp_path):
     port = str(redis_server.port)
-    small = ["--ringbuf-pages", "2", "--poll-ms", "2000"]     # 8 KiB ring, drained every 2 s
+    # 8 KiB ring, drained every 2 s; --full: a record per read and write is what overflows it and the
+    # 1 MiB rescue ring (the default engine mode sends ~150 bytes per request to `trace`, fewer to `record`)
+    small = ["--full", "--ringbuf-pages", "2", "--poll-ms", "2000"]
     trace = TracerProcess("trace", "--port", port, "--json", *small)
     path = tmp_path / "lossy.rtrace"
     record = TracerProcess("record", "--port", port, "-o", str(path), *small)
