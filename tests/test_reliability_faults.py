@@ -222,7 +222,7 @@ def test_ring_buffer_overflow_is_counted_never_silent(redis_server, tmp_path):
     text = cli("report", str(path)).stdout.decode()
     assert "lost" in text.lower()
     # a healthy ring on the same load loses nothing
-    ok = TracerProcess("trace", "--port", port, "--json")
+    ok = TracerProcess("trace", "--full", "--port", port, "--json")    # a line per pipelined command
     load = Load(redis_server.port, max_requests=20_000, max_seconds=10).start()
     load._thread.join(15)
     sent = load.stop()
@@ -247,7 +247,8 @@ def test_client_disconnect_mid_reply_is_reported_partial(redis_server):
     s.sendall(resp("SET", "huge", value))
     assert s.recv(16) == b"+OK\r\n"
     s.close()
-    tracer = TracerProcess("trace", "--port", str(port), "--json")
+    # --full: a partial reply is told from the reply's bytes (the engine sees only its first write's head)
+    tracer = TracerProcess("trace", "--full", "--port", str(port), "--json")
     c = connect(port)
     c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     c.sendall(resp("GET", "huge"))

@@ -62,8 +62,9 @@ def run(args) -> int:
         session.close()
     s = stitcher.stats
     if options.mode == "engine":
-        print(f"traced: {pipeline.engine.records} request records, {lost} lost events after attach",
-              file=sys.stderr)
+        # undecodable: of the bytes the kernel left to user space (the stitcher decodes them as --full)
+        print(f"traced: {pipeline.engine.records} request records, {lost} lost events after attach, "
+              f"{s.undecodable} undecodable", file=sys.stderr)
         return 0
     extra = "".join(f", {n} {what}" for n, what in ((s.evicted_conns, "connections evicted"),
                                                      (s.parser_errors, "parser errors")) if n)

@@ -40,7 +40,8 @@ class RawCounter:
             parser.start_unsynced()
         commands, spans = parser.feed(ev.payload, ev.ret)
         for cmd in commands:
-            # a command cut by bytes the kernel could not capture still counts when its name is known
-            if cmd.name not in ("?", "") and (cmd.complete or cmd.name.upper().encode() in KNOWN):
+            # a command cut by bytes the kernel could not capture still counts when its name is known;
+            # a complete line that names no command is "?", as --full counts it
+            if cmd.name != "" and (cmd.complete or (cmd.name != "?" and cmd.name.upper().encode() in KNOWN)):
                 self.counts[(ev.tgid, cmd.name.upper())] += 1
         return spans
