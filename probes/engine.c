@@ -809,8 +809,10 @@ static __always_inline void eng_read_done(void *ctx, struct eng_conn *c, struct 
          * a command and the read ends a line, the next read starts a command: the connection stays
          * parsed. Anything else lost the frame: the connection goes to user space. */
         __u8 last = 0;
-        if (c->pst == PS_CMD || c->cmd_begin >= c->total_in - ret + from)
+        if (c->pst == PS_CMD || c->cmd_begin >= c->total_in - ret + from) {
             bpf_probe_read_user(&last, 1, (void *)(s->buf + ret - 1));
+            s->call.flags |= RTF_ENGINE_AT_CMD;     /* user space parses it from a command's start */
+        }
         if (last != '\n') {
             c->flags |= ECF_RAW;
             eng_count(ECNT_DESYNC, 1);

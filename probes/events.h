@@ -36,6 +36,7 @@ enum rt_flags {
     RTF_EPOLL_PWAIT = 16,
     RTF_FILE_FD = 32,    /* a write to an FD_FILE fd: user space tells the AOF from other files */
     RTF_ENGINE_RAW = 64, /* engine: bytes the kernel did not parse (user space counts them) */
+    RTF_ENGINE_AT_CMD = 128, /* engine: ... and they start at a command (an inline one, a link's REPLCONF) */
 };
 
 struct rt_event {

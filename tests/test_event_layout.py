@@ -63,7 +63,8 @@ def test_enums_match():
     assert c_enum("rt_flags") == {"RTF_WRITEV": events.RTF_WRITEV, "RTF_FDATASYNC": events.RTF_FDATASYNC,
                                   "RTF_UNKNOWN_FD": events.RTF_UNKNOWN_FD, "RTF_ACCEPT4": events.RTF_ACCEPT4,
                                   "RTF_EPOLL_PWAIT": events.RTF_EPOLL_PWAIT, "RTF_FILE_FD": events.RTF_FILE_FD,
-                                  "RTF_ENGINE_RAW": events.RTF_ENGINE_RAW}
+                                  "RTF_ENGINE_RAW": events.RTF_ENGINE_RAW,
+                                  "RTF_ENGINE_AT_CMD": events.RTF_ENGINE_AT_CMD}
     assert c_enum("rt_counter") == {"CNT_LOST": events.CNT_LOST, "CNT_LOOP_BUSY_NS": events.CNT_LOOP_BUSY_NS,
                                     "CNT_LOOP_IDLE_NS": events.CNT_LOOP_IDLE_NS, "CNT_LOOPS": events.CNT_LOOPS,
                                     "CNT_REFUSED_FULL": events.CNT_REFUSED_FULL,

@@ -109,9 +109,7 @@ def test_hostile_traffic_then_a_normal_client_is_traced_exactly(redis_server):
 def test_garbage_lines_share_one_row_in_the_report(redis_server, tmp_path):
     port = redis_server.port
     path = tmp_path / "garbage.rtrace"
-    # --full: in the default engine mode unknown inline commands go up raw but are neither counted
-    # under "?" nor kept readable in the recording (a known gap of the engine's raw path)
-    tracer = TracerProcess("record", "--full", "--port", str(port), "-o", str(path))
+    tracer = TracerProcess("record", "--port", str(port), "-o", str(path))
     rng = random.Random(7)
     plain = bytes(b for b in range(0x21, 0x7f) if b not in b"*$\"'")
     for i in range(30):       # a fresh garbage word each: Redis answers "-ERR unknown command"

@@ -262,6 +262,7 @@ class EngineFeed:
         hi = max((h.max for h in drawn), default=None)
         for name, row in shown.items():     # one axis for every row, as the full path draws them
             row.spark = hists[name].sparkline(SPARK_WIDTH, lo, hi)
+        _keep_samples(shown, snap.commands)
         snap.commands = shown
         snap.requests = sum(r.count for r in rows.values())
         snap.rps = r3(self.rates(pids)[0])
@@ -272,10 +273,19 @@ class EngineFeed:
         if not self._pids(pids) and not self.raw.counts:
             return
         rows = self.command_rows(pids)
+        _keep_samples(rows, report.commands)
         report.commands = {name: rows[name] for name in sorted(rows)}
         report.requests = sum(r.count for r in rows.values())
         report.phases_us_total = self.phases_us(pids) or report.phases_us_total
         report.mode = "engine"
+
+
+def _keep_samples(rows: dict, analysed: dict) -> None:
+    """The "?" row's sample names, from the Analyzer's row (the stitcher decoded the raw bytes)."""
+    for name, row in rows.items():
+        samples = getattr(analysed.get(name), "samples", None)
+        if samples:
+            row.samples = samples
 
 
 def _latency_histogram(hist: EngineHistogram) -> LatencyHistogram:

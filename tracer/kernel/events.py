@@ -62,6 +62,7 @@ FD_UNKNOWN, FD_CLIENT, FD_AOF, FD_IGNORE, FD_FILE = 0, 1, 2, 3, 4
 # enum rt_flags
 RTF_WRITEV, RTF_FDATASYNC, RTF_UNKNOWN_FD, RTF_ACCEPT4, RTF_EPOLL_PWAIT, RTF_FILE_FD = 1, 2, 4, 8, 16, 32
 RTF_ENGINE_RAW = 64
+RTF_ENGINE_AT_CMD = 128     # ... and they start at a command's first byte
 
 # struct rt_req: the engine's per-request record (a REQ record; decoded by tracer/engine/records.py)
 REQ_FIELDS = (
