@@ -79,9 +79,10 @@ def load(name: str, pid: int):
     if name == "full":
         from tracer.kernel.bpf_session import ProbeSession
         session = ProbeSession([target])
-    else:
-        from tracer.engine.session import EngineSession
-        session = EngineSession([target])
+    else:   # the default mode's session, as `diagnose` attaches it (record sample and budget included)
+        from tracer.options import TraceOptions
+        from tracer.runtime.runner import new_session
+        session = new_session(TraceOptions(mode="engine"), [target])
     session.attach()
     loaded = Loaded(name, session.bpf, session.close)
     loaded.session = session

@@ -5,7 +5,8 @@
 Starts its own redis-server on a free 127.0.0.1 port, then for each configuration and round runs
 redis-benchmark (GET and SET, 50 clients) once untraced and once traced, in alternating order
 (so drift on a shared machine hits both sides alike). "Traced" is `redis-tracer diagnose --port P
---json` (live stitching and analysis of every request) as a subprocess; the benchmark starts
+--json` (the default mode: the kernel engine; `--tracer-args=--full` for every request stitched in
+user space) as a subprocess; the benchmark starts
 after the tracer prints its `attached:` line, and the tracer is stopped with SIGINT after it.
 
 Configurations: plain (-c 50), pipelined (-c 50 -P 16), each also with --why (on-CPU samples of

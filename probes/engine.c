@@ -25,6 +25,8 @@
 #endif
 #ifndef ENG_CMD_FILTER
 #define ENG_CMD_FILTER 0            /* 1: records only for batches whose first command is flagged ECMD_TRACE */
+#ifndef ENG_BUDGET
+#define ENG_BUDGET 0                /* per instance and second, the first this many batches get a record */
 #endif
 #ifndef ENG_SLOT_OF
 #define ENG_SLOT_OF(t) 0            /* instance slot of a tgid (user space compiles in its table) */
@@ -77,12 +79,19 @@ enum eng_counter {      /* mirrored by tracer/engine/layout.py */
     ECNT_UNCLASSIFIED = 6,  /* reads of fds not classified yet, sent up for classification */
     ECNT_OPEN_AT_CLOSE = 7, /* batches without a recognised reply end when their connection closed */
     ECNT_RAW_UNCAPTURED = 8,/* bytes of raw reads not sent up: beyond ENG_RAW_MAX, or no eng_raw to call */
-    ECNT_MAX = 9,
+    ECNT_READS = 9,         /* read/write/writev calls of followed fds (`count`: the probes saw them) */
+    ECNT_WRITES = 10,
+    ECNT_WRITEVS = 11,
+    ECNT_LINKS = 12,        /* connections handed to user space at REPLCONF/PSYNC/SYNC/MONITOR */
+    ECNT_MAX = 13,
 };
 
 enum eng_cmd_flags {
     ECMD_SECRET = 1,    /* never capture its arguments (AUTH, HELLO, ACL, CONFIG, MIGRATE) */
-    ECMD_TRACE = 2,     /* in `trace --command`'s allow-list (with ENG_CMD_FILTER) */
+    ECMD_LINK = 2,      /* makes the connection a replica link or a MONITOR (REPLCONF, PSYNC, SYNC, MONITOR):
+                         * from this command on its bytes go to user space, which follows links as --full
+                         * does, so that neither they nor what Redis writes to them count as requests */
+    ECMD_TRACE = 4,     /* in `trace --command`'s allow-list (with ENG_CMD_FILTER) */
 };
 
 struct eng_conn {
@@ -117,6 +126,7 @@ struct eng_conn {
     __u32 pend_n[ENG_PEND];     /* and how many of each */
     __u8 name[32];              /* 16 used; room lets the verifier bound a copy at an offset */
     __u8 cap[ENG_CAP * 2];
+    __u8 redirect[RQ_REDIRECT_LEN];   /* a MOVED/ASK reply's head */
 };
 
 struct eng_scratch {
@@ -135,7 +145,7 @@ struct eng_scratch {
     __u32 raw_calls;            /* eng_raw programs run for this read */
     __u64 raw_from, raw_len;    /* the bytes eng_raw has still to send up */
     struct rt_req rec;
-    __u8 rec_cap[ENG_CAP * 2];
+    __u8 rec_cap[ENG_CAP * 2];  /* the capture; a redirect's head at RQ_CAP_ROOM */
 };
 
 struct eng_name {
@@ -170,6 +180,9 @@ BPF_ARRAY(eng_zero, struct eng_conn, 1);                   /* a blank entry (too
 struct eng_loop {                /* per instance slot: an array lookup, inlined by the verifier */
     __u64 wake;                 /* the main thread's last epoll return (as last_wake) */
     __u64 stall_end;            /* end of its last busy span >= ENG_STALL_NS */
+    __u64 entered;              /* its epoll entry (0: returned), for the idle time */
+    __u64 budget_start;         /* the second the record budget counts in */
+    __u64 budget_used;          /* records given in it */
 };
 BPF_ARRAY(eng_loop, struct eng_loop, ENG_SLOTS);
 BPF_PERCPU_ARRAY(eng_scratch, struct eng_scratch, 1);
@@ -264,6 +277,11 @@ static __always_inline void eng_emit_req(struct eng_conn *c, struct fd_key *fk, 
     r->cap_len = n;
     __builtin_memcpy(s->rec_cap, c->cap, ENG_CAP);
     __u32 len = sizeof(struct rt_req) + n;
+    if (c->reply_type == RPL_MOVED || c->reply_type == RPL_ASK) {
+        __builtin_memcpy(&s->rec_cap[RQ_CAP_ROOM], c->redirect, RQ_REDIRECT_LEN);
+        r->flags |= RQF_REDIRECT;
+        len = sizeof(struct rt_req) + RQ_CAP_ROOM + RQ_REDIRECT_LEN;
+    }
     eng_count(ECNT_RECORDS, 1);
     /* refused: the rescue ring (emit_refused reads ts_exit, tgid, fd and kind, which struct rt_req
      * keeps at struct rt_event's offsets) */
@@ -346,6 +364,8 @@ static __always_inline void eng_close_batch(struct eng_conn *c, struct fd_key *f
     }
     if (lat >= ENG_SLOW_NS)
         flags |= RQF_SLOW;
+    if (c->reply_type == RPL_MOVED || c->reply_type == RPL_ASK)
+        flags |= RQF_SAMPLED;       /* redirects are rare and each is counted and followed */
     if (busy >= ENG_STALL_NS)
         flags |= RQF_STALL;
     if (ENG_SAMPLE && bpf_get_prandom_u32() % (ENG_SAMPLE ? ENG_SAMPLE : 1) == 0)
@@ -353,6 +373,20 @@ static __always_inline void eng_close_batch(struct eng_conn *c, struct fd_key *f
     /* trace --command: no record for other commands (the aggregates still count every one) */
     if (ENG_CMD_FILTER && !(c->first_flags & ECMD_TRACE))
         flags &= ~(__u64)(RQF_SLOW | RQF_STALL | RQF_VICTIM | RQF_SAMPLED);
+    /* While an instance serves few requests, every one of them goes up (the first ENG_BUDGET
+     * batches of each second): what costs little at that rate makes the patterns and hot keys of
+     * a quiet server exact; under load only the 1-in-ENG_SAMPLE sample goes on. The CPUs share the
+     * count without a lock: a few records more or less per second. */
+    if (ENG_BUDGET && lp && !(flags & RQF_SAMPLED)) {
+        if (c->w_end - lp->budget_start >= 1000000000ULL) {
+            lp->budget_start = c->w_end;
+            lp->budget_used = 0;
+        }
+        if (lp->budget_used < ENG_BUDGET) {
+            lp->budget_used++;
+            flags |= RQF_SAMPLED;
+        }
+    }
     if (flags & (RQF_SLOW | RQF_STALL | RQF_VICTIM | RQF_SAMPLED))
         eng_emit_req(c, fk, slot, flags, busy);
 
@@ -662,6 +696,12 @@ static __always_inline int eng_step(struct eng_conn *c, struct eng_scratch *s)
         if (c->name_have < c->name_need)
             return 0;               /* the name continues in the next read */
         eng_lookup_name(c);
+        if (c->cur_flags & ECMD_LINK) {
+            /* the raw rest starts at this command (done_off): user space sees the handshake */
+            c->flags |= ECF_RAW;
+            eng_count(ECNT_LINKS, 1);
+            return 1;
+        }
         c->pst = PS_SKIP;
     }
 
@@ -685,7 +725,9 @@ static __always_inline void eng_emit_raw(__u16 kind, __u64 id, struct inflight *
     r->ev.flags = call->flags | flags;
     r->ev.aux_ts = arrival;
     r->ev.aux_ts2 = wake;
-    if (kind == RT_WRITE && (call->flags & RTF_WRITEV))
+    if (call->fd_kind == FD_AOF || call->fd_kind == FD_FILE)
+        ;                           /* file contents are never needed */
+    else if (kind == RT_WRITE && (call->flags & RTF_WRITEV))
         capture_iov(r, call->buf, call->count, ret);
     else
         capture_plain(r, call->buf + from, ret);
@@ -776,8 +818,10 @@ static __always_inline void eng_read_done(void *ctx, struct eng_conn *c, struct 
          * a command and the read ends a line, the next read starts a command: the connection stays
          * parsed. Anything else lost the frame: the connection goes to user space. */
         __u8 last = 0;
-        if (c->pst == PS_CMD || c->cmd_begin >= c->total_in - ret + from)
+        if (c->pst == PS_CMD || c->cmd_begin >= c->total_in - ret + from) {
             bpf_probe_read_user(&last, 1, (void *)(s->buf + ret - 1));
+            s->call.flags |= RTF_ENGINE_AT_CMD;     /* user space parses it from a command's start */
+        }
         if (last != '\n') {
             c->flags |= ECF_RAW;
             eng_count(ECNT_DESYNC, 1);
@@ -834,7 +878,7 @@ int eng_parse(void *ctx)
     return 0;
 }
 
-static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call, long ret)
+static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call, long ret, struct eng_conn *c)
 {
     __u32 tgid = id >> 32;
     struct fd_key fk = {.tgid = tgid, .fd = call->fd};
@@ -846,11 +890,10 @@ static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call,
     if (lp)
         wake = lp->wake;
 
-    if (call->fd_kind != FD_CLIENT) {   /* not classified yet: user space classifies and counts */
+    if (!c && call->fd_kind != FD_CLIENT) {   /* not classified yet: user space classifies and counts */
         eng_count(ECNT_UNCLASSIFIED, 1);
         goto raw;
     }
-    struct eng_conn *c = eng_conns.lookup(&fk);
     if (!c) {
         /* a connection older than the engine: parsed once a read starts a frame */
         c = eng_new_conn(&fk);
@@ -993,6 +1036,9 @@ static __always_inline void eng_reply_head(struct eng_conn *c, __u64 buf)
     }
     c->reply_type = t;
     c->reply_left = 0;
+    if (t == RPL_MOVED || t == RPL_ASK)     /* rare: the slot and node it names go up with the record */
+        if (bpf_probe_read_user(c->redirect, RQ_REDIRECT_LEN, (void *)buf) != 0)
+            __builtin_memset(c->redirect, 0, RQ_REDIRECT_LEN);
     if (h[0] != '$' || c->npend != 1)
         return;
     /* one bulk string: complete once `$L\r\n` + L + 2 bytes are out (a 5 MB GET takes many writes) */
@@ -1013,10 +1059,9 @@ static __always_inline void eng_reply_head(struct eng_conn *c, __u64 buf)
         c->reply_left = done + v + 2;
 }
 
-static __always_inline void eng_write(__u64 id, struct inflight *call, long ret)
+static __always_inline void eng_write(__u64 id, struct inflight *call, long ret, struct eng_conn *c)
 {
     struct fd_key fk = {.tgid = id >> 32, .fd = call->fd};
-    struct eng_conn *c = eng_conns.lookup(&fk);
     if (!c)
         return;
     if (c->flags & ECF_RAW) {
@@ -1060,18 +1105,53 @@ static __always_inline void eng_write(__u64 id, struct inflight *call, long ret)
         eng_close_batch(c, &fk);
 }
 
+/* The fd's kind and the flags io_enter would have given, for an fd without engine state (the
+ * entry does not look it up: a connection the engine holds is a client). 0: no record for it. */
+static __always_inline int eng_classify(struct inflight *call, __u32 tgid)
+{
+    __u8 fk = fd_kind(tgid, call->fd);
+    if (fk == FD_IGNORE || (call->kind == RT_READ && (fk == FD_AOF || fk == FD_FILE)))
+        return 0;
+    if (fk == FD_UNKNOWN)
+        call->flags |= RTF_UNKNOWN_FD;
+    else if (fk == FD_FILE)
+        call->flags |= RTF_UNKNOWN_FD | RTF_FILE_FD;
+    call->fd_kind = fk;
+    return 1;
+}
+
 static __always_inline int eng_exit(void *ctx, long ret, __u16 kind)
 {
     struct inflight call;
     __u64 id = take_call(&call);
     if (!id)
         return 0;
-    if (ret <= 0 || call.kind != kind)
+    if (ret < 0 || call.kind != kind)
         return 0;
-    if (kind == RT_READ)
-        eng_read(ctx, id, &call, ret);
-    else if (call.fd_kind != FD_AOF)
-        eng_write(id, &call, ret);
+    /* the fd's kind was not looked up at entry (eng_enter): a connection with engine state is a client */
+    struct fd_key fk = {.tgid = id >> 32, .fd = call.fd};
+    struct eng_conn *c = eng_conns.lookup(&fk);
+    if (c)
+        call.fd_kind = FD_CLIENT;
+    else if (!eng_classify(&call, id >> 32))
+        return 0;
+    if (kind == RT_READ) {
+#ifdef ENG_COUNT_SYSCALLS               /* `count` only: a per-CPU slot per call costs every request */
+        eng_count(ECNT_READS, 1);   /* 0: the peer closed (as `count --full` counts it) */
+#endif
+        if (ret > 0)
+            eng_read(ctx, id, &call, ret, c);
+        return 0;
+    }
+    if (ret == 0)
+        return 0;
+#ifdef ENG_COUNT_SYSCALLS
+    eng_count(call.flags & RTF_WRITEV ? ECNT_WRITEVS : ECNT_WRITES, 1);
+#endif
+    if (call.fd_kind == FD_CLIENT)
+        eng_write(id, &call, ret, c);
+    else    /* the AOF, a file (maybe the AOF), an fd not classified yet: as io.c records it */
+        eng_emit_raw(RT_WRITE, id, &call, 0, ret, 0, 0, 0);
     return 0;
 }
 
@@ -1104,22 +1184,41 @@ static __always_inline void eng_busy_span(__u32 tgid, __u64 busy, __u64 now)
         lp->stall_end = now;
 }
 
-static __always_inline void eng_woken(__u32 tgid, __u64 now)
+/* The main thread's last epoll return, in its instance's slot (loop.c reads and writes it there). */
+static __always_inline __u64 *eng_wake_of(__u32 tgid)
 {
     __u32 slot = ENG_SLOT_OF(tgid);
     struct eng_loop *lp = eng_loop.lookup(&slot);
-    if (lp)
-        lp->wake = now;
+    return lp ? &lp->wake : NULL;
+}
+
+static __always_inline __u64 *eng_entered_of(__u32 tgid)
+{
+    __u32 slot = ENG_SLOT_OF(tgid);
+    struct eng_loop *lp = eng_loop.lookup(&slot);
+    return lp ? &lp->entered : NULL;
 }
 
 #define ENGINE_ACCEPT_HOOK(fk) eng_conn_opened(fk)
 #define ENGINE_CLOSE_HOOK(fk) eng_conn_closed(fk)
 #define ENGINE_LOOP_HOOK(tgid, busy, now) eng_busy_span(tgid, busy, now)
-#define ENGINE_WAKE_HOOK(tgid, now) eng_woken(tgid, now)
+#define LOOP_WAKE_OF(tgid) eng_wake_of(tgid)
+#define LOOP_ENTERED_OF(tgid) eng_entered_of(tgid)
+
+/* Entry: the call only. Its fd's kind is decided at the exit, where the connection's engine state
+ * is looked up anyway (one hash lookup per read and write less than io_enter). */
+static __always_inline int eng_enter(__u16 kind, int fd, __u64 buf, __u64 count, __u16 flags)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    if (!is_target(id >> 32))
+        return 0;
+    enter_syscall_kind(kind, fd, buf, count, flags, FD_UNKNOWN);
+    return 0;
+}
 
 TRACEPOINT_PROBE(syscalls, sys_enter_read)
 {
-    return io_enter(RT_READ, args->fd, (__u64)args->buf, args->count, 0);
+    return eng_enter(RT_READ, args->fd, (__u64)args->buf, args->count, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_read)
@@ -1129,7 +1228,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_read)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_write)
 {
-    return io_enter(RT_WRITE, args->fd, (__u64)args->buf, args->count, 0);
+    return eng_enter(RT_WRITE, args->fd, (__u64)args->buf, args->count, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_write)
@@ -1139,7 +1238,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_write)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_writev)
 {
-    return io_enter(RT_WRITE, args->fd, (__u64)args->vec, args->vlen, RTF_WRITEV);
+    return eng_enter(RT_WRITE, args->fd, (__u64)args->vec, args->vlen, RTF_WRITEV);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_writev)

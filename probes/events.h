@@ -58,6 +58,7 @@ enum rt_flags {
     RTF_EPOLL_PWAIT = 16,
     RTF_FILE_FD = 32,    /* a write to an FD_FILE fd: user space tells the AOF from other files */
     RTF_ENGINE_RAW = 64, /* engine: bytes the kernel did not parse (user space counts them) */
+    RTF_ENGINE_AT_CMD = 128, /* engine: ... and they start at a command (an inline one, a link's REPLCONF) */
 };
 
 struct rt_event {
@@ -111,7 +112,12 @@ enum rt_req_flags {      /* bit 4 is RTF_UNKNOWN_FD in struct rt_event: never us
     RQF_STALL = 8,       /* replied during a main-thread busy span >= the stall threshold */
     RQF_VICTIM = 16,     /* arrived before such a span ended */
     RQF_OVERFLOW = 32,   /* more commands in the batch than the kernel keeps ids for */
+    RQF_REDIRECT = 128,  /* a MOVED/ASK reply: its first RQ_REDIRECT_LEN bytes follow the capture, at
+                          * RQ_CAP_ROOM after the header (slot and node, to follow the client there) */
 };
+
+#define RQ_CAP_ROOM 64
+#define RQ_REDIRECT_LEN 48
 
 enum rt_reply {
     RPL_NONE = 0,        /* not classified */

@@ -3,7 +3,14 @@
 
 #ifndef ENGINE_LOOP_HOOK            /* engine.c (pasted before) keeps wakes and ends of long spans */
 #define ENGINE_LOOP_HOOK(tgid, busy, now)
-#define ENGINE_WAKE_HOOK(tgid, now)
+#endif
+#ifndef LOOP_WAKE_OF                /* where the main thread's last epoll return is kept: engine.c keeps it
+                                     * in its per-instance array (an inlined lookup, not a hash's) */
+static __always_inline __u64 *loop_wake_of(__u32 tgid)
+{
+    return last_wake.lookup(&tgid);     /* bcc rewrites map calls in functions, not in macros */
+}
+#define LOOP_WAKE_OF(tgid) loop_wake_of(tgid)
 #endif
 #ifndef SCHED_LOOP_HOOK             /* sched.c (pasted before) counts page faults per span */
 #define SCHED_LOOP_HOOK(tgid, r)
@@ -17,7 +24,7 @@ static __always_inline int loop_enter(void)
     if (tid != tgid || !is_target(tgid))
         return 0;
     __u64 now = bpf_ktime_get_ns();
-    __u64 *wake = last_wake.lookup(&tgid);
+    __u64 *wake = LOOP_WAKE_OF(tgid);
     if (wake && *wake) {
         __u64 busy = now - *wake;
         count_add(CNT_LOOP_BUSY_NS, busy);
@@ -34,7 +41,13 @@ static __always_inline int loop_enter(void)
             }
         }
     }
+#ifdef LOOP_ENTERED_OF               /* engine.c: the entry's time in the instance's slot, no hash update */
+    __u64 *entered = LOOP_ENTERED_OF(tgid);
+    if (entered)
+        *entered = now;
+#else
     enter_syscall(RT_LOOP, -1, 0, 0, 0);
+#endif
     return 0;
 }
 
@@ -45,19 +58,26 @@ static __always_inline int loop_exit(long ret)
     if (tid != tgid || !is_target(tgid))
         return 0;
     __u64 now = bpf_ktime_get_ns();
+#ifdef LOOP_ENTERED_OF
+    __u64 *entered = LOOP_ENTERED_OF(tgid);
+    if (entered && *entered) {
+        count_add(CNT_LOOP_IDLE_NS, now - *entered);
+        *entered = 0;
+    }
+#else
     struct inflight *in = inflight_take(tid);
     if (in && in->kind == RT_LOOP) {
         count_add(CNT_LOOP_IDLE_NS, now - in->ts);
         in->kind = RT_NONE;
     }
+#endif
     /* Also when the entry was not seen (attached while the thread slept in epoll_wait):
      * otherwise the first busy span after attaching, maybe a stall, would go unmeasured. */
-    __u64 *wake = last_wake.lookup(&tgid);
+    __u64 *wake = LOOP_WAKE_OF(tgid);
     if (wake)
         *wake = now;                /* in place: no map update on every loop iteration */
     else
         last_wake.update(&tgid, &now);
-    ENGINE_WAKE_HOOK(tgid, now);
     SCHED_WAKE_HOOK(tgid);
     return 0;
 }

@@ -88,7 +88,8 @@ def test_engine_trace_min_ms_shows_only_slow_requests(redis_factory):
     rc, out = tracer.stop()
     assert rc == 0, tracer.stderr_text()
     lines = json_lines(out)
-    assert [line["command"] for line in lines] == ["DEBUG", "DEBUG"], lines
+    # named with their subcommand, as --full names them
+    assert [line["command"] for line in lines] == ["DEBUG SLEEP", "DEBUG SLEEP"], lines
     assert all(line["latency_us"] >= 30_000 for line in lines), lines
     assert lines[0]["latency_us"] < lines[1]["latency_us"]
 

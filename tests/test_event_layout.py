@@ -64,7 +64,8 @@ def test_enums_match():
     assert c_enum("rt_flags") == {"RTF_WRITEV": events.RTF_WRITEV, "RTF_FDATASYNC": events.RTF_FDATASYNC,
                                   "RTF_UNKNOWN_FD": events.RTF_UNKNOWN_FD, "RTF_ACCEPT4": events.RTF_ACCEPT4,
                                   "RTF_EPOLL_PWAIT": events.RTF_EPOLL_PWAIT, "RTF_FILE_FD": events.RTF_FILE_FD,
-                                  "RTF_ENGINE_RAW": events.RTF_ENGINE_RAW}
+                                  "RTF_ENGINE_RAW": events.RTF_ENGINE_RAW,
+                                  "RTF_ENGINE_AT_CMD": events.RTF_ENGINE_AT_CMD}
     sched_flags = c_enum("rt_sched_flags")
     assert sched_flags == {"SCF_IN_EPOLL": events.SCF_IN_EPOLL, "SCF_STACK": events.SCF_STACK,
                            "SCF_ANNOTATE": events.SCF_ANNOTATE}
@@ -89,7 +90,8 @@ def test_engine_request_record_matches_and_shares_the_peeked_offsets():
     assert (offsets["tgid"], offsets["fd"], offsets["kind"], offsets["flags"]) == (40, 48, 52, 54)
     flags = c_enum("rt_req_flags")
     assert flags == {"RQF_SLOW": events.RQF_SLOW, "RQF_SAMPLED": events.RQF_SAMPLED, "RQF_STALL": events.RQF_STALL,
-                     "RQF_VICTIM": events.RQF_VICTIM, "RQF_OVERFLOW": events.RQF_OVERFLOW}
+                     "RQF_VICTIM": events.RQF_VICTIM, "RQF_OVERFLOW": events.RQF_OVERFLOW,
+                     "RQF_REDIRECT": events.RQF_REDIRECT}
     assert not any(v & events.RTF_UNKNOWN_FD for v in flags.values())   # drain() would classify the fd
     assert c_enum("rt_reply") == {"RPL_NONE": events.RPL_NONE, "RPL_OK": events.RPL_OK,
                                   "RPL_ERROR": events.RPL_ERROR, "RPL_NIL": events.RPL_NIL,

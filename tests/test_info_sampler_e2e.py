@@ -28,7 +28,8 @@ def test_avalanche_is_corroborated_by_info_and_the_sampler_stays_out_of_the_trac
         c = server.client()
         errors_before = errorstats(c)
         trace = tmp_path / "info.rtrace"
-        tracer = TracerProcess("record", "--port", str(server.port), "-o", str(trace))
+        # --full: the avalanche detector needs every miss (the engine sends only slow and sampled requests)
+        tracer = TracerProcess("record", "--full", "--port", str(server.port), "-o", str(trace))
         try:
             time.sleep(0.3)
             keys = [f"ttl:item:{i}" for i in range(KEYS)]

@@ -94,3 +94,12 @@ def test_show_values_requires_full_in_one_line():
     assert TraceOptions.from_args(parse("live", "--full", "--show-values")).show_values
     with pytest.raises(TracerError, match="--min-ms must be between"):
         TraceOptions(slow_ms=-1)
+
+
+def test_show_values_without_a_mode_flag_selects_full_and_says_so_once(capsys):
+    # an operator who asks to see values gets them: the default (engine) mode never captures them
+    got = TraceOptions.from_args(parse("live", "--show-values"))
+    assert got.mode == "full" and got.show_values
+    assert capsys.readouterr().err == options.SHOW_VALUES_NOTE + "\n"
+    assert TraceOptions.from_args(parse("trace")).mode == options.MODE
+    assert capsys.readouterr().err == ""

@@ -126,7 +126,9 @@ def traced(tmp_path_factory):
         c = server.client()
         c.set("e2e:page:home", "x" * BIG_VALUE_BYTES)
         trace = where / "patterns.rtrace"
-        tracer = TracerProcess("record", "--port", str(server.port), "-o", str(trace))
+        # --full: the cache-pattern detectors need every request, and the default (engine) mode sends
+        # only slow, stalled and sampled ones up
+        tracer = TracerProcess("record", "--full", "--port", str(server.port), "-o", str(trace))
         try:
             side = server.client()
             found = {}

@@ -25,7 +25,9 @@ def cli(*args, check=True):
 def test_recorded_session_reports_what_clients_sent(redis_server, tmp_path):
     trace = tmp_path / "s.rtrace"
     live_json = tmp_path / "live.json"
-    tracer = TracerProcess("record", "--port", str(redis_server.port), "-o", str(trace),
+    # --full: the Chrome export below draws a slice per request, so it needs every request's record
+    # (the default engine mode's record counts: tests/test_engine_modes_e2e.py)
+    tracer = TracerProcess("record", "--full", "--port", str(redis_server.port), "-o", str(trace),
                            "--json-out", str(live_json))
     c = redis_server.client()
     sent = {"SET": 120, "GET": 200, "HSET": 40, "LPUSH": 30, "ZADD": 25}

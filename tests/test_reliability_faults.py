@@ -197,7 +197,9 @@ def lost_in_summary(stderr: str) -> int:
 
 def test_ring_buffer_overflow_is_counted_never_silent(redis_server, tmp_path):
     port = str(redis_server.port)
-    small = ["--ringbuf-pages", "2", "--poll-ms", "2000"]     # 8 KiB ring, drained every 2 s
+    # 8 KiB ring, drained every 2 s; --full: a record per read and write is what overflows it and the
+    # 1 MiB rescue ring (the default engine mode sends ~150 bytes per request to `trace`, fewer to `record`)
+    small = ["--full", "--ringbuf-pages", "2", "--poll-ms", "2000"]
     trace = TracerProcess("trace", "--port", port, "--json", *small)
     path = tmp_path / "lossy.rtrace"
     record = TracerProcess("record", "--port", port, "-o", str(path), *small, "--fail-on-lost")
@@ -223,7 +225,7 @@ def test_ring_buffer_overflow_is_counted_never_silent(redis_server, tmp_path):
     text = cli("report", str(path)).stdout.decode()
     assert "lost" in text.lower()
     # a healthy ring on the same load loses nothing
-    ok = TracerProcess("trace", "--port", port, "--json", "--fail-on-lost")
+    ok = TracerProcess("trace", "--full", "--port", port, "--json", "--fail-on-lost")    # a line per pipelined command
     load = Load(redis_server.port, max_requests=20_000, max_seconds=10).start()
     load._thread.join(15)
     sent = load.stop()
@@ -248,7 +250,8 @@ def test_client_disconnect_mid_reply_is_reported_partial(redis_server):
     s.sendall(resp("SET", "huge", value))
     assert s.recv(16) == b"+OK\r\n"
     s.close()
-    tracer = TracerProcess("trace", "--port", str(port), "--json")
+    # --full: a partial reply is told from the reply's bytes (the engine sees only its first write's head)
+    tracer = TracerProcess("trace", "--full", "--port", str(port), "--json")
     c = connect(port)
     c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     c.sendall(resp("GET", "huge"))

@@ -78,7 +78,8 @@ def small_tmpfs(tmp_path):
 def test_disk_full_gives_one_clear_line_and_keeps_the_file(redis_server, small_tmpfs):
     path = small_tmpfs / "full.rtrace"
     # --show-values and varied values: the records compress less, the 1 MiB fills within seconds
-    tracer = TracerProcess("record", "--port", str(redis_server.port), "-o", str(path), "--show-values",
+    # --full: what --show-values needs (explicit: without it the tracer says once that it selects it)
+    tracer = TracerProcess("record", "--full", "--port", str(redis_server.port), "-o", str(path), "--show-values",
                            "--duration", "60")
     load = Load(redis_server.port, max_requests=2_000_000, max_seconds=60, value=os.urandom(48).hex().encode())
     load.start()

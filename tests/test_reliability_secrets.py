@@ -124,10 +124,14 @@ def test_secrets_redacted_everywhere_values_only_with_show_values(redis_factory,
     assert report["target"]["redis_version"].startswith("7.")     # the authenticated query answered
     assert json.loads(outputs[f"report {shown} --json.stdout"])["target"]["redis_version"].startswith("7.")
     for name in ("AUTH", "HELLO", "CONFIG SET", "ACL SETUSER", "MIGRATE", "SET", "GET", "CONFIG GET"):
-        assert report["commands"][name]["count"] >= 1, name
+        # the default (engine) mode counts a container command under its name: CONFIG, ACL
+        assert report["commands"].get(name, report["commands"].get(name.split()[0], {})).get("count", 0) >= 1, name
     # the secret-bearing commands were traced (so the test looked at them), masked in place
     trace_cmds = {r["command"] for r in json_lines(outputs["trace.stdout"].decode())}
-    assert {"AUTH", "HELLO", "CONFIG SET", "ACL SETUSER", "MIGRATE"} <= trace_cmds
+    # the default (engine) mode sends no bytes of AUTH/HELLO/ACL/CONFIG/MIGRATE, so names them without
+    # their subcommand (ACL), unless their bytes went up raw (an inline CONFIG SET)
+    assert all(name in trace_cmds or name.split()[0] in trace_cmds
+               for name in ("AUTH", "HELLO", "CONFIG SET", "ACL SETUSER", "MIGRATE")), trace_cmds
     assert files["plain.records"].count(b"*" * len(PW3)) >= 1
 
 

@@ -88,7 +88,9 @@ def test_refused_records_reach_the_rescue_ring(redis_server, tmp_path):
             c.get(f"k{i % 10}")
         c.close()
 
-    calls, report, ring, _ = traced_counts(redis_server, tmp_path, load, "--ringbuf-pages", "1", "--poll-ms", "20")
+    # --full: a record per read and write is what fills a 4 KiB ring (the engine sends a few per second)
+    calls, report, ring, _ = traced_counts(redis_server, tmp_path, load, "--full", "--ringbuf-pages", "1",
+                                           "--poll-ms", "20")
     assert ring["refused_full"] > 100, ring
     assert ring["lost"] == 0 and ring["rescued"] == ring["refused"], ring
     for name in ("GET", "INCR"):
@@ -110,7 +112,9 @@ def test_records_lost_anyway_are_attributed_to_their_connection(redis_server, tm
         local["addr"] = c.client_info()["addr"]
         c.close()
 
-    calls, report, ring, _ = traced_counts(redis_server, tmp_path, load, "--ringbuf-pages", "1", "--poll-ms", "3000")
+    # --full: only a record per read and write overflows both rings with one client
+    calls, report, ring, _ = traced_counts(redis_server, tmp_path, load, "--full", "--ringbuf-pages", "1",
+                                           "--poll-ms", "3000")
     assert ring["lost"] > 0 and report["lost_events"] == ring["lost"], ring
     assert report["losses"] and sum(s["records"] for s in report["losses"]) == ring["lost"]
     # the load's connection carries most of them (the others: the main thread's loop records, fd -1,

@@ -6,6 +6,7 @@ written anywhere else is a bug: import it from here.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from tracer.credentials import NO_CREDENTIALS, Credentials, credentials_from_args
@@ -32,8 +33,9 @@ STALL_MS_MAX = 3_600_000    # beyond an hour a "stall" threshold is a typo (also
 # "full": every request's bytes go up and are stitched in user space; "engine": the kernel parses RESP and
 # keeps per-command counts and histograms, only slow/stall/victim/sampled requests go up (tracer/engine).
 MODES = ("full", "engine")
-MODE = "full"               # the default mode of live/diagnose/demo/record/trace: switch it here, only here
+MODE = "engine"             # the default mode of live/diagnose/demo/record/trace: switch it here, only here
 ENGINE_SAMPLE = 100         # engine mode: 1 batch in this many goes up as a record (slowest, hot keys: estimates)
+ENGINE_BUDGET = 2000        # ... and every batch while an instance serves fewer than this many per second
 INFO_EVERY_S = 2.0          # the INFO sampler asks each target this often (0: never; runtime/info_sampler.py)
 INFO_TIMEOUT_S = 1.0        # ... and gives up sampling a target whose answer takes longer
 # the sched probes (probes/sched.c: off-CPU time, who ran instead, forks; docs/PERFORMANCE.md): off by
@@ -99,6 +101,21 @@ def check_duration(duration: float | None) -> float | None:
     return duration
 
 
+SHOW_VALUES_NOTE = "redis-tracer: --show-values selects --full (the engine never captures values)"
+
+
+def mode_of(given_mode: str | None, show_values: bool, note=lambda text: print(text, file=sys.stderr)) -> str:
+    """The run's mode: the flag given, else MODE; --show-values without a flag needs every request's
+    bytes, so it selects --full (said once on stderr) rather than failing an operator who only asked
+    to see values. An explicit --engine with it stays an error (check_mode)."""
+    if given_mode is not None:
+        return given_mode
+    if show_values and MODE != "full":
+        note(SHOW_VALUES_NOTE)
+        return "full"
+    return MODE
+
+
 def check_mode(mode: str, show_values: bool) -> str:
     if mode not in MODES:
         raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -160,7 +177,8 @@ class TraceOptions:
                    capture_bytes=get("capture_bytes", CAPTURE_BYTES), poll_ms=get("poll_ms", POLL_MS),
                    ringbuf_pages=get("ringbuf_pages", RINGBUF_PAGES), show_values=bool(get("show_values", False)),
                    stall_ms=get("stall_ms", STALL_MS), refresh_hz=get("refresh", REFRESH_HZ),
-                   record_path=given.get("record"), mode=get("mode", MODE), slow_ms=given.get("min_ms"),
+                   record_path=given.get("record"),
+                   mode=mode_of(given.get("mode"), bool(get("show_values", False))), slow_ms=given.get("min_ms"),
                    commands=tuple(get("commands", ())),
                    credentials=credentials_from_args(args), why=bool(get("why", WHY)),
                    oncpu=ONCPU if given.get("why") is None else bool(given["why"]))

@@ -27,10 +27,15 @@ def run(args) -> int:
     options = TraceOptions.from_args(args)
     targets = runner.resolve_targets(options)
     counts: Counter = Counter()
+    session = runner.attach(options, targets, count_syscalls=True)
+    # the engine counts reads and writes in the kernel (it sends only some of them up as records)
+    kernel_counted = session.syscall_counts() is not None
 
     def consume(records):
         for raw in records:
             ev = events.decode(raw)
+            if kernel_counted and ev.kind in (events.READ, events.WRITE):
+                continue
             name = events.KIND_NAMES.get(ev.kind, str(ev.kind))
             if ev.kind == events.ACCEPT:
                 name = "accept4" if ev.flags & events.RTF_ACCEPT4 else "accept"
@@ -38,10 +43,10 @@ def run(args) -> int:
                 name = "writev"
             counts[name] += 1
 
-    session = runner.attach(options, targets)
     try:
         runner.drain_loop(session, consume, options.duration, options.poll_ms)
         lost = session.counters()["lost"]
+        counts.update({name: n for name, n in (session.syscall_counts() or {}).items() if n})
     finally:
         session.close()
     if args.json:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -45,8 +46,8 @@ def add_parser(sub):
     runner.add_target_args(p)
     p.add_argument("--json", action="store_true", help="one JSON object per request (JSON Lines)")
     p.add_argument("--min-ms", type=float, metavar="MS",
-                   help="only requests at least this slow (with --engine it is the kernel's threshold, so "
-                        "only those come up)")
+                   help="only requests at least this slow (in the default engine mode it is the kernel's "
+                        "threshold, so only those come up)")
     p.add_argument("--command", dest="commands", type=_commands, metavar="CMD[,CMD...]",
                    help="only these commands, e.g. GET,SET (a name matches its subcommands: CLIENT; with "
                         "--engine the kernel filters)")
@@ -82,6 +83,8 @@ def run(args) -> int:
             if keep.empty or keep(req):
                 out.write(request_line(req, clock) + "\n")
     if options.mode == "engine":
+        if options.slow_ms is None:     # every request (batch) goes up as a record: `trace` prints each
+            options = dataclasses.replace(options, slow_ms=0.0)
         # one line per REQ record, the kernel's pre-stitched request (the stitcher only names clients)
         from tracer.runtime.pipeline import Pipeline
 
@@ -106,8 +109,9 @@ def run(args) -> int:
         session.close()
     s = stitcher.stats
     if options.mode == "engine":
-        print(f"traced: {pipeline.engine.records} request records, {lost} lost events after attach",
-              file=sys.stderr)
+        # undecodable: of the bytes the kernel left to user space (the stitcher decodes them as --full)
+        print(f"traced: {pipeline.engine.records} request records, {lost} lost events after attach, "
+              f"{s.undecodable} undecodable", file=sys.stderr)
         return cli_help.lost_gate(args, lost)
     extra = "".join(f", {n} {what}" for n, what in ((s.evicted_conns, "connections evicted"),
                                                      (s.parser_errors, "parser errors")) if n)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tracer.engine.layout import CMD_OVERFLOW, ECMD_SECRET, NAME_LEN
+from tracer.engine.layout import CMD_OVERFLOW, ECMD_LINK, ECMD_SECRET, NAME_LEN
 
 OTHER = "(other)"
 OVERFLOW = "(batch overflow)"
 
 # Commands whose arguments the kernel never copies into a record (passwords).
 SECRET_COMMANDS = frozenset({"AUTH", "HELLO", "ACL", "CONFIG", "MIGRATE"})
+# commands that make a connection a replica link or a MONITOR: the kernel hands it to user space
+LINK_COMMANDS = frozenset({"REPLCONF", "PSYNC", "SYNC", "MONITOR"})
 
 STATIC_COMMANDS = tuple("""
 ACL APPEND AUTH BGREWRITEAOF BGSAVE BITCOUNT BITFIELD BITOP BITPOS BLMOVE BLPOP BRPOP BRPOPLPUSH BZPOPMAX
@@ -57,7 +59,8 @@ class CommandTable:
                 continue
             raw = name.encode()
             if len(raw) <= NAME_LEN:
-                yield raw.ljust(NAME_LEN, b"\0"), cmd_id, ECMD_SECRET if name in SECRET_COMMANDS else 0
+                flags = (ECMD_SECRET if name in SECRET_COMMANDS else 0) | (ECMD_LINK if name in LINK_COMMANDS else 0)
+                yield raw.ljust(NAME_LEN, b"\0"), cmd_id, flags
 
 
 def build_table(server_names=(), source: str = "static") -> CommandTable:

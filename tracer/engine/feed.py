@@ -20,12 +20,14 @@ from tracer.engine.commands import OTHER
 from tracer.engine.histogram import EngineHistogram, bucket_bounds, bucket_value
 from tracer.engine.raw import RawCounter
 from tracer.engine.records import decode_request
+from tracer.decode.keyspec import KEEP, ArgAnalyzer
 from tracer.kernel import events
 from tracer.schema import CommandStats
 from tracer.stitch.model import Request
 from tracer.units import ns_to_us, r3
 
 RATE_WINDOW_NS = 5_000_000_000      # rates over the last ~5 s of trace time, as analyze/analysis.py's
+RAW_READS_KEPT = 64                 # raw read starts kept per instance: more than one loop iteration holds
 
 _REPLY_TYPES = {events.RPL_OK: "ok", events.RPL_ERROR: "error", events.RPL_NIL: "nil",
                 events.RPL_MOVED: "moved", events.RPL_ASK: "ask"}
@@ -33,6 +35,22 @@ _REPLY_TYPES = {events.RPL_OK: "ok", events.RPL_ERROR: "error", events.RPL_NIL: 
 
 def captured_args(captured: bytes) -> list[str]:
     """The whole bulk strings of a REQ record's bytes (RESP, cut after the first key): [name, key?]."""
+    return [arg.decode("utf-8", "backslashreplace") for arg in captured_arg_bytes(captured)]
+
+
+def named(args: list[bytes]) -> tuple[str | None, str | None]:
+    """(command as --full names it, with its subcommand: "DEBUG SLEEP", "CLIENT SETNAME"; its key)
+    from a REQ record's whole arguments, by the full path's command table (values are no keys)."""
+    if not args:
+        return None, None
+    an = ArgAnalyzer()
+    an.add(0, args[0])
+    if len(args) > 1 and an.cls(1) & KEEP:
+        an.add(1, args[1])
+    return (an.name if an.sub is None else f"{an.name} {an.sub}"), an.key
+
+
+def captured_arg_bytes(captured: bytes) -> list[bytes]:
     out = []
     pos = captured.find(b"\r\n") + 2 if captured[:1] == b"*" else 0
     while pos and pos < len(captured) and captured[pos:pos + 1] == b"$":
@@ -46,7 +64,7 @@ def captured_args(captured: bytes) -> list[str]:
         start = eol + 2
         if n < 0 or start + n > len(captured):
             break               # cut short: a key prefix would merge different keys
-        out.append(captured[start:start + n].decode("utf-8", "backslashreplace"))
+        out.append(captured[start:start + n])
         pos = start + n + 2
     return out
 
@@ -67,16 +85,20 @@ def to_request(rec, name: str, key, conn_id: int, client) -> Request:
         req.exec_start_ts, req.exec_end_ts = rec.read_end, rec.write_start
     req.reply_start_ts, req.reply_end_ts = rec.write_start, rec.write_end
     req.batch = max(1, rec.ncmds)
+    if rec.redirect:    # "-MOVED 3999 127.0.0.1:7001" -> "3999 127.0.0.1:7001", as the reply parser gives it
+        req.reply_detail = rec.redirect.split(b" ", 1)[-1].decode("ascii", "replace")
     return req
 
 
-def infer_execution(requests: list) -> None:
+def infer_execution(requests: list, other_reads=()) -> None:
     """Redis executes a command right after reading it and writes replies before it sleeps: a
     command's execution ends, at the latest, where the main thread's next read begins. Among the
     requests of one instance (REQ records of one loop iteration: a stall's culprit and its
     same-iteration victims), each execution is cut at the next read start after its read end,
-    so a GET read just before a slow DEL is not taken for the one that ran for the whole stall."""
-    starts = sorted(r.read_start_ts for r in requests if r.read_start_ts)
+    so a GET read just before a slow DEL is not taken for the one that ran for the whole stall.
+    other_reads: start times of the instance's raw reads (a DEL on a connection the kernel left to
+    user space has no REQ record, but its read cuts the executions before it all the same)."""
+    starts = sorted([r.read_start_ts for r in requests if r.read_start_ts] + list(other_reads))
     for r in requests:
         if not r.exec_end_ts:
             continue
@@ -97,6 +119,7 @@ class EngineFeed:
         self.history: dict = {}             # pid -> deque of (ts, total count, {name: count})
         self.raw = RawCounter()
         self.held: dict = {}                # tgid -> Requests of REQ records not yet given on (flush())
+        self.raw_reads: dict = {}           # tgid -> start times of its latest raw reads (infer_execution)
         self.records = 0                    # REQ records
         self.damaged = 0
 
@@ -108,12 +131,13 @@ class EngineFeed:
             self.damaged += 1
             return None
         self.records += 1
-        args = captured_args(rec.captured)
-        name = args[0].upper() if args else (self.names[rec.cmd_id] if 0 < rec.cmd_id < len(self.names) else "?")
+        name, key = named(captured_arg_bytes(rec.captured))
+        if name is None:
+            name = self.names[rec.cmd_id] if 0 < rec.cmd_id < len(self.names) else "?"
         conn_id, client = self.conn_of(rec.tgid, rec.fd)
         if not conn_id:         # a connection the stitcher has not seen: one id per (tgid, fd)
             conn_id = -((rec.tgid << 32) | (rec.fd & 0xFFFFFFFF))
-        req = to_request(rec, name, args[1] if len(args) > 1 else None, conn_id, client)
+        req = to_request(rec, name, key, conn_id, client)
         self.held.setdefault(rec.tgid, []).append(req)
         return req
 
@@ -121,8 +145,8 @@ class EngineFeed:
         """Gives the held requests on, their execution inferred together: before the next record of
         another kind (a loop iteration's REQ records come one after another) and at a batch's end."""
         held, self.held = self.held, {}
-        for requests in held.values():
-            infer_execution(requests)
+        for tgid, requests in held.items():
+            infer_execution(requests, self.raw_reads.get(tgid, ()))
             for req in requests:
                 self.on_request(req)
 
@@ -148,6 +172,10 @@ class EngineFeed:
 
     def on_raw_read(self, ev) -> list:
         """Counts a raw READ's commands; returns the spans of its values and secrets (for redaction)."""
+        reads = self.raw_reads.get(ev.tgid)
+        if reads is None:
+            reads = self.raw_reads[ev.tgid] = deque(maxlen=RAW_READS_KEPT)
+        reads.append(ev.ts_enter)
         return self.raw.feed_event(ev)
 
     def on_close(self, ev) -> None:
@@ -278,6 +306,7 @@ class EngineFeed:
         hi = max((h.max for h in drawn), default=None)
         for name, row in shown.items():     # one axis for every row, as the full path draws them
             row.spark = hists[name].sparkline(SPARK_WIDTH, lo, hi)
+        _keep_samples(shown, snap.commands)
         snap.commands = shown
         snap.requests = sum(r.count for r in rows.values())
         snap.rps = r3(self.rates(pids)[0])
@@ -288,10 +317,19 @@ class EngineFeed:
         if not self._pids(pids) and not self.raw.counts:
             return
         rows = self.command_rows(pids)
+        _keep_samples(rows, report.commands)
         report.commands = {name: rows[name] for name in sorted(rows)}
         report.requests = sum(r.count for r in rows.values())
         report.phases_us_total = self.phases_us(pids) or report.phases_us_total
         report.mode = "engine"
+
+
+def _keep_samples(rows: dict, analysed: dict) -> None:
+    """The "?" row's sample names, from the Analyzer's row (the stitcher decoded the raw bytes)."""
+    for name, row in rows.items():
+        samples = getattr(analysed.get(name), "samples", None)
+        if samples:
+            row.samples = samples
 
 
 def _latency_histogram(hist: EngineHistogram) -> LatencyHistogram:

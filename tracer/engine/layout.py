@@ -13,13 +13,18 @@ PHASE_NAMES = ("socket_queue", "wait", "exec", "reply_write")
 
 # enum eng_counter
 (ECNT_RAW_READS, ECNT_DESYNC, ECNT_CONN_CAP, ECNT_PEND_OVERFLOW, ECNT_RECORDS, ECNT_LAZY_CLOSE,
- ECNT_UNCLASSIFIED, ECNT_OPEN_AT_CLOSE, ECNT_RAW_UNCAPTURED, ECNT_MAX) = range(10)
+ ECNT_UNCLASSIFIED, ECNT_OPEN_AT_CLOSE, ECNT_RAW_UNCAPTURED, ECNT_READS, ECNT_WRITES, ECNT_WRITEVS, ECNT_LINKS,
+ ECNT_MAX) = range(14)
 COUNTER_NAMES = ("raw_reads", "desync", "conn_cap", "pend_overflow", "records", "lazy_close", "unclassified",
-                 "open_at_close", "raw_uncaptured")
+                 "open_at_close", "raw_uncaptured", "reads", "writes", "writevs", "links")
+
+# enum eng_conn_flags
+ECF_RAW = 1
 
 # enum eng_cmd_flags
 ECMD_SECRET = 1
-ECMD_TRACE = 2         # in trace --command's allow-list (compiled with ENG_CMD_FILTER)
+ECMD_LINK = 2
+ECMD_TRACE = 4         # in trace --command's allow-list (compiled with ENG_CMD_FILTER)
 
 # struct eng_cmd_stats: 12 u64 then the buckets
 CMD_STATS_FIELDS = ("count", "done", "sum_ns", "max_ns", "bytes_in", "bytes_out",

@@ -8,6 +8,7 @@ from collections import Counter
 from tracer.kernel import events
 from tracer.decode.keyspec import KNOWN
 from tracer.decode.resp import RequestParser
+from tracer.schema import UNDECODABLE
 
 
 class RawCounter:
@@ -35,12 +36,18 @@ class RawCounter:
         """Counts the commands of one raw READ event; returns the spans of its values and secrets."""
         parser = self._parsers.get((ev.tgid, ev.fd))
         if parser is None:
-            # the kernel hands a connection over where its parse stopped: possibly inside a frame
+            # the kernel hands a connection over where its parse stopped: possibly inside a frame,
+            # unless it says the bytes start at a command (an inline command: "GTE typo:key")
             parser = self._parsers[(ev.tgid, ev.fd)] = RequestParser()
-            parser.start_unsynced()
+            if not ev.flags & events.RTF_ENGINE_AT_CMD:
+                parser.start_unsynced()
         commands, spans = parser.feed(ev.payload, ev.ret)
         for cmd in commands:
-            # a command cut by bytes the kernel could not capture still counts when its name is known
-            if cmd.name not in ("?", "") and (cmd.complete or cmd.name.upper().encode() in KNOWN):
-                self.counts[(ev.tgid, cmd.name.upper())] += 1
+            # a command cut by bytes the kernel could not capture still counts when its name is known;
+            # a line whose name Redis does not know (garbage, a typo, a protocol error) joins the "?"
+            # row, as --full's analysis puts it (there from the error reply; the raw path sees none)
+            name = cmd.name.upper()
+            known = name.encode() in KNOWN
+            if name and (cmd.complete or name == "?" or known):
+                self.counts[(ev.tgid, name if known else UNDECODABLE)] += 1
         return spans

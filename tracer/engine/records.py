@@ -11,7 +11,7 @@ REPLY_NAMES = {events.RPL_NONE: "", events.RPL_OK: "ok", events.RPL_ERROR: "erro
 
 @dataclass
 class EngineRequest:
-    __slots__ = tuple(name for _, name in events.REQ_FIELDS) + ("captured",)
+    __slots__ = tuple(name for _, name in events.REQ_FIELDS) + ("captured", "redirect")
     read_start: int
     write_end: int
     arrival_ts: int
@@ -33,6 +33,7 @@ class EngineRequest:
     slot: int
     busy_ms: int
     captured: bytes     # the first command and its key (never a value), up to 64 bytes
+    redirect: bytes     # RQF_REDIRECT: the MOVED/ASK reply's first line ("-MOVED 3999 127.0.0.1:7001")
 
     @property
     def start_ts(self) -> int:
@@ -63,4 +64,8 @@ def decode_request(raw) -> EngineRequest:
     captured = bytes(raw[events.REQ_HEADER_SIZE:events.REQ_HEADER_SIZE + cap])
     if len(captured) < cap:
         raise ValueError(f"REQ record says {cap} captured bytes but holds {len(captured)}")
-    return EngineRequest(*fields, captured=captured)
+    redirect = b""
+    if fields[9] & events.RQF_REDIRECT:
+        start = events.REQ_HEADER_SIZE + events.RQ_CAP_ROOM
+        redirect = bytes(raw[start:start + events.RQ_REDIRECT_LEN]).split(b"\r\n", 1)[0]
+    return EngineRequest(*fields, captured=captured, redirect=redirect)

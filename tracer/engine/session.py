@@ -10,6 +10,7 @@ from tracer.engine import aggregates, layout
 from tracer.engine.commands import CommandTable, table_for_target
 from tracer.engine.snapshot import EngineSnapshot, read_snapshot
 from tracer.errors import TracerError, UsageError
+from tracer.kernel import events
 from tracer.options import STALL_MS     # as `live --stall-ms`; slow records default to a fifth of it
 
 
@@ -19,6 +20,8 @@ class EngineConfig:
     slow_ms: float | None = None    # None: stall_ms / 5
     sample: int = 0                 # 1-in-N batches get a record (0: none)
     commands: tuple = ()            # trace --command: records only for these (the kernel's allow-list)
+    budget: int = 0                 # ... and every batch up to this many per instance and second
+    count_syscalls: bool = False    # count every read/write/writev (`count`: a per-CPU slot per call)
 
     @property
     def slow_ns(self) -> int:
@@ -33,8 +36,9 @@ class EngineConfig:
             raise UsageError(f"--sample must be 0 or positive, not {self.sample}")
         slots = "".join(f"(t)=={pid}?{slot}:" for slot, pid in enumerate(pids)) + "0"
         return [f"-DENG_SLOW_NS={self.slow_ns}ULL", f"-DENG_STALL_NS={self.stall_ns}ULL",
-                f"-DENG_SAMPLE={int(self.sample)}", f"-DENG_SLOT_OF(t)=({slots})",
-                f"-DENG_CMD_FILTER={int(cmd_filter)}"]
+                f"-DENG_SAMPLE={int(self.sample)}", f"-DENG_BUDGET={int(self.budget)}ULL",
+                f"-DENG_SLOT_OF(t)=({slots})", f"-DENG_CMD_FILTER={int(cmd_filter)}"] + (
+                    ["-DENG_COUNT_SYSCALLS"] if self.count_syscalls else [])
 
 
 class EngineSession(ProbeSession):
@@ -73,6 +77,24 @@ class EngineSession(ProbeSession):
             cmds[key] = val
         from bcc.utils import get_possible_cpus
         self.ncpu = len(get_possible_cpus())
+
+    def _on_classified(self, tgid: int, fd: int, kind: int, info) -> None:
+        """A socket Redis connected out (a replica's master link, the cluster bus, MIGRATE) is no
+        client: its connection state starts raw, so the kernel never counts the replication stream
+        as requests and user space follows the link as --full does (tracer/decode/links.py)."""
+        if kind != events.FD_CLIENT or info is None or not info.payload.startswith(b"out:"):
+            return
+        conns = self.bpf["eng_conns"]
+        key = conns.Key(tgid, fd)
+        state = conns.Leaf()
+        state.flags = layout.ECF_RAW
+        conns[key] = state
+
+    def syscall_counts(self) -> dict | None:
+        if not self.config.count_syscalls:
+            return None
+        c = self.snapshot().counters
+        return {"read": c["reads"], "write": c["writes"], "writev": c["writevs"]}
 
     def snapshot(self) -> EngineSnapshot:
         return read_snapshot(self.bpf, self.table, self.slot_pids, self.ncpu)

@@ -279,6 +279,8 @@ class ProbeSession:
             scanned = [(fd, events.FD_IGNORE, None) if (t.pid, fd) in self.ignore_fds else (fd, kind, info)
                        for fd, kind, info in scanned]
             _update_fd_kinds(fd_kinds, [(t.pid, fd, kind) for fd, kind, _ in scanned])
+            for fd, kind, info in scanned:
+                self._on_classified(t.pid, fd, kind, info)
             now = time.monotonic_ns()
             for _fd, _kind, info in scanned:
                 if info is not None:
@@ -353,6 +355,9 @@ class ProbeSession:
         fd_kinds = self.bpf["fd_kinds"]
         unknown = events.RTF_UNKNOWN_FD
         annotate = events.SCF_ANNOTATE if self.annotator is not None else 0
+        # the sched flags share their bits with rt_flags (an engine READ's RTF_ENGINE_AT_CMD is 128 too):
+        # only these kinds are ever annotated
+        annotated_kinds = (events.OFFCPU, events.FORK)
         close, accept = events.CLOSE, events.ACCEPT
         family_at = events.OFFSETS["family"]
         flags_at, kind_at, tgid_fd_of = events.FLAGS_BYTE, events.KIND_BYTE, events.tgid_fd_of
@@ -364,7 +369,7 @@ class ProbeSession:
         for raw in batch:
             # flags and kind checked without decoding the record
             flags = raw[flags_at]
-            if flags & annotate:
+            if flags & annotate and raw[kind_at] in annotated_kinds:
                 append(self.annotator.annotate(raw))    # a sched record: stack symbols, RSS, command line
                 continue
             if flags & unknown and len(raw) >= events.HEADER_SIZE:
@@ -451,11 +456,21 @@ class ProbeSession:
             self.dropped_unknown += 1
             return False
         kind, info = self.classifier.classify(tgid, fd, link, sockets)
+        self._on_classified(tgid, fd, kind, info)     # before the kernel follows it as a client
         fd_kinds[key] = ctypes.c_uint8(kind)
         if info is not None:
             info.ts_enter = info.ts_exit = events.ts_enter_of(raw)
             append(events.encode(info))
         return kind != events.FD_IGNORE
+
+    def syscall_counts(self) -> dict | None:
+        """Reads, writes and writevs the probes saw, where the kernel counts them instead of sending a
+        record for each (None: every one is a record of the stream)."""
+        return None
+
+    def _on_classified(self, tgid: int, fd: int, kind: int, info) -> None:
+        """An fd classified from /proc (info: its FDINFO event, or None): for subclasses that keep
+        per-connection state in the kernel (tracer/engine/session.py)."""
 
     def ring_mark(self):
         """The producer's position now (None without the mapped reader): see ring_passed()."""

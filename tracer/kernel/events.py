@@ -68,6 +68,7 @@ FD_UNKNOWN, FD_CLIENT, FD_AOF, FD_IGNORE, FD_FILE = 0, 1, 2, 3, 4
 # enum rt_flags
 RTF_WRITEV, RTF_FDATASYNC, RTF_UNKNOWN_FD, RTF_ACCEPT4, RTF_EPOLL_PWAIT, RTF_FILE_FD = 1, 2, 4, 8, 16, 32
 RTF_ENGINE_RAW = 64
+RTF_ENGINE_AT_CMD = 128     # ... and they start at a command's first byte
 # enum rt_sched_flags
 SCF_IN_EPOLL, SCF_STACK, SCF_ANNOTATE = 1, 2, 128
 
@@ -93,7 +94,8 @@ REQ_HEADER = struct.Struct("<" + "".join(code for code, _ in REQ_FIELDS))
 REQ_HEADER_SIZE = REQ_HEADER.size  # 88
 
 # enum rt_req_flags
-RQF_SLOW, RQF_SAMPLED, RQF_STALL, RQF_VICTIM, RQF_OVERFLOW = 1, 2, 8, 16, 32
+RQF_SLOW, RQF_SAMPLED, RQF_STALL, RQF_VICTIM, RQF_OVERFLOW, RQF_REDIRECT = 1, 2, 8, 16, 32, 128
+RQ_CAP_ROOM, RQ_REDIRECT_LEN = 64, 48   # a redirect's reply head: at RQ_CAP_ROOM after the REQ header
 # enum rt_reply
 RPL_NONE, RPL_OK, RPL_ERROR, RPL_NIL, RPL_MOVED, RPL_ASK = 0, 1, 2, 3, 4, 5
 

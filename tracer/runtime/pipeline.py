@@ -135,13 +135,7 @@ class Pipeline:
                 append(raw)
                 continue
             if ev.kind == write:
-                if (ev.tgid, ev.fd) in stitcher.aof_fds:
-                    # captured before the fd was known to be the AOF: its bytes are commands and values
-                    spans = [(0, len(payload))]
-                elif payload[:1] == b"-" or b"\r\n-" in payload:  # error_text_spans' own pre-check
-                    errors = error_text_spans(payload)  # error texts echo arguments, secrets too
-                    if errors:
-                        spans = list(spans or ()) + errors
+                spans = self._write_spans(ev, spans)
             if spans:
                 # lengths are kept, so the header is unchanged: no need to re-encode it
                 head = raw[:hsize]
@@ -150,10 +144,38 @@ class Pipeline:
         self.writer.write_many(out)
         self.writer.maybe_flush()
 
+    def _write_spans(self, ev, spans):
+        """What of a WRITE record's bytes is masked in a recording: the stitcher's spans (values,
+        secret replies), error texts (they echo arguments, secrets too), all of an AOF write."""
+        payload = ev.payload
+        if (ev.tgid, ev.fd) in self.stitcher.aof_fds:
+            # captured before the fd was known to be the AOF: its bytes are commands and values
+            return [(0, len(payload))]
+        if payload[:1] == b"-" or b"\r\n-" in payload:  # error_text_spans' own pre-check
+            errors = error_text_spans(payload)
+            if errors:
+                return list(spans or ()) + errors
+        return spans
+
+    def _engine_spans(self, ev, engine) -> list | None:
+        """Engine mode, a READ or WRITE the stitcher has just seen: what to mask when recording it.
+        A link's bytes are masked as --full masks them (the stitcher's spans keep the REPLCONF/PSYNC
+        that name it, so replay finds the link again); a client's reads as the raw counter parses
+        them (engine None: not counted), a client's replies whole (the stitcher may not know the
+        requests the kernel parsed, so it cannot tell their values)."""
+        state = self.stitcher.conns.get((ev.tgid, ev.fd))
+        if state is not None and state.link is not None:
+            return self._write_spans(ev, self.stitcher.last_spans) if ev.kind == events.WRITE \
+                else self.stitcher.last_spans
+        if ev.kind == events.READ and engine is not None:
+            return engine.on_raw_read(ev)
+        return [(0, len(ev.payload))]
+
     def _feed_engine(self, records) -> None:
         """Engine mode: REQ and ENGINE records to the engine feed, raw READs counted (values and secrets
         masked before recording; raw WRITEs masked whole), the rest (ACCEPT, CLOSE, FSYNC, LOOP, COUNTERS, ...) to the stitcher."""
         engine, feed, decode = self.engine, self.stitcher.feed, events.decode
+        stitcher = self.stitcher
         kind_at, flags_at = events.KIND_BYTE, events.FLAGS_BYTE
         out = [] if self.writer is not None else None
         for raw in records:
@@ -166,20 +188,27 @@ class Pipeline:
                 continue
             engine.flush()              # the held requests, in stream order before this record
             if (kind == events.READ or kind == events.WRITE) and raw[flags_at] & events.RTF_ENGINE_RAW:
-                # a connection the kernel left to user space: its commands are counted from the reads;
-                # its replies are not analysed, and their bytes (values) are never recorded
+                # bytes the kernel left to user space: the stitcher follows them as --full does (links,
+                # and requests the kernel sent no record for: a stall's culprit on such a connection);
+                # the commands of client connections are counted from the reads; reply bytes (values)
+                # are never recorded
                 ev = decode(raw)
-                spans = engine.on_raw_read(ev) if kind == events.READ else [(0, len(ev.payload))]
-                if spans and out is not None:
-                    head = raw[:events.HEADER_SIZE]
-                    raw = (head if head.__class__ is bytes else bytes(head)) + redact_spans(ev.payload, spans)
+                stitcher.last_spans = None
+                feed(ev)
+                spans = self._engine_spans(ev, engine)
             else:
                 ev = decode(raw)
                 if kind == events.ENGINE:
                     engine.on_aggregates(ev)
                 elif kind == events.CLOSE:
                     engine.on_close(ev)
+                stitcher.last_spans = None
                 feed(ev)
+                # the AOF's writes, an unclassified fd's (the replica's handshake on its master link)
+                spans = self._engine_spans(ev, None) if kind == events.WRITE and ev.payload else None
+            if spans and out is not None:
+                head = raw[:events.HEADER_SIZE]
+                raw = (head if head.__class__ is bytes else bytes(head)) + redact_spans(ev.payload, spans)
             if out is not None:
                 out.append(raw)
         engine.flush()

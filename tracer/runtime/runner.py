@@ -12,7 +12,8 @@ from tracer.kernel.bpf_session import ProbeSession
 from tracer.kernel.privileges import require_tracing_privileges
 from tracer.kernel.stacks import SamplingConfig
 from tracer.kernel.target import Target, find_target, query_redis_info, redis_pids
-from tracer.options import CAPTURE_BYTES, ENGINE_SAMPLE, MODE, POLL_MS, RINGBUF_PAGES, REFRESH_HZ, STALL_MS, WHY, ONCPU, TraceOptions
+from tracer.options import (CAPTURE_BYTES, ENGINE_BUDGET, ENGINE_SAMPLE, MODE, ONCPU, POLL_MS, RINGBUF_PAGES,
+                             REFRESH_HZ, STALL_MS, WHY, TraceOptions)
 from tracer.runtime.info_sampler import InfoSampler
 
 # TLS is decrypted inside redis-server, after the read() the probes see (docs/SECURITY.md)
@@ -94,9 +95,10 @@ def add_mode_args(parser) -> None:
                        help="every request's bytes go up and are stitched in user space" +
                             (" (the default)" if MODE == "full" else ""))
     modes.add_argument("--engine", dest="mode", action="store_const", const="engine",
-                       help="always-on mode: the kernel parses and aggregates; only slow, stalled, victim and "
-                            f"1-in-{ENGINE_SAMPLE} sampled requests go up (slowest requests and hot keys are "
-                            "estimates)" + (" (the default)" if MODE == "engine" else ""))
+                       help="always-on mode: the kernel parses and aggregates; every request goes up while an "
+                            f"instance serves fewer than {ENGINE_BUDGET}/s, beyond that only slow, stalled, victim "
+                            f"and 1-in-{ENGINE_SAMPLE} sampled ones (slowest requests, hot keys and cache patterns "
+                            "are then estimates)" + (" (the default)" if MODE == "engine" else ""))
 
 
 class StopFlag:
@@ -172,14 +174,16 @@ def resolve_targets(options: TraceOptions) -> list[Target]:
     return targets
 
 
-def new_session(options: TraceOptions, targets: list[Target]) -> ProbeSession:
-    """The probe session of options.mode: the full probe set, or the engine's (tracer/engine)."""
+def new_session(options: TraceOptions, targets: list[Target], count_syscalls: bool = False) -> ProbeSession:
+    """The probe session of options.mode: the full probe set, or the engine's (tracer/engine).
+    count_syscalls: the engine counts every read and write (`count`; the full path records each)."""
     sampling = SamplingConfig(stall_ms=options.stall_ms) if options.oncpu else None
     if options.mode == "engine":
         from tracer.engine.session import EngineConfig, EngineSession
 
         return EngineSession(targets, EngineConfig(stall_ms=options.stall_ms, slow_ms=options.slow_ms,
-                                                      sample=ENGINE_SAMPLE, commands=options.commands),
+                                                      sample=ENGINE_SAMPLE, budget=ENGINE_BUDGET,
+                                                      commands=options.commands, count_syscalls=count_syscalls),
                              capture_max=options.capture_bytes, ringbuf_pages=options.ringbuf_pages,
                              sampling=sampling, credentials=options.credentials, why=options.why)
     return ProbeSession(targets, exec_probes=options.exec_probes, capture_max=options.capture_bytes,
@@ -187,10 +191,11 @@ def new_session(options: TraceOptions, targets: list[Target]) -> ProbeSession:
                         why=options.why)
 
 
-def attach(options: TraceOptions, targets: list[Target], on_session=None) -> ProbeSession:
+def attach(options: TraceOptions, targets: list[Target], on_session=None,
+           count_syscalls: bool = False) -> ProbeSession:
     """on_session(session): called with the new session before it compiles (the agent gates its
     programs' attach there, to switch from a running session)."""
-    session = new_session(options, targets)
+    session = new_session(options, targets, count_syscalls)
     if on_session is not None:
         on_session(session)
     # connected before the attach, which marks its fds ignored; sampled by drain_loop's side

@@ -4,14 +4,16 @@ Numbers are formatted by tracer.units (one unit convention for every view).
 """
 from __future__ import annotations
 
+from tracer.options import ENGINE_BUDGET
 from tracer.stitch.model import PHASES
 
 PHASE_LABELS = {"socket_queue": "socket queue", "wait": "wait", "exec": "exec", "reply_write": "reply write"}
 PHASE_SHORT = {"socket_queue": "queue", "wait": "wait", "exec": "exec", "reply_write": "reply"}
 BIG_KEY_MIN_BYTES = 1000  # smaller replies are not worth calling a key big
 # the one wording of what cache-pattern detection misses when it sees only sampled/slow requests
-SAMPLED_PATTERNS_NOTE = ("cache patterns: this mode sees only sampled and slow requests, so stampedes, "
-                         "penetration, avalanches and races can go unseen; trace with --full to see every request")
+SAMPLED_PATTERNS_NOTE = (f"cache patterns: this mode sees every request only below {ENGINE_BUDGET:,}/s per instance, "
+                         "beyond that sampled and slow ones, so stampedes, penetration, avalanches and races can go "
+                         "unseen; trace with --full to see every request")
 
 
 def phase_values(phases) -> dict:
