@@ -25,6 +25,7 @@
 #endif
 #ifndef ENG_CMD_FILTER
 #define ENG_CMD_FILTER 0            /* 1: records only for batches whose first command is flagged ECMD_TRACE */
+#endif
 #ifndef ENG_BUDGET
 #define ENG_BUDGET 0                /* per instance and second, the first this many batches get a record */
 #endif
