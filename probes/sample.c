@@ -1,11 +1,12 @@
 /* On-CPU attribution (unless --no-why): a cpu-clock perf event opened per target main thread (pid = its tid),
  * so it ticks only while that thread runs: nothing while Redis sleeps in epoll_wait. A tick makes a
- * record only deep in a busy span (SAMPLE_AFTER_NS since the epoll wake, loop.c's last_wake), so
+ * record only deep in a busy span (SAMPLE_AFTER_NS since the epoll wake that loop.c keeps), so
  * the ordinary short iterations of a loaded server cost one map lookup per tick and no record.
  * The record holds the kernel stack (ips) and a snapshot of the user stack from sp: Debian's
  * redis-server has no frame pointers, so user space unwinds it with .eh_frame (kernel/unwind.py),
  * as `perf --call-graph dwarf` does. */
 #include <uapi/linux/bpf_perf_event.h>
+#include "mainthread.h"
 
 #ifndef SAMPLE_AFTER_NS
 #define SAMPLE_AFTER_NS 5000000ULL  /* a busy span this old is sampled (user space passes stall / 10) */
@@ -27,14 +28,13 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
     __u32 tgid = id >> 32, tid = (__u32)id;
     if (tid != tgid || !is_target(tgid))
         return 0;
-    __u64 *wake = last_wake.lookup(&tgid);
+    __u64 *wake = LOOP_WAKE_OF(tgid);      /* loop.c's: the engine keeps it in its instance slot */
     if (!wake || !*wake)
         return 0;
     __u64 now = bpf_ktime_get_ns();
     if (now < *wake + SAMPLE_AFTER_NS)
         return 0;
-    struct inflight *in = inflight_take(tid);
-    if (in && in->kind == RT_LOOP)
+    if (main_in_epoll(tgid))
         return 0;                   /* inside epoll_wait: idle, not busy */
     int zero = 0;
     struct rt_sample_rec *r = sample_scratch.lookup(&zero);

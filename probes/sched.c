@@ -10,6 +10,7 @@
  *
  * Only tracepoint arguments are read (no kernel struct): prev_pid/next_pid are tids, and a target's
  * main thread is the thread whose tid is the target's tgid. Pasted before loop.c (its hooks). */
+#include "mainthread.h"
 
 #ifndef OFFCPU_MIN_NS
 #define OFFCPU_MIN_NS 1000000ULL
@@ -98,8 +99,7 @@ static __always_inline void runq_slice(struct cpu_waiter *w, __u32 prev, __u64 n
 static __always_inline void main_out(void *ctx, __u32 tgid, __s64 prev_state, __u64 now, __u32 cpu)
 {
     struct offcpu_state st = {.out_ts = now, .state = prev_state, .stack = -1, .wait_cpu = cpu};
-    struct inflight *in = inflight.lookup(&tgid);
-    st.in_epoll = in && in->kind == RT_LOOP;
+    st.in_epoll = main_in_epoll(tgid);
     if (st.state & TASK_STATE_MASK) {
         if (!st.in_epoll)
             st.stack = kstacks.get_stackid(ctx, 0);
