@@ -371,9 +371,6 @@ static __always_inline void eng_close_batch(struct eng_conn *c, struct fd_key *f
         flags |= RQF_STALL;
     if (ENG_SAMPLE && bpf_get_prandom_u32() % (ENG_SAMPLE ? ENG_SAMPLE : 1) == 0)
         flags |= RQF_SAMPLED;
-    /* trace --command: no record for other commands (the aggregates still count every one) */
-    if (ENG_CMD_FILTER && !(c->first_flags & ECMD_TRACE))
-        flags &= ~(__u64)(RQF_SLOW | RQF_STALL | RQF_VICTIM | RQF_SAMPLED);
     /* While an instance serves few requests, every one of them goes up (the first ENG_BUDGET
      * batches of each second): what costs little at that rate makes the patterns and hot keys of
      * a quiet server exact; under load only the 1-in-ENG_SAMPLE sample goes on. The CPUs share the
@@ -388,6 +385,10 @@ static __always_inline void eng_close_batch(struct eng_conn *c, struct fd_key *f
             flags |= RQF_SAMPLED;
         }
     }
+    /* trace --command: no record for other commands (the aggregates still count every one);
+     * after the budget, which would otherwise pick them again */
+    if (ENG_CMD_FILTER && !(c->first_flags & ECMD_TRACE))
+        flags &= ~(__u64)(RQF_SLOW | RQF_STALL | RQF_VICTIM | RQF_SAMPLED);
     if (flags & (RQF_SLOW | RQF_STALL | RQF_VICTIM | RQF_SAMPLED))
         eng_emit_req(c, fk, slot, flags, busy);
 

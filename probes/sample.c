@@ -6,7 +6,6 @@
  * redis-server has no frame pointers, so user space unwinds it with .eh_frame (kernel/unwind.py),
  * as `perf --call-graph dwarf` does. */
 #include <uapi/linux/bpf_perf_event.h>
-#include "mainthread.h"
 
 #ifndef SAMPLE_AFTER_NS
 #define SAMPLE_AFTER_NS 5000000ULL  /* a busy span this old is sampled (user space passes stall / 10) */

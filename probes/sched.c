@@ -10,7 +10,6 @@
  *
  * Only tracepoint arguments are read (no kernel struct): prev_pid/next_pid are tids, and a target's
  * main thread is the thread whose tid is the target's tgid. Pasted before loop.c (its hooks). */
-#include "mainthread.h"
 
 #ifndef OFFCPU_MIN_NS
 #define OFFCPU_MIN_NS 1000000ULL

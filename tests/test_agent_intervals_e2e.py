@@ -49,6 +49,6 @@ def test_agent_interval_lines_add_up_to_the_benchmark_and_stall_lines_keep_their
     assert all(line["commands"][c]["p99_us"] > 0 for line in busy for c in ("SET", "GET") if c in line["commands"])
     assert all(abs(line["rps"] - line["requests"] / line["interval_s"]) <= 1 for line in busy)
     # the stall line is the one it was before --interval existed
-    assert stalls and stalls[0]["culprit"]["command"] == "DEBUG", stalls
+    assert stalls and stalls[0]["culprit"]["command"] == "DEBUG SLEEP", stalls   # named with its subcommand, as --full names it
     assert {"time", "event", "instance", "pid", "class", "duration_ms", "culprit", "victims", "victim_added_ms",
             "evidence", "advice"} == set(stalls[0])

@@ -37,6 +37,8 @@ PROBE_FILES = {
     "unixconn": "unixconn.c",  # unix-socket clients named at connect(); before conn.c (its hooks)
     "sample": "sample.c",  # cpu-clock samples (unless --no-why) of the main thread deep in a busy span (after loop.c)
 }
+# is the main thread in epoll_wait, in either loop.c bookkeeping: pasted before sched.c and loop.c
+MAINTHREAD_FILE = "mainthread.c"
 DEFAULT_PROBES = ("conn", "fds", "io", "loop", "fsync")
 # engine.c first: it defines the hooks conn.c and loop.c call
 ENGINE_PROBES = ("engine", "conn", "fds", "loop", "fsync")
@@ -83,7 +85,11 @@ def probe_source(names) -> tuple[str, str]:
     root = resources.files("tracer.probes")
     # common.h is pasted, not #included: bcc rewrites map calls (m.lookup()) only in the main text.
     parts = [root.joinpath("common.h").read_text()]
+    pasted_mainthread = False
     for name in names:
+        if name in ("sched", "loop") and not pasted_mainthread:     # what both of them ask
+            parts.append(root.joinpath(MAINTHREAD_FILE).read_text())
+            pasted_mainthread = True
         parts.append(root.joinpath(PROBE_FILES[name]).read_text())
     return "\n".join(parts), str(root)
 

@@ -2,9 +2,8 @@
  * engine's per-instance slot (LOOP_ENTERED_OF, engine.c pasted first) or as the thread's inflight
  * RT_LOOP entry (the full path). sched.c (pasted before loop.c) and sample.c (after it) ask here,
  * so both follow whichever loop.c keeps; reading only one of them missed every busy span of the
- * other mode. */
-#ifndef REDIS_TRACER_MAINTHREAD_H
-#define REDIS_TRACER_MAINTHREAD_H
+ * other mode. Pasted (bpf_session.probe_source) before the first of sched.c and loop.c, not
+ * #included: bcc rewrites map calls only in the main text. */
 
 static __always_inline int main_in_epoll(__u32 tgid)
 {
@@ -16,5 +15,3 @@ static __always_inline int main_in_epoll(__u32 tgid)
     return in && in->kind == RT_LOOP;
 #endif
 }
-
-#endif
