@@ -43,7 +43,6 @@ def test_pid_in_a_namespace_with_the_same_port_as_a_host_server(netns, redis_fac
         client.get(f"k{i}")
     rc, out = tracer.stop()
     assert rc == 0, tracer.stderr_text()
-    pass  # NOTE-CHECK
     assert_sets_with_arrival(out)
     assert {r["pid"] for r in json_lines(out)} == {inside.pid}
     assert not [r for r in json_lines(out) if r["command"] == "GET"]
