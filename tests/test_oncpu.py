@@ -151,3 +151,40 @@ def test_folded_export_lines_and_a_trace_without_samples(tmp_path):
                            "--format", "folded", "-o", str(out)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and out.read_text() == ""
     assert "no stall in this trace has on-CPU samples" in proc.stderr
+
+
+def test_unwind_tables_are_parsed_at_the_first_sample_not_at_attach():
+    """Parsing .eh_frame costs ~1.4 s of CPU: at attach it took that from Redis under load (overhead.py
+    --configs why: SET 0.65 of untraced). It now waits for the first SAMPLE record (a long busy span)."""
+    import threading
+    from types import SimpleNamespace
+
+    from tracer.kernel import events
+    from tracer.kernel.stacks import SamplingConfig, StackProfiler
+
+    parsed = threading.Event()
+
+    class Space:
+        def preload(self, wanted):
+            parsed.set()
+
+    class FakeBPF:
+        open_perf_events: dict = {}
+
+        def load_func(self, name, kind):
+            return SimpleNamespace(fd=-1)
+
+        def _attach_perf_event(self, *args):
+            return 7
+
+    profiler = StackProfiler(SamplingConfig(stall_ms=50), space_of=lambda pid: Space())
+    profiler.attach(FakeBPF(), [4242])
+    assert not parsed.wait(0.3)                         # attached: nothing parsed
+    loop = events.encode(events.Event(ts_enter=2_000_000, ts_exit=2_000_000, aux_ts=1_000_000, tgid=4242,
+                                      tid=4242, kind=events.LOOP))
+    profiler.process([loop])                            # an ordinary short span: still nothing
+    assert not parsed.wait(0.3)
+    sample = events.encode(events.Event(ts_enter=3_000_000, ts_exit=9_000_000, tgid=4242, tid=4242,
+                                        kind=events.SAMPLE))
+    assert profiler.process([sample]) == []             # SAMPLE records never go on
+    assert parsed.wait(10)                              # the first sample starts the parse
