@@ -149,7 +149,10 @@ def test_fork_for_bgsave_is_a_fork_stall_with_its_duration(redis_factory, tmp_pa
     assert abs(fork["ms"] * 1000 - fork_usec) <= 0.2 * fork_usec, (fork, fork_usec)
     # BGSAVE's own client waited for the fork; the GETs (every 2 ms) that arrived in the busy span (the fork
     # and what follows it before the next epoll_wait: copy-on-write faults) waited what the stall says they did
-    assert abs(fork["ms"] - bgsave_ms) <= 0.2 * bgsave_ms, (fork, bgsave_ms)
+    # (its round trip also holds rdbSaveBackground's work around the fork and, on a loaded machine, the
+    # client's own scheduling: 13.8 ms of fork in a 19.1 ms round trip was seen in CI; the fork itself is
+    # checked against latest_fork_usec above)
+    assert fork["ms"] <= bgsave_ms + 1, (fork, bgsave_ms)
     assert stall["duration_ms"] >= fork["ms"] and stall["victims"] >= 1
     get_ms = load.worst_during(t0, t0 + stall["duration_ms"] / 1000)
     assert abs(stall["victim_added_ms"] - get_ms) <= 0.2 * get_ms, (stall["victim_added_ms"], get_ms)
