@@ -307,3 +307,35 @@ def test_a_raw_read_cuts_the_execution_of_requests_read_before_it():
     alone.read_start_ts, alone.read_end_ts, alone.exec_start_ts, alone.exec_end_ts = 100, 110, 110, 5000
     infer_execution([alone])
     assert alone.exec_end_ts == 5000
+
+
+def test_raw_path_requests_are_timed_with_the_kernels_buckets_and_phases():
+    """Requests stitched from a connection the kernel left to user space get percentiles, phases and
+    the agent's histograms: without them a command seen only there showed p50/p99/max 0 µs."""
+    from tracer.agent.figures import InstanceTotals
+    from tracer.engine.feed import EngineFeed
+    from tracer.stitch.model import Request
+
+    feed = EngineFeed(lambda req: None)
+    feed.on_raw_read(events.decode(_raw_read(7, b"*2\r\n$7\r\nEVALSHA\r\n$1\r\n0\r\n" * 2)))
+    for i, (latency, name) in enumerate(((250_000_000, "EVALSHA"), (240_000_000, "evalsha"), (10_000, "DEBUG SLEEP"))):
+        req = Request()
+        req.tgid, req.fd, req.command = 5, 7, name
+        t0 = 10 ** 12 + i * 10 ** 9
+        req.arrival_ts, req.wake_ts, req.read_start_ts, req.read_end_ts = t0, t0 + 1000, t0 + 3000, t0 + 4000
+        req.reply_start_ts, req.reply_end_ts = t0 + latency - 2000, t0 + latency
+        feed.on_raw_request(req)
+    unanswered = Request()
+    unanswered.tgid, unanswered.command, unanswered.read_start_ts = 5, "GET", 10 ** 12
+    feed.on_raw_request(unanswered)        # counted by the reads, never timed
+    rows = feed.command_rows()
+    assert rows["EVALSHA"].count == 2
+    assert abs(rows["EVALSHA"].p50_us - 240_000) <= 0.04 * 240_000 and rows["EVALSHA"].max_us == 250_000.0
+    assert rows["DEBUG"].count == 0 and rows["DEBUG"].p99_us > 0 and "GET" not in rows
+    phases = feed.phases_us()
+    assert phases["socket_queue"] == 3.0 and phases["wait"] == 6.0 and phases["reply_write"] == 6.0
+    assert feed.phase_histograms()["exec"].count == 3 and feed.command_rows(pids={6}) == {}
+    totals = InstanceTotals()
+    totals.add_engine(None, {"EVALSHA": 2}, feed.raw_latencies.of(5))
+    assert totals.commands["EVALSHA"].requests == 2 and totals.commands["EVALSHA"].latency.count == 2
+    assert totals.commands["EVALSHA"].latency.sum_ns == 490_000_000 and totals.phases["wait"].count == 3

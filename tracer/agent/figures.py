@@ -57,9 +57,10 @@ class InstanceTotals:
     stalls: dict = field(default_factory=dict)      # stall class -> [count, seconds]
     fsync: Histogram = field(default_factory=Histogram)
 
-    def add_engine(self, stats, raw_counts: dict) -> None:
-        """One probe session's figures of this instance: an engine InstanceStats (or None) and
-        {command: count} of the commands the raw path counted."""
+    def add_engine(self, stats, raw_counts: dict, raw_latencies: tuple = ({}, {})) -> None:
+        """One probe session's figures of this instance: an engine InstanceStats (or None),
+        {command: count} of the commands the raw path counted and ({command: (fields, histogram)},
+        {phase: (fields, histogram)}) of the requests it timed (engine.raw.RawLatencies.of)."""
         if stats is not None:
             for name, cs in stats.commands.items():
                 row = self.commands.setdefault(name, CommandTotals())
@@ -70,6 +71,11 @@ class InstanceTotals:
                                                               hist.buckets)
         for name, n in raw_counts.items():
             self.commands.setdefault(name, CommandTotals()).requests += n
+        commands, phases = raw_latencies
+        for name, (fields, hist) in commands.items():
+            self.commands.setdefault(name, CommandTotals()).latency.add(hist.count, fields["sum_ns"], hist.buckets)
+        for name, (fields, hist) in phases.items():
+            self.phases.setdefault(name, Histogram()).add(hist.count, fields["sum_ns"], hist.buckets)
 
     def add_stall(self, cls: str, seconds: float) -> None:
         row = self.stalls.setdefault(cls, [0, 0.0])

@@ -110,12 +110,13 @@ class Agent:
         out = AgentFigures(known_commands=frozenset(session.table.names),
                            lost_events=session.counters().get("lost", 0))
         snap = session.snapshot()
+        engine = self.pipeline.engine
         raw: dict = {}
-        for (tgid, name), n in self.pipeline.engine.raw.counts.items():
+        for (tgid, name), n in engine.raw.counts.items():
             raw.setdefault(tgid, {})[name] = n
         for pid, (label, _) in self.labels.items():
             stats = next((inst for inst in snap.instances.values() if inst.pid == pid), None)
-            out.instance(label).add_engine(stats, raw.get(pid, {}))
+            out.instance(label).add_engine(stats, raw.get(pid, {}), engine.raw_latencies.of(pid))
         return out
 
     # -- targets -------------------------------------------------------------------------------------

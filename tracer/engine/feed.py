@@ -6,7 +6,9 @@
 * ENGINE records (the kernel aggregates, once per refresh) give every request's count and the
   per-command and per-phase percentiles: `apply_snapshot` / `apply_report` put them into the views.
 * READ records flagged RTF_ENGINE_RAW (bytes the kernel left to user space) are counted with the
-  RESP parser (raw.RawCounter), so kernel counts plus these are the exact totals.
+  RESP parser (raw.RawCounter), so kernel counts plus these are the exact totals. The requests the
+  stitcher makes of a connection left to user space (its writes come up too) are timed into
+  raw.RawLatencies, so their commands have percentiles and phases like the kernel's.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from tracer.analyze.histogram import LatencyHistogram
 from tracer.engine import aggregates
 from tracer.engine.commands import OTHER
 from tracer.engine.histogram import EngineHistogram, bucket_bounds, bucket_value
-from tracer.engine.raw import RawCounter
+from tracer.engine.raw import RawCounter, RawLatencies
 from tracer.engine.records import decode_request
 from tracer.decode.keyspec import KEEP, ArgAnalyzer
 from tracer.kernel import events
@@ -118,6 +120,7 @@ class EngineFeed:
         self.baseline: dict = {}            # pid -> InstanceFigures subtracted from the newest (a window's start)
         self.history: dict = {}             # pid -> deque of (ts, total count, {name: count})
         self.raw = RawCounter()
+        self.raw_latencies = RawLatencies()
         self.held: dict = {}                # tgid -> Requests of REQ records not yet given on (flush())
         self.raw_reads: dict = {}           # tgid -> start times of its latest raw reads (infer_execution)
         self.records = 0                    # REQ records
@@ -178,6 +181,10 @@ class EngineFeed:
         reads.append(ev.ts_enter)
         return self.raw.feed_event(ev)
 
+    def on_raw_request(self, req) -> None:
+        """A request the stitcher made of raw reads and writes (a client connection, not a link)."""
+        self.raw_latencies.add(req)
+
     def on_close(self, ev) -> None:
         self.raw.forget(ev.tgid, ev.fd)
 
@@ -190,7 +197,8 @@ class EngineFeed:
         return [p for p in self.figures if pids is None or p in pids]
 
     def merged(self, pids=None) -> dict:
-        """name -> (fields, EngineHistogram), summed over the instances; raw-path counts added."""
+        """name -> (fields, EngineHistogram), summed over the instances; the raw path's counts and
+        latencies added."""
         out: dict = {}
         for pid in self._pids(pids):
             for name, (fields, hist) in self._since_baseline(pid).items():
@@ -203,8 +211,15 @@ class EngineFeed:
                     merged.add(hist)
         for (tgid, name), n in self.raw.counts.items():
             if pids is None or tgid in pids:
-                fields, _ = out.setdefault(name, (dict.fromkeys(("count", "done", "max_ns"), 0), EngineHistogram()))
+                fields, _ = out.setdefault(name, _empty_row())
                 fields["count"] += n
+        for (tgid, name), (timed, hist) in self.raw_latencies.commands.items():
+            if pids is None or tgid in pids:
+                fields, merged = out.setdefault(name, _empty_row())
+                fields["done"] += timed["done"]
+                fields["sum_ns"] = fields.get("sum_ns", 0) + timed["sum_ns"]
+                fields["max_ns"] = max(fields["max_ns"], timed["max_ns"])
+                merged.add(hist)
         return out
 
     def _since_baseline(self, pid: int) -> dict:
@@ -240,6 +255,9 @@ class EngineFeed:
                 buckets = hist.buckets if before is None else [max(0, a - b) for a, b in
                                                                  zip(hist.buckets, before.buckets)]
                 out.setdefault(name, EngineHistogram()).add(EngineHistogram(buckets))
+        for (tgid, name), (_, hist) in self.raw_latencies.phases.items():
+            if pids is None or tgid in pids:
+                out.setdefault(name, EngineHistogram()).add(hist)
         return out
 
     def rates(self, pids=None) -> tuple[float, dict]:
@@ -266,6 +284,9 @@ class EngineFeed:
                 if base is not None:
                     ns = max(0, ns - base.phase_sum_ns.get(name, 0))
                 sums[name] = sums.get(name, 0) + ns
+        for (tgid, name), (fields, _) in self.raw_latencies.phases.items():
+            if pids is None or tgid in pids:
+                sums[name] = sums.get(name, 0) + fields["sum_ns"]
         return {name: ns_to_us(v) for name, v in sums.items()}
 
     def command_rows(self, pids=None, live: bool = False) -> dict:
@@ -322,6 +343,11 @@ class EngineFeed:
         report.requests = sum(r.count for r in rows.values())
         report.phases_us_total = self.phases_us(pids) or report.phases_us_total
         report.mode = "engine"
+
+
+def _empty_row() -> tuple:
+    """A command the kernel has no figures for (only the raw path saw it)."""
+    return dict.fromkeys(("count", "done", "sum_ns", "max_ns"), 0), EngineHistogram()
 
 
 def _keep_samples(rows: dict, analysed: dict) -> None:

@@ -47,6 +47,11 @@ class EngineHistogram:
         self.buckets = [a + b for a, b in zip(self.buckets, other.buckets)]
         self.count += other.count
 
+    def add_value(self, ns: int) -> None:
+        """One value (a request user space timed: the raw path's, never the kernel's per request)."""
+        self.buckets[bucket_index(ns)] += 1
+        self.count += 1
+
     def percentile(self, p: float) -> int:
         """Value in ns at percentile p (0-100); 0 when empty."""
         if self.count == 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from tracer.engine.histogram import EngineHistogram
 from tracer.kernel import events
 from tracer.decode.keyspec import KNOWN
 from tracer.decode.resp import RequestParser
@@ -51,3 +52,50 @@ class RawCounter:
             if name and (cmd.complete or name == "?" or known):
                 self.counts[(ev.tgid, name if known else UNDECODABLE)] += 1
         return spans
+
+
+class RawLatencies:
+    """Latencies of the requests user space stitched from a connection the kernel left to it (its
+    reads and writes come up whole: a lost frame, a link, a batch cut inside a command). Kept as the
+    kernel keeps its own, so that merged with them they make one histogram per command: per (tgid,
+    command name as RawCounter counts it) the fields and buckets of probes/engine.c, latency from
+    arrival (or read start) to the end of the reply, and the batch phases as eng_close_batch times them."""
+
+    def __init__(self):
+        self.commands: dict = {}    # (tgid, name) -> ({"done", "sum_ns", "max_ns"}, EngineHistogram)
+        self.phases: dict = {}      # (tgid, phase) -> ({"sum_ns"}, EngineHistogram)
+
+    def add(self, req) -> None:
+        latency = req.latency_ns
+        if latency is None:
+            return                  # no reply seen: counted (RawCounter) but not timed, as in the kernel
+        head = req.command.split(" ", 1)[0].upper()
+        name = head if head.encode() in KNOWN else UNDECODABLE
+        fields, hist = self.commands.get((req.tgid, name)) or self.commands.setdefault(
+            (req.tgid, name), ({"done": 0, "sum_ns": 0, "max_ns": 0}, EngineHistogram()))
+        fields["done"] += 1
+        fields["sum_ns"] += latency
+        fields["max_ns"] = max(fields["max_ns"], latency)
+        hist.add_value(latency)
+        arrival, wake = req.arrival_ts, req.wake_ts
+        read_start, read_end = req.read_start_ts, req.read_end_ts
+        reply_start, reply_end = req.reply_start_ts, req.reply_end_ts
+        if arrival and wake >= arrival:
+            self._phase(req.tgid, "socket_queue", wake - arrival)
+        if wake and read_start >= wake:
+            self._phase(req.tgid, "wait", read_start - wake)
+        if read_end and reply_start >= read_end:
+            self._phase(req.tgid, "exec", reply_start - read_end)
+        if reply_start and reply_end >= reply_start:
+            self._phase(req.tgid, "reply_write", reply_end - reply_start)
+
+    def of(self, tgid: int) -> tuple[dict, dict]:
+        """({name: (fields, histogram)}, {phase: (fields, histogram)}) of one instance."""
+        return ({name: row for (t, name), row in self.commands.items() if t == tgid},
+                {phase: row for (t, phase), row in self.phases.items() if t == tgid})
+
+    def _phase(self, tgid: int, phase: str, ns: int) -> None:
+        fields, hist = self.phases.get((tgid, phase)) or self.phases.setdefault(
+            (tgid, phase), ({"sum_ns": 0}, EngineHistogram()))
+        fields["sum_ns"] += ns
+        hist.add_value(ns)

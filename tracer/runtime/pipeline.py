@@ -59,7 +59,7 @@ class Pipeline:
                 self._fan_out("on_loss"), self._fan_out("on_invalidate"), self._fan_out("on_info"),
                 self._fan_out("on_stacks"), self._fan_out("on_propagated"))
             on_sched, on_redis_log = self._fan_out("on_sched"), self._fan_out("on_redis_log")
-        self.stitcher = Stitcher(on_request=self._on_request, on_busy=on_busy, on_sync=self._on_sync,
+        self.stitcher = Stitcher(on_request=self._on_stitched_request if engine else self._on_request, on_busy=on_busy, on_sync=self._on_sync,
                                  on_conn=on_conn, on_accept=on_accept, on_counters=self._on_counters,
                                  on_loss=on_loss, on_invalidate=on_invalidate, on_info=on_info, on_stacks=on_stacks,
                                  on_propagated=on_propagated, on_sched=on_sched, on_redis_log=on_redis_log,
@@ -99,6 +99,15 @@ class Pipeline:
                 inst.on_request(req)
         if self.extra_on_request is not None:
             self.extra_on_request(req)
+
+    def _on_stitched_request(self, req) -> None:
+        """Engine mode: the stitcher follows only what the kernel left to user space; a request it
+        made of a client connection's raw reads and writes is timed into the engine's figures (a
+        link's are Redis's own traffic, never counted as requests)."""
+        state = self.stitcher.conns.get((req.tgid, req.fd))
+        if state is None or state.link is None:
+            self.engine.on_raw_request(req)
+        self._on_request(req)
 
     def _on_sync(self, sync) -> None:
         self.analyzer.on_sync(sync)
@@ -161,14 +170,18 @@ class Pipeline:
         """Engine mode, a READ or WRITE the stitcher has just seen: what to mask when recording it.
         A link's bytes are masked as --full masks them (the stitcher's spans keep the REPLCONF/PSYNC
         that name it, so replay finds the link again); a client's reads as the raw counter parses
-        them (engine None: not counted), a client's replies whole (the stitcher may not know the
-        requests the kernel parsed, so it cannot tell their values)."""
+        them (engine None: not counted); a client's raw replies as --full masks them (every value and
+        error text: engine mode never shows values), so that a replay re-stitches the same requests
+        and times them as live did; whole where the reply parser did not run, and every other write
+        (engine None: an unclassified fd's, the AOF's)."""
         state = self.stitcher.conns.get((ev.tgid, ev.fd))
+        spans = self.stitcher.last_spans
         if state is not None and state.link is not None:
-            return self._write_spans(ev, self.stitcher.last_spans) if ev.kind == events.WRITE \
-                else self.stitcher.last_spans
+            return self._write_spans(ev, spans) if ev.kind == events.WRITE else spans
         if ev.kind == events.READ and engine is not None:
             return engine.on_raw_read(ev)
+        if ev.kind == events.WRITE and engine is not None and spans is not None:
+            return self._write_spans(ev, spans)
         return [(0, len(ev.payload))]
 
     def _feed_engine(self, records) -> None:
