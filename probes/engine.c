@@ -68,6 +68,7 @@ enum eng_conn_flags {
     ECF_RAW = 1,        /* parse lost: this connection's bytes go to user space */
     ECF_UNSYNCED = 2,   /* opened before the engine attached: first read must start a frame */
     ECF_BATCH = 4,      /* a batch has begun (its timestamps are set) */
+    ECF_RAW_REPLY = 8,  /* the last read went up whole (inline commands): its replies go up too */
 };
 
 enum eng_counter {      /* mirrored by tracer/engine/layout.py */
@@ -829,8 +830,13 @@ static __always_inline void eng_read_done(void *ctx, struct eng_conn *c, struct 
             eng_count(ECNT_DESYNC, 1);
         }
         c->pst = PS_CMD;
-        if (!c->npend)
+        if (!c->npend) {
             c->flags &= ~ECF_BATCH;     /* the command begun here is user space's now */
+            /* every command of this read is user space's, and so are their replies: the writes
+             * until the next read go up whole, so user space times them (an inline PING) */
+            if (from < ret)
+                c->flags |= ECF_RAW_REPLY;
+        }
         eng_count(ECNT_RAW_READS, 1);
         if (from < ret)
             eng_raw_rest(ctx, s, from, ret - from);
@@ -907,6 +913,8 @@ static __always_inline void eng_read(void *ctx, __u64 id, struct inflight *call,
             goto raw;
         }
     }
+    if (c->flags & ECF_RAW_REPLY)
+        c->flags &= ~ECF_RAW_REPLY;     /* the replies of the read before were the writes before */
     /* the socket's first unread arrival (sk_data_ready), through the socket cached per connection */
     if (!c->sk) {
         __u64 *skp = fd_socks.lookup(&fk);
@@ -1066,7 +1074,7 @@ static __always_inline void eng_write(__u64 id, struct inflight *call, long ret,
     struct fd_key fk = {.tgid = id >> 32, .fd = call->fd};
     if (!c)
         return;
-    if (c->flags & ECF_RAW) {
+    if (c->flags & (ECF_RAW | ECF_RAW_REPLY)) {
         eng_emit_raw(RT_WRITE, id, call, 0, ret, 0, 0, RTF_ENGINE_RAW);
         return;
     }

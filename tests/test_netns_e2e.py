@@ -27,7 +27,8 @@ def benchmark_in(ns, port: int, n: int = SETS) -> None:
 def assert_sets_with_arrival(out: str, n: int = SETS) -> list[dict]:
     sets = [r for r in json_lines(out) if r["command"] == "SET"]
     assert len(sets) == n
-    assert all(r["arrival_known"] and r["phases_us"]["socket_queue"] is not None for r in sets)
+    unknown = [r for r in sets if not r["arrival_known"] or r["phases_us"]["socket_queue"] is None]
+    assert not unknown, unknown[:3]
     return sets
 
 

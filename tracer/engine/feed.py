@@ -80,7 +80,7 @@ def to_request(rec, name: str, key, conn_id: int, client) -> Request:
     req.command, req.key, req.argc = name, key, rec.argc
     req.request_bytes, req.reply_bytes = rec.bytes_in, rec.bytes_out
     req.reply_type = _REPLY_TYPES.get(rec.reply_type, "unknown" if rec.write_end else "none")
-    req.arrival_ts = rec.arrival_ts if rec.arrival_ts and rec.arrival_ts <= rec.read_start else 0
+    req.arrival_ts = rec.arrival
     req.wake_ts = rec.wake_ts
     req.read_start_ts, req.read_end_ts = rec.read_start, rec.read_end
     if rec.write_start and rec.read_end and rec.write_start >= rec.read_end:
