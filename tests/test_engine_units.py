@@ -125,6 +125,8 @@ def test_bytes_stamped_while_their_read_was_under_way_arrived_at_the_read():
     assert later.arrival == 0 and to_request(later, "SET", "k", 1, None).arrival_ts == 0   # the next request's
     before = decode_request(_req(read_start=2000, read_end=2600, arrival_ts=1500, write_end=9000, ncmds=1))
     assert before.arrival == 1500 and to_request(before, "SET", "k", 1, None).socket_queue_ns == 500
+    # a record without a read end (a CPU-starved victim's): an arrival before the read still counts
+    assert decode_request(_req(read_start=2000, arrival_ts=1500, write_end=9000, ncmds=1)).arrival == 1500
 
 
 class _Clock:
