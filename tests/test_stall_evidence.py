@@ -177,3 +177,53 @@ def test_live_and_summary_show_a_cpu_starved_stall_and_its_victim():
     assert "900ms stress (pid 999)" in summary and "[cpu-starved]" in summary
     assert "redis agrees: SLOWLOG has no command" in summary
     assert "<- stall 4 [cpu-starved] stress (pid 999)" in summary
+
+
+def test_trace_json_holds_a_victim_until_its_stall_is_known():
+    """The busy span's LOOP record comes after the replies written in it: a victim handed on first
+    had no stall to point to (CI: a 948 ms CPU-starved GET without blocked_by). VictimHold keeps it
+    until the stall is known, up to its hold time; fast requests and known victims go at once."""
+    from tracer.analyze.blocked_by import VictimHold
+    from tracer.stitch.model import Request
+
+    def req(cmd, start, end, exec_ns=0):
+        r = Request()
+        r.tgid, r.command, r.arrival_ts, r.read_start_ts, r.reply_end_ts = 7, cmd, start, start, end
+        if exec_ns:
+            r.exec_start_ts, r.exec_end_ts = start, start + exec_ns
+        return r
+
+    clock = [100.0]
+    tracker = StallTracker(50.0)
+    hold = VictimHold(tracker, hold_s=1.0, now=lambda: clock[0])
+    t0 = 10 ** 12
+    assert tracker.of(req("GET", t0 + 1 * MS, t0 + 200 * MS)) is None     # what trace.py did: too early
+    assert hold.take(req("PING", t0, t0 + MS // 10)) == (True, None)        # too fast to be a victim
+    victim = req("GET", t0 + 2 * MS, t0 + 201 * MS)
+    assert hold.take(victim) == (False, None)
+    assert hold.release() == []                     # nothing known yet, time not up
+    tracker.on_busy(BusySpan(7, t0, t0 + 200 * MS))     # the LOOP record: a 200 ms stall
+    released = hold.release()
+    assert [r for r, _ in released] == [victim] and released[0][1]["id"] == 0
+    lonely = req("GET", t0 + 10 ** 10, t0 + 10 ** 10 + 5 * MS)
+    assert hold.take(lonely) == (False, None)
+    clock[0] += 1.5
+    assert hold.release() == [(lonely, None)]       # no stall came: printed after the hold time
+    assert hold.take(req("GET", t0 + 3 * MS, t0 + 150 * MS))[0]     # the stall is known now: at once
+
+
+def test_a_request_executing_through_a_cpu_starved_stall_is_its_victim():
+    """A GET read just before a real-time hog took the CPU executes (read end → reply) through the
+    whole wait: it made no stall, it suffered it (CI: the 948 ms GET had no blocked_by). A command
+    executing through a stall of any other class is its culprit, not a victim."""
+    from types import SimpleNamespace
+
+    from tracer.analyze.blocked_by import blocking_verdict
+
+    t0 = 10 ** 12
+    starved = SimpleNamespace(tgid=7, start_ts=t0, end_ts=t0 + 900 * MS, class_="cpu-starved")
+    bigkey = SimpleNamespace(tgid=7, start_ts=t0, end_ts=t0 + 900 * MS, class_="bigkey")
+    start, end, exec_ns = t0 + MS, t0 + 901 * MS, 899 * MS
+    assert blocking_verdict(7, start, end, [starved], exec_ns) is starved
+    assert blocking_verdict(7, start, end, [bigkey], exec_ns) is None
+    assert blocking_verdict(7, start, end, [bigkey], 0) is bigkey

@@ -7,10 +7,16 @@ Chrome export's flow arrows. Only requests at least BLOCKED_MIN_NS slow are look
 """
 from __future__ import annotations
 
+import time
+from collections import deque
+
 from tracer.analyze.diagnosis import StallDetector
+from tracer.analyze.offcpu import CPU_STARVED
 
 BLOCKED_SHARE = 0.5
 BLOCKED_MIN_NS = 1_000_000
+HOLD_S = 1.0            # trace --json: how long a possible victim waits for its stall to be known
+MAX_HELD = 10_000       # ... and how many may wait
 
 
 def _overlap(a: int, b: int, c: int, d: int) -> int:
@@ -29,7 +35,11 @@ def blocking_verdict(tgid: int, start: int, end: int, verdicts, exec_ns: int = 0
         ns = _overlap(start, end, v.start_ts, v.end_ts)
         if ns > best_ns:
             best, best_ns = v, ns
-    if best_ns < BLOCKED_SHARE * (end - start) or exec_ns >= BLOCKED_SHARE * best_ns:
+    if best_ns < BLOCKED_SHARE * (end - start):
+        return None
+    # A request executing through most of the stall made it, unless the main thread spent the stall
+    # waiting for a CPU: a GET read just before another process took the CPU is that stall's victim.
+    if exec_ns >= BLOCKED_SHARE * best_ns and best.class_ != CPU_STARVED:
         return None
     return best
 
@@ -72,7 +82,55 @@ class StallTracker:
         """Offer the request (a culprit or victim of stalls to come) and say which stall delayed it."""
         if self.offer:
             self.detector.on_request(req)
-        latency = req.latency_ns
-        if latency is None or latency < BLOCKED_MIN_NS or not self.detector.stalls_total:
+        return self.blocking(req)
+
+    def blocking(self, req) -> dict | None:
+        """Which stall known now delayed the request (it was offered before)."""
+        if not may_be_victim(req) or not self.detector.stalls_total:
             return None
         return blocked_by(req, detector_verdicts(self.detector))
+
+
+def may_be_victim(req) -> bool:
+    latency = req.latency_ns
+    return latency is not None and latency >= BLOCKED_MIN_NS
+
+
+class VictimHold:
+    """`trace --json` prints each request as it comes, but a stall is often known only at its end:
+    the busy span's LOOP record comes after the replies written in it (a main thread preempted while
+    busy, not woken in epoll_wait, is a stall only then). A request slow enough to be a victim and
+    not yet blocked by a known stall waits up to hold_s for one (at most max_held of them: the
+    oldest goes first), so its blocked_by is not left out by the order the records came in."""
+
+    def __init__(self, tracker: StallTracker, hold_s: float = HOLD_S, max_held: int = MAX_HELD,
+                 now=time.monotonic):
+        self.tracker = tracker
+        self.hold_s = hold_s
+        self.max_held = max_held
+        self.now = now
+        self.waiting: deque = deque()       # (deadline, Request)
+
+    def take(self, req) -> tuple[bool, dict | None]:
+        """(ready now, its blocked_by); not ready: release() gives it later."""
+        blocked = self.tracker.of(req)
+        if blocked is None and may_be_victim(req):
+            self.waiting.append((self.now() + self.hold_s, req))
+            return False, None
+        return True, blocked
+
+    def release(self, final: bool = False) -> list:
+        """[(Request, blocked_by)] of the waiting requests whose stall is known now, whose time is up,
+        beyond max_held, or all of them (final), in the order they came."""
+        out, keep = [], deque()
+        now = self.now()
+        over = len(self.waiting) - self.max_held
+        for deadline, req in self.waiting:
+            blocked = self.tracker.blocking(req)
+            if blocked is not None or final or now >= deadline or over > 0:
+                out.append((req, blocked))
+                over -= 1
+            else:
+                keep.append((deadline, req))
+        self.waiting = keep
+        return out

@@ -17,6 +17,7 @@ from tracer.stitch.sched_items import Fork, OffCpu, RunSlice
 from tracer.units import NS_PER_MS, ns_to_ms
 
 SCHED_SHARE = 0.5               # off-CPU facts must explain this share of the span to name its class
+CPU_STARVED = "cpu-starved"     # the class of a span the main thread spent waiting for a CPU
 WAKE_SLACK_NS = 200_000         # bytes arrive this long at most before the wake-up they cause
 COMPETITORS_LISTED = 5
 WAITS_LISTED = 3
@@ -136,7 +137,7 @@ def sched_class(facts: OffCpuFacts) -> str | None:
     if facts.forks and facts.fork_ns >= need:
         return "fork"
     if facts.runnable_ns >= need:
-        return "cpu-starved"
+        return CPU_STARVED
     if facts.blocked_ns >= need:
         return "blocked"
     return None

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import sys
 
-from tracer.analyze.blocked_by import StallTracker
+from tracer.analyze.blocked_by import StallTracker, VictimHold
 from tracer.analyze.request_filter import RequestFilter, command_list
 from tracer.commands import cli_help
 from tracer.errors import UsageError
@@ -70,14 +70,25 @@ def run(args) -> int:
     stalls = StallTracker(options.stall_ms)     # a victim's JSON names the stall that delayed it
     keep = RequestFilter(min_ms=options.slow_ms, commands=options.commands, client=args.client,
                          key_prefix=args.key_prefix)
+    hold = VictimHold(stalls)
+
+    def write_json(req, blocked):
+        if keep.empty or keep(req):
+            doc = req.to_json(clock)
+            if blocked is not None:
+                doc["blocked_by"] = blocked
+            out.write(json.dumps(doc) + "\n")
+
+    def tick(final: bool = False):
+        for req, blocked in hold.release(final):
+            write_json(req, blocked)
+        out.flush()
+
     if args.json:
         def emit(req):
-            blocked = stalls.of(req)        # every request, filtered or not: culprits make the stalls
-            if keep.empty or keep(req):
-                doc = req.to_json(clock)
-                if blocked is not None:
-                    doc["blocked_by"] = blocked
-                out.write(json.dumps(doc) + "\n")
+            ready, blocked = hold.take(req)     # every request, filtered or not: culprits make the stalls
+            if ready:
+                write_json(req, blocked)
     else:
         def emit(req):
             if keep.empty or keep(req):
@@ -101,9 +112,9 @@ def run(args) -> int:
             where = "the kernel" if getattr(session, "kernel_commands", None) else \
                 "user space (a name the kernel's command table lacks)"
             print(f"trace: --command filtered in {where}", file=sys.stderr, flush=True)
-        runner.drain_loop(session, consume, options.duration, options.poll_ms, tick=out.flush)
+        runner.drain_loop(session, consume, options.duration, options.poll_ms, tick=tick)
         stitcher.finish()
-        out.flush()
+        tick(final=True)
         lost = session.counters()["lost"]
     finally:
         session.close()
