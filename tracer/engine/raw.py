@@ -12,6 +12,11 @@ from tracer.decode.resp import RequestParser
 from tracer.schema import UNDECODABLE
 
 
+def row_name(name: str) -> str:
+    """The command-table row of an upper-cased command name: itself when Redis knows it, else "?"."""
+    return name if name.encode() in KNOWN else UNDECODABLE
+
+
 class RawCounter:
     """Commands per (tgid, name) in the raw reads, one parser per connection."""
 
@@ -48,9 +53,9 @@ class RawCounter:
             # a line whose name Redis does not know (garbage, a typo, a protocol error) joins the "?"
             # row, as --full's analysis puts it (there from the error reply; the raw path sees none)
             name = cmd.name.upper()
-            known = name.encode() in KNOWN
-            if name and (cmd.complete or name == "?" or known):
-                self.counts[(ev.tgid, name if known else UNDECODABLE)] += 1
+            row = row_name(name)
+            if name and (cmd.complete or name == "?" or row != UNDECODABLE):
+                self.counts[(ev.tgid, row)] += 1
         return spans
 
 
@@ -69,8 +74,7 @@ class RawLatencies:
         latency = req.latency_ns
         if latency is None:
             return                  # no reply seen: counted (RawCounter) but not timed, as in the kernel
-        head = req.command.split(" ", 1)[0].upper()
-        name = head if head.encode() in KNOWN else UNDECODABLE
+        name = row_name(req.command.split(" ", 1)[0].upper())
         fields, hist = self.commands.get((req.tgid, name)) or self.commands.setdefault(
             (req.tgid, name), ({"done": 0, "sum_ns": 0, "max_ns": 0}, EngineHistogram()))
         fields["done"] += 1
